@@ -1,0 +1,93 @@
+"""Write-then-rename helpers: nothing half-written ever sits under a final name."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from countnet_gen.errors import CountnetError
+
+PARTIAL = ".partial-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(final: Path) -> None:
+    """Delete temp folders left by killed runs aimed at ``final`` (their pid is gone)."""
+    parent = final.parent
+    if not parent.is_dir():
+        return
+    for p in parent.glob(f".{final.name}{PARTIAL}*"):
+        pid = p.name.rsplit("-", 2)[-2] if p.name.count("-") >= 2 else ""
+        if not pid.isdigit() or not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def check_writable_parent(final: Path) -> None:
+    """Create ``final``'s parent or fail with one line saying why."""
+    parent = final.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (OSError, FileExistsError) as e:
+        raise CountnetError(f"cannot create {parent}: {e.strerror or e}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CountnetError(f"cannot write into {parent}: permission denied")
+
+
+@contextlib.contextmanager
+def staging_dir(final: Path, *, force: bool, what: str = "dataset") -> Iterator[Path]:
+    """Yield a temp folder beside ``final``; on success it replaces ``final`` atomically.
+
+    Without ``force`` an existing ``final`` is an error. On any failure (or interruption)
+    the temp folder is removed; after kill -9 it is removed by the next run.
+    """
+    final = Path(final)
+    if final.exists() and not force:
+        raise CountnetError(f"{what} {final} already exists: pass --force to replace it")
+    check_writable_parent(final)
+    remove_stale_partials(final)
+    try:
+        tmp = Path(
+            tempfile.mkdtemp(prefix=f".{final.name}{PARTIAL}{os.getpid()}-", dir=final.parent)
+        )
+    except OSError as e:
+        raise CountnetError(f"cannot write into {final.parent}: {e.strerror}") from None
+    try:
+        yield tmp
+        if final.exists():
+            # Move the old one aside first so the swap is two renames, then delete it.
+            old = final.parent / f".{final.name}{PARTIAL}{os.getpid()}-old"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a small file via a temp name in the same folder, then rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

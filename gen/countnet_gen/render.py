@@ -1,0 +1,64 @@
+"""Pixels: circles -> an anti-aliased image, vectorised with NumPy.
+
+Each pixel's coverage by a disc is approximated analytically as clip(r - d + 0.5, 0, 1),
+d being the distance from the pixel centre to the circle centre: a one-pixel linear ramp
+across the edge, which is what supersampling converges to for smooth edges, at a
+fraction of the cost. Overlapping coverages add up and are clipped at 1.
+
+An image is a blend of two colours, so it is stored losslessly as 8-bit coverage plus a
+256-entry palette (``palette``): a third of the bytes of RGB, and PNG encoding is the
+slowest step of generation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def coverage(circles: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) float32 map in [0, 1]: how much of each pixel the circles cover."""
+    if len(circles) == 0:
+        return np.zeros((size, size), np.float32)
+    x, y, r = circles[:, 0], circles[:, 1], circles[:, 2]
+    p = int(math.ceil(r.max())) * 2 + 3  # patch side: whole disc plus its AA rim
+    x0 = np.floor(x - r - 1).astype(np.int64)
+    y0 = np.floor(y - r - 1).astype(np.int64)
+    steps = np.arange(p)
+    cols = x0[:, None] + steps[None, :]  # (n, p) pixel columns of each patch
+    rows = y0[:, None] + steps[None, :]
+    dx = (cols + 0.5 - x[:, None]).astype(np.float32)
+    dy = (rows + 0.5 - y[:, None]).astype(np.float32)
+    d = np.sqrt(dy[:, :, None] ** 2 + dx[:, None, :] ** 2)  # (n, p, p)
+    vals = np.clip(r[:, None, None].astype(np.float32) - d + 0.5, 0.0, 1.0)
+    # Patches may hang over the frame (their ramps are zero there): drop those pixels.
+    inside = (
+        ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    ) & (vals > 0)
+    flat = rows[:, :, None] * size + cols[:, None, :]
+    cov = np.bincount(flat[inside], weights=vals[inside], minlength=size * size)
+    return np.minimum(cov, 1.0).astype(np.float32).reshape(size, size)
+
+
+def coverage_u8(circles: np.ndarray, size: int) -> np.ndarray:
+    """Coverage quantised to 0..255: the index into ``palette``."""
+    return np.rint(coverage(circles, size) * 255).astype(np.uint8)
+
+
+def palette(fg: tuple[int, int, int], bg: tuple[int, int, int]) -> np.ndarray:
+    """(256, 3) uint8: entry k is bg blended towards fg by k/255."""
+    t = np.arange(256, dtype=np.float64)[:, None] / 255.0
+    bg_a, fg_a = np.asarray(bg, np.float64), np.asarray(fg, np.float64)
+    return np.rint(bg_a + t * (fg_a - bg_a)).astype(np.uint8)
+
+
+def render(
+    circles: np.ndarray,
+    size: int,
+    fg: tuple[int, int, int] = (31, 119, 180),
+    bg: tuple[int, int, int] = (255, 255, 255),
+) -> np.ndarray:
+    """Draw circles in ``fg`` on ``bg``: a (size, size, 3) uint8 RGB array, pixel for pixel
+    what the written PNG decodes to."""
+    return palette(fg, bg)[coverage_u8(circles, size)]

@@ -1,0 +1,208 @@
+"""DatasetSpec: the one description of a synthetic dataset, shared by the CLI, the
+Snakefile (config/config.yaml) and the dataset's own dataset.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from countnet_gen.errors import CountnetError
+
+# matplotlib's default scatter colour on white, as in the blog's images.
+DEFAULT_FG = "#1f77b4"
+DEFAULT_BG = "#ffffff"
+
+_RANGE_RE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+_HEX_RE = re.compile(r"^#?([0-9a-fA-F]{6})$")
+_NAMED = {
+    "white": "#ffffff",
+    "black": "#000000",
+    "red": "#d62728",
+    "green": "#2ca02c",
+    "blue": "#1f77b4",
+    "orange": "#ff7f0e",
+    "gray": "#7f7f7f",
+    "grey": "#7f7f7f",
+}
+
+
+def parse_int_range(
+    text: str | int | list | tuple, what: str, *, allow_single: bool
+) -> tuple[int, int]:
+    """Parse "A-B" (inclusive) or, where allowed, "A", into (A, B) with 0 < A <= B."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        text = str(text)
+    if isinstance(text, list | tuple) and len(text) == 2:
+        text = f"{text[0]}-{text[1]}"
+    m = _RANGE_RE.match(str(text))
+    if not m or (m.group(2) is None and not allow_single):
+        form = "A-B or A" if allow_single else "A-B, e.g. 45-50"
+        raise CountnetError(f"{what} must look like {form} (positive integers), got {text!r}")
+    lo = int(m.group(1))
+    hi = int(m.group(2)) if m.group(2) is not None else lo
+    if lo <= 0:
+        raise CountnetError(f"{what} must be positive, got {text!r}")
+    if lo > hi:
+        raise CountnetError(f"{what} {text!r} is reversed: write {hi}-{lo}")
+    return lo, hi
+
+
+def parse_color(text: str, what: str) -> str:
+    """Return a colour as '#rrggbb' from a hex string or a few common names."""
+    named = _NAMED.get(str(text).strip().lower())
+    if named:
+        return named
+    m = _HEX_RE.match(str(text).strip())
+    if not m:
+        raise CountnetError(
+            f"{what} must be a hex colour like #1f77b4 or one of {', '.join(sorted(_NAMED))}; "
+            f"got {text!r}"
+        )
+    return "#" + m.group(1).lower()
+
+
+def color_rgb(hex_color: str) -> tuple[int, int, int]:
+    h = hex_color.lstrip("#")
+    return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything that determines a generated dataset, byte for byte.
+
+    ``counts`` is inclusive on both ends: (45, 50) gives six classes, 45 to 50.
+    ``radius`` is (min, max) in pixels; equal ends mean fixed-size circles.
+    """
+
+    counts: tuple[int, int]
+    per_class: int = 1000
+    size: int = 224
+    radius: tuple[float, float] = (6.0, 6.0)
+    no_overlap: bool = False
+    valid_pct: float = 0.2
+    seed: int = 0
+    fg: str = DEFAULT_FG
+    bg: str = DEFAULT_BG
+    name: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        counts = parse_int_range(self.counts, "--range", allow_single=False)
+        object.__setattr__(self, "counts", counts)
+        object.__setattr__(self, "radius", parse_radius(self.radius))
+        object.__setattr__(self, "fg", parse_color(self.fg, "--fg"))
+        object.__setattr__(self, "bg", parse_color(self.bg, "--bg"))
+        if not isinstance(self.per_class, int) or self.per_class <= 0:
+            raise CountnetError(f"--per-class must be a positive integer, got {self.per_class!r}")
+        if not isinstance(self.size, int) or self.size < 8:
+            raise CountnetError(
+                f"--size must be an integer of at least 8 pixels, got {self.size!r}"
+            )
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise CountnetError(f"--seed must be a non-negative integer, got {self.seed!r}")
+        if not 0.0 <= float(self.valid_pct) < 1.0:
+            raise CountnetError(f"--valid-pct must be in [0, 1), got {self.valid_pct!r}")
+        object.__setattr__(self, "valid_pct", float(self.valid_pct))
+        if self.per_class > 1 and self.valid_pct > 0 and self.n_valid == 0:
+            raise CountnetError(
+                f"--valid-pct {self.valid_pct} of --per-class {self.per_class} rounds to no "
+                "validation image per class; raise either"
+            )
+        if self.n_valid == self.per_class:
+            raise CountnetError("--valid-pct leaves no training images; lower it")
+        r_max = self.radius[1]
+        if 2 * r_max > self.size:
+            raise CountnetError(
+                f"--radius {r_max:g} is too large for --size {self.size}: a circle of diameter "
+                f"{2 * r_max:g} px cannot lie inside the frame"
+            )
+        if self.fg == self.bg:
+            raise CountnetError("--fg and --bg are the same colour: circles would be invisible")
+        # Checked here, up front, so an impossible packing never starts a job.
+        from countnet_gen.sampler import check_packable
+
+        check_packable(self.counts[1], self.size, self.radius, self.no_overlap)
+
+    # -- derived values -------------------------------------------------
+    @property
+    def classes(self) -> list[int]:
+        return list(range(self.counts[0], self.counts[1] + 1))
+
+    @property
+    def n_valid(self) -> int:
+        return int(round(self.per_class * self.valid_pct))
+
+    @property
+    def n_train(self) -> int:
+        return self.per_class - self.n_valid
+
+    @property
+    def n_images(self) -> int:
+        return self.per_class * len(self.classes)
+
+    def default_name(self) -> str:
+        """A folder name derived from the parameters that change the images."""
+        lo, hi = self.counts
+        r0, r1 = self.radius
+        parts = [f"count-{lo}-{hi}"]
+        parts.append(f"r{r0:g}" if r0 == r1 else f"r{r0:g}-{r1:g}")
+        parts.append(f"s{self.size}")
+        parts.append(f"n{self.per_class}")
+        if self.no_overlap:
+            parts.append("nooverlap")
+        if (self.fg, self.bg) != (DEFAULT_FG, DEFAULT_BG):
+            parts.append(f"{self.fg.lstrip('#')}-on-{self.bg.lstrip('#')}")
+        if self.seed:
+            parts.append(f"seed{self.seed}")
+        return "_".join(parts)
+
+    def out_dir(self, root: Path | str = "datasets") -> Path:
+        return Path(root) / (self.name or self.default_name())
+
+    # -- (de)serialisation ----------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["counts"] = f"{self.counts[0]}-{self.counts[1]}"
+        r0, r1 = self.radius
+        d["radius"] = f"{r0:g}" if r0 == r1 else f"{r0:g}-{r1:g}"
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DatasetSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        # "range" is the CLI's word for counts; accept it in configs too.
+        d = dict(d)
+        if "range" in d and "counts" not in d:
+            d["counts"] = d.pop("range")
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise CountnetError(
+                f"unknown dataset option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        if "counts" not in d:
+            raise CountnetError("a dataset needs a count range, e.g. range: 45-50")
+        return cls(**d)
+
+
+def parse_radius(value: Any) -> tuple[float, float]:
+    """Parse "R" or "R1-R2" (pixels, may be fractional) into (min, max)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        lo = hi = float(value)
+    elif isinstance(value, list | tuple) and len(value) == 2:
+        lo, hi = float(value[0]), float(value[1])
+    else:
+        m = re.match(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:-\s*(\d+(?:\.\d+)?)\s*)?$", str(value))
+        if not m:
+            raise CountnetError(f"--radius must look like R or R1-R2 in pixels, got {value!r}")
+        lo = float(m.group(1))
+        hi = float(m.group(2)) if m.group(2) is not None else lo
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0:
+        raise CountnetError(f"--radius must be positive, got {value!r}")
+    if lo < 0.5:
+        raise CountnetError(f"--radius {lo:g} is below half a pixel: such circles are invisible")
+    if lo > hi:
+        raise CountnetError(f"--radius {value!r} is reversed: write {hi:g}-{lo:g}")
+    return lo, hi

@@ -1,0 +1,167 @@
+"""`countnet gen` end to end: layout, manifest, determinism, safety, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from countnet_gen.spec import DatasetSpec
+from countnet_gen.writer import generate, read_dataset_spec, read_manifest
+from tests.conftest import COUNTNET, assert_one_line_error, run_countnet
+
+SMALL = ["--range", "2-4", "--per-class", "10", "--size", "32", "--radius", "2-3", "--quiet"]
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+def test_layout_manifest_and_metadata(tmp_path):
+    out = tmp_path / "ds"
+    proc = run_countnet(
+        "gen", *SMALL, "--no-overlap", "--valid-pct", "0.3", "--out", out, "--seed", "5"
+    )
+    assert proc.returncode == 0, proc.stderr
+    for split, n in (("train", 7), ("valid", 3)):
+        assert sorted(p.name for p in (out / split).iterdir()) == ["2", "3", "4"]
+        for label in ("2", "3", "4"):
+            assert len(list((out / split / label).glob("*.png"))) == n
+    rows = read_manifest(out)
+    assert len(rows) == 30
+    spec = read_dataset_spec(out)
+    assert spec.seed == 5 and spec.no_overlap and spec.classes == [2, 3, 4]
+    meta = json.loads((out / "dataset.json").read_text())
+    assert "numpy" in meta["versions"] and meta["n_valid"] == 9
+    fg = np.array([0x1F, 0x77, 0xB4])
+    for row in rows:
+        split, label, _ = row["path"].split("/")
+        assert split == row["split"]
+        assert int(label) == row["count"] == len(row["circles"])  # manifest count == folder label
+        img = np.asarray(Image.open(out / row["path"]).convert("RGB"))
+        assert img.shape == (32, 32, 3)
+        for x, y, _r in row["circles"]:
+            assert np.array_equal(img[int(y), int(x)], fg)  # every circle is drawn where listed
+
+
+def test_default_out_is_derived_from_parameters(tmp_path):
+    proc = run_countnet("gen", *SMALL, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    made = list((tmp_path / "datasets").iterdir())
+    assert [p.name for p in made] == [
+        DatasetSpec(counts=(2, 4), per_class=10, size=32, radius=(2, 3)).default_name()
+    ]
+
+
+def test_byte_identical_whatever_the_workers(tmp_path):
+    spec = DatasetSpec(
+        counts=(3, 6), per_class=12, size=40, radius=(2, 4), no_overlap=True, seed=11
+    )
+    a = generate(spec, tmp_path / "w1", workers=1)
+    b = generate(spec, tmp_path / "w2", workers=2)
+    fa, fb = files(a), files(b)
+    assert len(fa) == 48 and fa == fb
+    assert (a / "manifest.csv").read_bytes() == (b / "manifest.csv").read_bytes()
+    c = generate(DatasetSpec(**{**spec.to_dict(), "seed": 12}), tmp_path / "s12", workers=1)
+    assert files(c) != fa  # and the seed does matter
+
+
+def test_existing_dataset_needs_force(tmp_path):
+    out = tmp_path / "ds"
+    assert run_countnet("gen", *SMALL, "--out", out).returncode == 0
+    before = files(out)
+    proc = run_countnet("gen", *SMALL, "--seed", "1", "--out", out)
+    assert_one_line_error(proc, "already exists", "--force")
+    assert files(out) == before
+    proc = run_countnet("gen", *SMALL, "--seed", "1", "--out", out, "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert files(out) != before and read_dataset_spec(out).seed == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers
+
+
+def test_kill_9_leaves_nothing_and_rerun_succeeds(tmp_path):
+    out = tmp_path / "big"
+    args = [
+        "gen",
+        "--range",
+        "45-50",
+        "--per-class",
+        "3000",
+        "--size",
+        "64",
+        "--radius",
+        "2",
+        "--workers",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen([COUNTNET, *args], stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait until images are being written
+        partials = [p for p in tmp_path.iterdir() if p.name.startswith(".big.partial-")]
+        if partials and any(partials[0].rglob("*.png")):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("generation never started")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    # Rerun a small one under the same name: it succeeds and sweeps the dead run's folder.
+    rerun = run_countnet("gen", *SMALL, "--out", out)
+    assert rerun.returncode == 0, rerun.stderr
+    assert out.is_dir() and len(read_manifest(out)) == 30
+    assert [p.name for p in tmp_path.iterdir()] == ["big"]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--range", "50-45"], "reversed"),
+        (["--range", "abc"], "--range"),
+        (["--range", "5"], "--range"),
+        (["--range=-3-5"], "--range"),
+        (["--range", "0-5"], "positive"),
+        (["--range", "1-5", "--per-class", "0"], "--per-class"),
+        (["--range", "1-5", "--per-class", "-3"], "--per-class"),
+        (["--range", "1-5", "--size", "0"], "--size"),
+        (["--range", "1-5", "--radius", "0"], "--radius"),
+        (["--range", "1-5", "--radius", "-2"], "--radius"),
+        (["--range", "1-5", "--radius", "3-1"], "reversed"),
+        (["--range", "1-5", "--size", "32", "--radius", "20"], "too large"),
+        (
+            ["--range", "400-450", "--size", "64", "--radius", "4", "--no-overlap"],
+            "cannot be placed",
+        ),
+        (["--range", "1-5", "--workers", "0"], "--workers"),
+        (["--range", "1-5", "--per-class", "abc"], "per-class"),
+        (["--range", "1-5", "--valid-pct", "1"], "--valid-pct"),
+    ],
+)
+def test_bad_input_one_line_error_nothing_written(tmp_path, args, fragment):
+    proc = run_countnet("gen", *args, "--out", tmp_path / "ds", cwd=tmp_path)
+    assert_one_line_error(proc, fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_out(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = run_countnet("gen", *SMALL, "--out", blocker / "ds")
+    assert_one_line_error(proc, "cannot")
+    assert blocker.read_text() == "not a folder"
+
+
+def test_help_shows_examples_and_inclusive_range():
+    proc = run_countnet("gen", "--help")
+    assert proc.returncode == 0
+    assert "Examples" in proc.stdout and "inclusive" in proc.stdout

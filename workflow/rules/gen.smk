@@ -1,0 +1,19 @@
+# Stage 1: synthetic datasets -> datasets/<name>/ (countnet_gen.writer.generate, as `countnet gen`).
+
+
+rule gen:
+    output:
+        directory("datasets/{name}"),
+    log:
+        "logs/gen/{name}.log",
+    threads: workflow.cores
+    resources:
+        mem_mb=2000,
+    wildcard_constraints:
+        name="|".join(DATASETS) or "^$",
+    params:
+        spec=lambda wc: DATASETS[wc.name],
+    run:
+        from countnet_gen.writer import generate_logged
+
+        generate_logged(params.spec, output[0], workers=threads, log=log[0])
