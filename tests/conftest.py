@@ -1,4 +1,4 @@
-"""Shared helpers: run the real `countnet` console script, as a user would."""
+"""Shared helpers: run `countnet` as a user would, as a subprocess or in-process."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,27 @@ import pytest
 COUNTNET = shutil.which("countnet") or str(Path(sys.executable).with_name("countnet"))
 
 
-def run_countnet(*args: str, cwd: Path | None = None, check: bool = False, timeout: float = 600):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
-    env.pop("COUNTNET_DEBUG", None)
+@pytest.fixture(autouse=True)
+def _offline_torch_home(tmp_path_factory, monkeypatch):
+    """Tests never touch the user's torch hub cache or the network."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch-home"))
+    monkeypatch.setenv("COUNTNET_OFFLINE", "1")
+    monkeypatch.delenv("COUNTNET_DEBUG", raising=False)
+
+
+def run_countnet(
+    *args: str,
+    cwd: Path | None = None,
+    check: bool = False,
+    timeout: float = 600,
+    env: dict | None = None,
+):
+    """The real console script in a subprocess."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120", **(env or {})}
     proc = subprocess.run(
         [COUNTNET, *map(str, args)],
         cwd=cwd,
-        env=env,
+        env=full_env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -29,17 +44,40 @@ def run_countnet(*args: str, cwd: Path | None = None, check: bool = False, timeo
     return proc
 
 
-def assert_one_line_error(proc, *fragments: str) -> None:
-    """Bad input: non-zero exit, exactly one line on stderr starting 'error:', no traceback."""
-    assert proc.returncode != 0, proc.stdout
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    for frag in fragments:
-        assert frag in lines[0], lines[0]
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
 @pytest.fixture
-def countnet():
-    return run_countnet
+def cli(capsys, monkeypatch):
+    """``countnet`` in this process (heavy imports paid once), through the same main()."""
+    from countnet_classify.cli import main
+
+    def run(*args) -> Result:
+        monkeypatch.setattr(sys, "argv", ["countnet", *map(str, args)])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return run
+
+
+def assert_one_line_error(proc, *fragments: str, alone: bool = True) -> None:
+    """Bad input: non-zero exit, one 'error: ...' line on stderr, no traceback. ``alone``:
+    nothing else on stderr (else progress lines printed before the error may precede it)."""
+    assert proc.returncode != 0, proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    if not alone:
+        lines = [ln for ln in lines if ln.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for frag in fragments:
+        assert frag in lines[0], lines[0]

@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from countnet_gen.cli import EXAMPLES as GEN_EXAMPLES
 from countnet_gen.cli import gen
 from countnet_gen.errors import CountnetError
+
+# torch/fastai import-time deprecation chatter is not the user's business.
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
 app = typer.Typer(
     name="countnet",
@@ -43,6 +50,188 @@ def _root(
 
 
 app.command("gen", epilog=GEN_EXAMPLES)(gen)
+
+TRAIN_EXAMPLES = """
+[bold]Examples[/bold]
+
+  countnet train data/paintings                       [dim]# ResNet-34, ImageNet weights[/dim]
+
+  countnet train datasets/count-45-50 --epochs 15 --lr 1e-4 --name c4550
+
+  countnet train datasets/count-1-5 --no-pretrained --size 64 --transforms dihedral
+
+  countnet train datasets/count-1-5 --arch lenet --lr-policy inv --lr 0.01
+
+  countnet train datasets/count-1-5 --weights resnet34.pth   [dim]# offline ImageNet weights[/dim]
+
+  countnet train datasets/count-1-5 --name c15 --resume       [dim]# after an interruption[/dim]
+"""
+
+
+@app.command("train", epilog=TRAIN_EXAMPLES)
+def train_cmd(
+    data: Annotated[
+        Path, typer.Argument(help="train/ + valid/ folders, or a folder of class folders.")
+    ],
+    arch: Annotated[
+        str, typer.Option(help="resnet18 | resnet34 | resnet50 | squeezenet1_1 | lenet.")
+    ] = "resnet34",
+    pretrained: Annotated[
+        bool,
+        typer.Option(
+            "--pretrained/--no-pretrained", help="Start from ImageNet weights (torch hub cache)."
+        ),
+    ] = True,
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="ImageNet weights file (torchvision state dict) instead of the cache."),
+    ] = None,
+    epochs: Annotated[
+        int, typer.Option(help="Epochs (after the frozen epoch when fine-tuning).")
+    ] = 5,
+    lr: Annotated[str, typer.Option(help="'auto' (LR finder's valley) or a number.")] = "auto",
+    lr_policy: Annotated[
+        str, typer.Option(help="one-cycle | inv | step (Caffe's policies).")
+    ] = "one-cycle",
+    lr_gamma: Annotated[
+        float | None, typer.Option(help="inv/step gamma \\[default: 1e-4 inv, 0.1 step].")
+    ] = None,
+    lr_power: Annotated[float, typer.Option(help="inv power.")] = 0.75,
+    lr_step: Annotated[
+        int | None, typer.Option(help="step: iterations per drop \\[default: a third of training].")
+    ] = None,
+    freeze_epochs: Annotated[int, typer.Option(help="Frozen-body epochs when fine-tuning.")] = 1,
+    size: Annotated[int, typer.Option(help="Training image size (pixels, squish-resized).")] = 224,
+    bs: Annotated[int, typer.Option(help="Batch size.")] = 64,
+    valid_pct: Annotated[
+        float, typer.Option(help="Validation share per class, for sets without valid/.")
+    ] = 0.2,
+    transforms: Annotated[
+        str, typer.Option(help="none | flips | dihedral | aug, or a select-transforms JSON.")
+    ] = "dihedral",
+    seed: Annotated[int, typer.Option(help="Random seed (split, init, shuffling).")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    name: Annotated[str | None, typer.Option(help="Run name \\[default: <data>_<arch>].")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
+    workers: Annotated[
+        int | None, typer.Option(help="DataLoader workers \\[default: 0 on CPU, 8 on GPU].")
+    ] = None,
+    lr_find_iters: Annotated[
+        int, typer.Option(help="LR finder iterations (0 skips it; needs --lr VALUE).")
+    ] = 100,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted run from its last epoch.")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing run of the same name.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="One line per epoch, no progress bars.")
+    ] = False,
+) -> None:
+    """Train an image classifier (fastai, transfer learning) and write runs/<name>/.
+
+    Runs the LR finder, trains with fit-one-cycle (fine_tune when pretrained), checkpoints
+    every epoch and writes metrics.csv/.md, plots, model.safetensors + model.json.
+    """
+    from countnet_classify.config import RunSpec
+    from countnet_classify.train import train
+
+    spec = RunSpec(
+        data=str(data),
+        arch=arch,
+        pretrained=pretrained,
+        weights=str(weights) if weights else None,
+        epochs=epochs,
+        lr=lr,
+        lr_policy=lr_policy,
+        lr_gamma=lr_gamma,
+        lr_power=lr_power,
+        lr_step=lr_step,
+        freeze_epochs=freeze_epochs,
+        size=size,
+        bs=bs,
+        valid_pct=valid_pct,
+        transforms=transforms,
+        seed=seed,
+        device=device,
+        name=name,
+        runs_dir=str(runs_dir),
+        workers=workers,
+        lr_find_iters=lr_find_iters,
+        resume=resume,
+        force=force,
+        quiet=quiet,
+    )
+    try:
+        train(spec, say=lambda msg: typer.echo(msg, err=True))
+    except KeyboardInterrupt:
+        raise CountnetError(
+            f"interrupted: continue with `countnet train {data} --name {spec.run_name} --resume`"
+        ) from None
+
+
+PREDICT_EXAMPLES = """
+[bold]Examples[/bold]
+
+  countnet predict runs/c4550 image1.png image2.png
+
+  countnet predict runs/c4550/model.safetensors datasets/count-45-50/valid/47/*.png --out preds.csv
+"""
+
+
+@app.command("predict", epilog=PREDICT_EXAMPLES)
+def predict_cmd(
+    run: Annotated[
+        Path, typer.Argument(help="A run folder, or its model.safetensors / model.json.")
+    ],
+    images: Annotated[list[Path], typer.Argument(help="Images to classify.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Write a CSV (path, prediction, probability, p_<class>...).")
+    ] = None,
+) -> None:
+    """Classify images with a trained run's weights (weights only: never unpickles)."""
+    from countnet_classify.predict import predict, write_csv
+
+    preds = predict(run, images)
+    if out:
+        write_csv(preds, out)
+        typer.echo(f"wrote {len(preds)} predictions to {out}", err=True)
+    else:
+        for p in preds:
+            typer.echo(f"{p.path}\t{p.label}\t{p.probability:.4f}")
+
+
+weights_app = typer.Typer(
+    help="Manage ImageNet weights in the torch hub cache.", no_args_is_help=True
+)
+app.add_typer(weights_app, name="weights")
+
+WEIGHTS_EXAMPLES = """
+[bold]Examples[/bold]
+
+  countnet weights import resnet34-b627a593.pth   [dim]# fetched on a machine online[/dim]
+
+  countnet weights import my_resnet18.pth --arch resnet18
+"""
+
+
+@weights_app.command("import", epilog=WEIGHTS_EXAMPLES)
+def weights_import_cmd(
+    file: Annotated[
+        Path, typer.Argument(help="A torchvision ImageNet state dict (.pth/.safetensors).")
+    ],
+    arch: Annotated[str, typer.Option(help="Which architecture the weights are for.")] = "resnet34",
+) -> None:
+    """Verify a weights file (keys and shapes) and place it where training looks for it."""
+    from countnet_classify.config import ARCHS
+    from countnet_classify.model import import_weights
+
+    if arch not in ARCHS or arch == "lenet":
+        raise CountnetError(
+            f"--arch {arch!r} has no ImageNet weights; choose one of "
+            f"{', '.join(a for a in ARCHS if a != 'lenet')}"
+        )
+    dest = import_weights(file, arch)
+    typer.echo(f"verified {file} as {arch} ImageNet weights; cached at {dest}", err=True)
 
 
 def main() -> None:

@@ -64,6 +64,7 @@ def staging_dir(final: Path, *, force: bool, what: str = "dataset") -> Iterator[
         )
     except OSError as e:
         raise CountnetError(f"cannot write into {final.parent}: {e.strerror}") from None
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the dataset from others
     try:
         yield tmp
         if final.exists():
@@ -79,6 +80,17 @@ def staging_dir(final: Path, *, force: bool, what: str = "dataset") -> Iterator[
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_permissions(path: Path | str) -> None:
+    """Give a file made by mkstemp (0600) the permissions a plain open() would have."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a small file via a temp name in the same folder, then rename."""
     path = Path(path)
@@ -86,6 +98,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        publish_permissions(tmp)  # mkstemp's 0600 is for secrets, not outputs
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,130 @@
+"""RunSpec: the one description of a training run, shared by `countnet train`, the
+Snakefile and the run folder's config.yaml."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from countnet_gen.errors import CountnetError
+
+ARCHS = ("resnet18", "resnet34", "resnet50", "squeezenet1_1", "lenet")
+LR_POLICIES = ("one-cycle", "inv", "step")
+DEVICES = ("auto", "cpu", "cuda")
+# Options that may differ between an interrupted run and its --resume.
+RESUME_FREE = ("resume", "quiet", "device", "workers", "force")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Every option of a training run. ``lr`` is "auto" (the LR finder's valley suggestion)
+    or a number. Caffe-style policies: inv is base_lr*(1+gamma*iter)^-power; step drops by
+    gamma every ``lr_step`` iterations (default: a third of training)."""
+
+    data: str
+    arch: str = "resnet34"
+    pretrained: bool = True
+    weights: str | None = None
+    epochs: int = 5
+    lr: str | float = "auto"
+    lr_policy: str = "one-cycle"
+    lr_gamma: float | None = None
+    lr_power: float = 0.75
+    lr_step: int | None = None
+    freeze_epochs: int = 1
+    size: int = 224
+    bs: int = 64
+    valid_pct: float = 0.2
+    transforms: str = "dihedral"
+    seed: int = 0
+    device: str = "auto"
+    name: str | None = None
+    runs_dir: str = "runs"
+    workers: int | None = None
+    lr_find_iters: int = 100
+    resume: bool = False
+    force: bool = False
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise CountnetError(f"unknown --arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        if self.lr_policy not in LR_POLICIES:
+            raise CountnetError(
+                f"unknown --lr-policy {self.lr_policy!r}; choose one of {', '.join(LR_POLICIES)}"
+            )
+        if self.device not in DEVICES:
+            raise CountnetError(
+                f"unknown --device {self.device!r}; choose one of {', '.join(DEVICES)}"
+            )
+        object.__setattr__(self, "lr", parse_lr(self.lr))
+        for opt, value, low in (
+            ("--epochs", self.epochs, 1),
+            ("--size", self.size, 8),
+            ("--bs", self.bs, 1),
+            ("--seed", self.seed, 0),
+            ("--freeze-epochs", self.freeze_epochs, 0),
+            ("--lr-find-iters", self.lr_find_iters, 0),
+        ):
+            if not isinstance(value, int) or value < low:
+                raise CountnetError(f"{opt} must be an integer >= {low}, got {value!r}")
+        if not 0.0 < float(self.valid_pct) < 1.0:
+            raise CountnetError(f"--valid-pct must be between 0 and 1, got {self.valid_pct!r}")
+        if self.workers is not None and self.workers < 0:
+            raise CountnetError(f"--workers must be >= 0, got {self.workers}")
+        if self.weights and not self.pretrained:
+            raise CountnetError("--weights and --no-pretrained contradict each other: pick one")
+        if self.arch == "lenet" and self.weights:
+            raise CountnetError("--arch lenet has no pretrained weights: drop --weights")
+
+    @property
+    def uses_pretrained(self) -> bool:
+        return self.pretrained and self.arch != "lenet"
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{Path(self.data).resolve().name}_{self.arch}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.run_name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise CountnetError(
+                f"unknown run option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**d)
+
+    def resume_key(self) -> dict[str, Any]:
+        """The options that must match for --resume to continue a run."""
+        d = self.to_dict()
+        for k in RESUME_FREE:
+            d.pop(k, None)
+        d["data"] = str(Path(self.data).resolve())
+        return d
+
+
+def parse_lr(value: str | float) -> str | float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        lr = float(value)
+    elif str(value).strip().lower() == "auto":
+        return "auto"
+    else:
+        try:
+            lr = float(str(value))
+        except ValueError:
+            raise CountnetError(
+                f"--lr must be 'auto' or a number like 1e-3, got {value!r}"
+            ) from None
+    if not lr > 0 or lr != lr or lr == float("inf"):
+        raise CountnetError(f"--lr must be a positive number, got {value!r}")
+    return lr

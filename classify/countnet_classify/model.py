@@ -1,0 +1,213 @@
+"""Architectures and their weights.
+
+ImageNet weights are looked up where torchvision keeps them (the torch hub cache,
+``$TORCH_HOME/hub/checkpoints``), downloaded with a short timeout when possible, and never
+waited on forever: offline, training stops with one line naming the expected file and the
+ways out (``--weights FILE``, ``countnet weights import FILE``, ``--no-pretrained``).
+Weight files are read with ``torch.load(weights_only=True)`` or safetensors: never unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from countnet_gen.atomic import publish_permissions
+from countnet_gen.errors import CountnetError
+
+
+def download_timeout() -> float:
+    """Seconds to wait for a weights download before giving up (never hang offline)."""
+    return float(os.environ.get("COUNTNET_DOWNLOAD_TIMEOUT", "10"))
+
+
+class LeNet(nn.Module):
+    """The Caffe/Mocha tutorials' LeNet (conv20-pool-conv50-pool-fc500-fc), made size-agnostic
+    by an adaptive pool before the classifier."""
+
+    def __init__(self, n_out: int, n_in: int = 3):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(n_in, 20, 5),
+            nn.MaxPool2d(2),
+            nn.Conv2d(20, 50, 5),
+            nn.MaxPool2d(2),
+            nn.AdaptiveMaxPool2d(4),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(50 * 16, 500), nn.ReLU(inplace=True), nn.Linear(500, n_out)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def torchvision_builder(arch: str) -> tuple[Callable, object]:
+    """(torchvision model function, its default ImageNet weights enum)."""
+    import torchvision.models as tvm
+
+    fn = getattr(tvm, arch)
+    weights = tvm.get_model_weights(fn).DEFAULT
+    return fn, weights
+
+
+def expected_weights_path(arch: str) -> Path:
+    """Where torchvision's cache keeps ``arch``'s ImageNet weights."""
+    _, w = torchvision_builder(arch)
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
+
+
+def load_state_dict_file(path: Path | str) -> dict[str, torch.Tensor]:
+    """Read a weights-only file (.safetensors, or a torch state dict): never unpickles."""
+    path = Path(path)
+    if not path.is_file():
+        raise CountnetError(f"weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, pickled objects, wrong format: all the same to a user
+        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise CountnetError(f"{path} is not a readable weights file ({first})") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if (
+        not isinstance(sd, dict)
+        or not sd
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items())
+    ):
+        raise CountnetError(f"{path} is not a state dict (a mapping of names to tensors)")
+    return sd
+
+
+def check_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, source: str) -> None:
+    """Refuse weights whose names or shapes do not fit ``model``."""
+    want = model.state_dict()
+    missing = [k for k in want if k not in sd]
+    unexpected = [k for k in sd if k not in want]
+    wrong = [k for k in want if k in sd and tuple(sd[k].shape) != tuple(want[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            k = wrong[0]
+            parts.append(
+                f"{len(wrong)} shape mismatch(es), e.g. {k}: file {tuple(sd[k].shape)} vs "
+                f"model {tuple(want[k].shape)}"
+            )
+        if missing:
+            parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
+        raise CountnetError(f"{source} does not fit {type(model).__name__}: {'; '.join(parts)}")
+
+
+def imagenet_state_dict(arch: str, weights_file: str | None) -> tuple[dict, str]:
+    """ImageNet weights for ``arch`` and where they came from: --weights, the cache, or a
+    download into the cache (bounded by COUNTNET_DOWNLOAD_TIMEOUT seconds)."""
+    fn, _ = torchvision_builder(arch)
+    reference = fn(weights=None)
+    if weights_file:
+        sd = load_state_dict_file(weights_file)
+        check_state_dict(sd, reference, f"--weights {weights_file}")
+        return sd, str(Path(weights_file).resolve())
+    path = expected_weights_path(arch)
+    if not path.is_file():
+        _download(arch, path)
+    sd = load_state_dict_file(path)
+    check_state_dict(sd, reference, str(path))
+    return sd, str(path)
+
+
+def _download(arch: str, path: Path) -> None:
+    _, w = torchvision_builder(arch)
+    hint = (
+        f"no ImageNet weights for {arch}: expected {path} (not cached, download failed: "
+        "{why}). Pass --weights FILE (a torchvision state dict; `countnet weights import FILE` "
+        "caches it) or train from scratch with --no-pretrained"
+    )
+    if os.environ.get("COUNTNET_OFFLINE"):
+        raise CountnetError(hint.format(why="COUNTNET_OFFLINE is set"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with (
+            urllib.request.urlopen(w.url, timeout=download_timeout()) as r,
+            os.fdopen(fd, "wb") as f,
+        ):
+            shutil.copyfileobj(r, f)
+        publish_permissions(tmp)
+        os.replace(tmp, path)
+    except Exception as e:
+        Path(tmp).unlink(missing_ok=True)
+        why = getattr(e, "reason", None) or e
+        raise CountnetError(hint.format(why=str(why)[:80])) from None
+
+
+def import_weights(file: Path | str, arch: str) -> Path:
+    """Verify ``file`` as ``arch``'s ImageNet weights and place it in the torch hub cache."""
+    fn, _ = torchvision_builder(arch)
+    sd = load_state_dict_file(file)
+    check_state_dict(sd, fn(weights=None), str(file))
+    dest = expected_weights_path(arch)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    os.close(fd)
+    try:
+        torch.save(sd, tmp)  # plain tensors only: loadable with weights_only=True
+        publish_permissions(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+class _PretrainedArch:
+    """A torchvision arch for fastai's vision_learner whose weights come from countnet's
+    loader instead of torchvision's downloader. Registered in fastai's model_meta with the
+    original arch's cut/split/stats, so the learner is built exactly as for the original."""
+
+    def __init__(self, arch: str, state_dict: dict | None):
+        from fastai.vision.learner import model_meta
+
+        self.fn, _ = torchvision_builder(arch)
+        self.state_dict = state_dict
+        meta = dict(model_meta[self.fn])
+        meta.pop("weights", None)  # makes fastai call arch(pretrained=...)
+        model_meta[self] = meta
+
+    def __call__(self, pretrained: bool = False) -> nn.Module:
+        model = self.fn(weights=None)
+        if pretrained and self.state_dict is not None:
+            model.load_state_dict(self.state_dict)
+        return model
+
+
+def make_learner(dls, arch: str, state_dict: dict | None, *, pretrained: bool, **kwargs):
+    """A fastai Learner for ``arch``: vision_learner (body + new head) for torchvision archs,
+    a plain Learner for LeNet."""
+    from fastai.learner import Learner
+    from fastai.vision.learner import vision_learner
+
+    if arch == "lenet":
+        return Learner(dls, LeNet(len(dls.vocab)), **kwargs)
+    return vision_learner(dls, _PretrainedArch(arch, state_dict), pretrained=pretrained, **kwargs)
+
+
+def build_model(arch: str, n_out: int) -> nn.Module:
+    """The same network make_learner trains, freshly initialised (for loading weights)."""
+    if arch == "lenet":
+        return LeNet(n_out)
+    from fastai.vision.learner import create_vision_model
+
+    return create_vision_model(_PretrainedArch(arch, None), n_out, pretrained=False)

@@ -1,0 +1,78 @@
+"""The run folder: config.yaml, skipped.txt, weights (safetensors + model.json) and
+summary.json. A run is built in runs/.<name>.partial/ and renamed to runs/<name>/ when it
+completes, so runs/<name>/ is always whole; the partial folder is what --resume continues."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from countnet_gen.atomic import publish_permissions, write_text_atomic
+
+WEIGHTS = "model.safetensors"
+MODEL_JSON = "model.json"
+CONFIG = "config.yaml"
+
+
+def partial_dir(final: Path) -> Path:
+    return final.parent / f".{final.name}.partial"
+
+
+def write_config(run_dir: Path, record: dict[str, Any]) -> None:
+    write_text_atomic(run_dir / CONFIG, yaml.safe_dump(record, sort_keys=False))
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    return yaml.safe_load((run_dir / CONFIG).read_text())
+
+
+def write_skipped(run_dir: Path, root: Path, skipped: list[tuple[Path, str]]) -> None:
+    lines = [f"{p.relative_to(root).as_posix()}\t{why}" for p, why in skipped]
+    write_text_atomic(run_dir / "skipped.txt", "".join(f"{ln}\n" for ln in lines))
+
+
+def export_weights(run_dir: Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
+    """Weights only (safetensors) + what predict needs to rebuild and feed the model."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = run_dir / f".{WEIGHTS}.tmp"
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    publish_permissions(tmp)
+    os.replace(tmp, run_dir / WEIGHTS)
+    write_text_atomic(run_dir / MODEL_JSON, json.dumps(meta, indent=2) + "\n")
+
+
+def finish(partial: Path, final: Path) -> None:
+    """Move the completed run under its final name (replacing an old one with --force)."""
+    if final.exists():
+        old = final.parent / f".{final.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(partial, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial, final)
+
+
+def format_time(seconds: float) -> str:
+    """fastai's mm:ss (hh:mm:ss past an hour)."""
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h:02d}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def metrics_markdown(rows: list[dict], columns: tuple[str, ...]) -> str:
+    """The per-epoch table as the blog prints it: losses and rates to 6 decimals, mm:ss."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---:|" * len(columns)]
+    for r in rows:
+        cells = [format_time(float(r[c])) if c == "time" else str(r[c]) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

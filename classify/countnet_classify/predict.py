@@ -1,0 +1,126 @@
+"""`countnet predict`: classify images with a finished run's weights.
+
+Reads only model.json and model.safetensors (or a weights-only torch file): nothing is
+unpickled. Preprocessing is fastai's own validation pipeline for the run (RGB decode,
+squish resize, scale to [0, 1], the run's normalisation), so predictions match the
+learner's."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from countnet_classify.model import build_model, check_state_dict, load_state_dict_file
+from countnet_classify.outputs import MODEL_JSON, WEIGHTS
+from countnet_gen.atomic import write_text_atomic
+from countnet_gen.errors import CountnetError
+
+
+@dataclass
+class Prediction:
+    path: str
+    label: str
+    probability: float
+    probs: dict[str, float]
+
+
+def locate(run_or_weights: Path | str) -> tuple[Path, Path]:
+    """(model.json, weights file) from a run folder, model.json or a weights file."""
+    p = Path(run_or_weights)
+    if p.is_dir():
+        meta, weights = p / MODEL_JSON, p / WEIGHTS
+    elif p.name == MODEL_JSON:
+        meta, weights = p, p.with_name(WEIGHTS)
+    else:
+        meta, weights = p.with_name(MODEL_JSON), p
+    if not p.exists():
+        raise CountnetError(f"{p} does not exist: give a run folder (runs/<name>) or its weights")
+    for f in (meta, weights):
+        if not f.is_file():
+            raise CountnetError(f"{f} is missing: is {p} a finished countnet run?")
+    return meta, weights
+
+
+def load_predictor(run_or_weights: Path | str) -> tuple[torch.nn.Module, dict]:
+    meta_path, weights = locate(run_or_weights)
+    try:
+        meta = json.loads(meta_path.read_text())
+        arch, classes, size = meta["arch"], list(meta["classes"]), int(meta["size"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise CountnetError(f"{meta_path} is not a countnet model.json") from None
+    model = build_model(arch, len(classes))
+    sd = load_state_dict_file(weights)
+    check_state_dict(sd, model, str(weights))
+    model.load_state_dict(sd)
+    model.eval()
+    return model, {**meta, "classes": classes, "size": size}
+
+
+def _pipeline(meta: dict):
+    from fastai.data.transforms import IntToFloatTensor, Normalize, ToTensor
+    from fasttransform import Pipeline
+
+    from countnet_classify.data import RGBImage, item_transforms
+
+    items = Pipeline([RGBImage.create, *item_transforms(meta["size"]), ToTensor()], split_idx=1)
+    batch = [IntToFloatTensor()]
+    if meta.get("normalize"):
+        batch.append(
+            Normalize.from_stats(meta["normalize"]["mean"], meta["normalize"]["std"], cuda=False)
+        )
+    return items, Pipeline(batch, split_idx=1)
+
+
+def predict(
+    run_or_weights: Path | str, images: list[Path | str], *, bs: int = 64
+) -> list[Prediction]:
+    """Class and probability for each image, in order."""
+    from fastai.torch_core import TensorImage
+
+    from countnet_classify.screen import _check_image
+
+    model, meta = load_predictor(run_or_weights)
+    for img in images:
+        p = Path(img)
+        if not p.is_file():
+            raise CountnetError(f"image {p} does not exist")
+        why = _check_image(p)
+        if why:
+            raise CountnetError(f"image {p}: {why}")
+    items, batch = _pipeline(meta)
+    out: list[Prediction] = []
+    with torch.inference_mode():
+        for i in range(0, len(images), bs):
+            chunk = images[i : i + bs]
+            x = batch(TensorImage(torch.stack([items(Path(p)) for p in chunk])))
+            probs = torch.softmax(model(x).float(), dim=1)
+            for p, row in zip(chunk, probs, strict=True):
+                k = int(row.argmax())
+                out.append(
+                    Prediction(
+                        str(p),
+                        meta["classes"][k],
+                        float(row[k]),
+                        dict(zip(meta["classes"], map(float, row), strict=True)),
+                    )
+                )
+    return out
+
+
+def write_csv(preds: list[Prediction], path: Path | str) -> None:
+    buf = io.StringIO()
+    classes = list(preds[0].probs) if preds else []
+    w = csv.writer(buf)
+    w.writerow(["path", "prediction", "probability", *[f"p_{c}" for c in classes]])
+    for p in preds:
+        w.writerow(
+            [p.path, p.label, f"{p.probability:.6f}", *[f"{p.probs[c]:.6f}" for c in classes]]
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, buf.getvalue())

@@ -1,0 +1,191 @@
+"""Find and vet the images of a folder-labeled set before any training starts.
+
+Unreadable, truncated, zero-byte and non-image files are skipped (and listed); every
+readable image is decoded to RGB by ``open_rgb`` (grayscale, RGBA, palette, 16-bit, CMYK).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from countnet_gen.errors import CountnetError
+
+IMBALANCE_RATIO = 3.0  # largest / smallest class above this is flagged
+
+
+def open_rgb(path: str | os.PathLike) -> Image.Image:
+    """Decode any still image to 8-bit RGB; transparency is composited onto white."""
+    with Image.open(path) as im:
+        im.load()
+        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+            arr = np.asarray(im, dtype=np.float64)
+            peak = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+            im = Image.fromarray(np.clip(arr * 255.0 / peak, 0, 255).astype(np.uint8), "L")
+        elif im.mode == "F":
+            arr = np.asarray(im, dtype=np.float64)
+            lo, hi = float(arr.min()), float(arr.max())
+            arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else arr * 0
+            im = Image.fromarray(arr.astype(np.uint8), "L")
+        if im.mode == "P" and "transparency" in im.info:
+            im = im.convert("RGBA")
+        if im.mode in ("RGBA", "LA", "PA"):
+            im = im.convert("RGBA")
+            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(bg, im)
+        return im.convert("RGB")
+
+
+def natural_key(label: str) -> tuple:
+    """Sort "2" before "10": class folders named by counts sort numerically."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", label))
+
+
+@dataclass
+class Screened:
+    """The vetted items of a dataset: (path, label, is_valid) plus what was skipped."""
+
+    root: Path
+    layout: str  # "train/valid" or "class folders"
+    items: list[tuple[Path, str, bool]]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+    fingerprint: str = ""
+
+    def counts(self, valid: bool | None = None) -> Counter:
+        return Counter(lbl for _, lbl, v in self.items if valid is None or v == valid)
+
+    @property
+    def imbalance(self) -> float:
+        c = self.counts()
+        return max(c.values()) / max(min(c.values()), 1)
+
+
+def _check_image(path: Path) -> str | None:
+    """None if the file decodes fully, else why not."""
+    try:
+        if path.stat().st_size == 0:
+            return "zero-byte file"
+        with Image.open(path) as im:
+            im.load()  # full decode: catches truncation, not just a bad header
+            if im.size[0] < 1 or im.size[1] < 1:
+                return "empty image"
+    except UnidentifiedImageError:
+        return "not an image"
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        return f"unreadable ({str(e).splitlines()[0][:80]})"
+    return None
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(
+        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: natural_key(p.name),
+    )
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def fingerprint(root: Path, paths: list[Path]) -> str:
+    """sha256 over the sorted (relative path, size) list: changes when files do."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def screen(data: Path | str, *, valid_pct: float, seed: int, threads: int = 8) -> Screened:
+    """Vet every file under ``data`` and decide the split.
+
+    ``data`` is either a folder holding train/ and valid/ (one subfolder per class in
+    each), or a folder of class folders, split per class by ``valid_pct`` with ``seed``.
+    """
+    root = Path(data)
+    if not root.exists():
+        raise CountnetError(f"DATA {root} does not exist")
+    if not root.is_dir():
+        raise CountnetError(f"DATA {root} is not a folder of class folders")
+    split_layout = (root / "train").is_dir() and (root / "valid").is_dir()
+    if split_layout:
+        entries = [
+            (f, d.name, split == "valid")
+            for split in ("train", "valid")
+            for d in _class_dirs(root / split)
+            for f in _files(d)
+        ]
+        names = {d.name for s in ("train", "valid") for d in _class_dirs(root / s)}
+    else:
+        entries = [(f, d.name, False) for d in _class_dirs(root) for f in _files(d)]
+        names = {d.name for d in _class_dirs(root)}
+    classes = sorted(names, key=natural_key)
+    if len(classes) < 2:
+        found = ", ".join(classes) or "none"
+        raise CountnetError(
+            f"{root} needs at least two class folders (found: {found}); expected "
+            f"{root}/<class>/*.jpg or {root}/train/<class>/ and {root}/valid/<class>/"
+        )
+    with ThreadPoolExecutor(threads) as pool:
+        problems = list(pool.map(_check_image, [e[0] for e in entries]))
+    items = [e for e, p in zip(entries, problems, strict=True) if p is None]
+    skipped = [(e[0], p) for e, p in zip(entries, problems, strict=True) if p is not None]
+    if not items:
+        raise CountnetError(f"no readable images under {root} ({len(skipped)} files skipped)")
+    counts = Counter(lbl for _, lbl, _ in items)
+    empty = [c for c in classes if counts[c] == 0]
+    if empty:
+        raise CountnetError(f"class folder(s) with no readable images: {', '.join(empty)}")
+    if split_layout:
+        v = Counter(lbl for _, lbl, is_v in items if is_v)
+        t = Counter(lbl for _, lbl, is_v in items if not is_v)
+        no_valid = [c for c in classes if v[c] == 0]
+        no_train = [c for c in classes if t[c] == 0]
+        if no_valid:
+            raise CountnetError(
+                f"class(es) without validation images in valid/: {', '.join(no_valid)}"
+            )
+        if no_train:
+            raise CountnetError(
+                f"class(es) without training images in train/: {', '.join(no_train)}"
+            )
+    else:
+        items = _stratified_split(items, classes, valid_pct, seed)
+    return Screened(
+        root=root,
+        layout="train/valid" if split_layout else "class folders",
+        items=items,
+        skipped=skipped,
+        classes=classes,
+        fingerprint=fingerprint(root, [e[0] for e in entries]),
+    )
+
+
+def _stratified_split(items, classes, valid_pct, seed):
+    """Per class, a seeded ``valid_pct`` share goes to validation (at least one image)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in classes:
+        members = [it for it in items if it[1] == c]
+        n_valid = int(round(len(members) * valid_pct))
+        if n_valid == 0 or n_valid == len(members):
+            raise CountnetError(
+                f"--valid-pct {valid_pct} leaves class {c!r} ({len(members)} images) without "
+                f"{'validation' if n_valid == 0 else 'training'} images: add images or change "
+                "--valid-pct"
+            )
+        valid_idx = set(rng.permutation(len(members))[:n_valid].tolist())
+        out += [(p, lbl, i in valid_idx) for i, (p, lbl, _) in enumerate(members)]
+    return out

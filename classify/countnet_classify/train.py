@@ -1,0 +1,394 @@
+"""`countnet train`: screen the data, build a fastai Learner, run the LR finder, train
+(fine_tune semantics when pretrained, fit_one_cycle from scratch, or Caffe's inv/step),
+checkpoint every epoch, then write the plots, weights and tables of the run folder."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from countnet_classify import outputs, plots
+from countnet_classify.callbacks import Checkpoint, MetricsTable, load_checkpoint, read_rows
+from countnet_classify.config import RunSpec
+from countnet_classify.data import make_dataloaders
+from countnet_classify.model import imagenet_state_dict, make_learner
+from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen
+from countnet_classify.transforms import resolve_transforms
+from countnet_gen.errors import CountnetError
+from countnet_gen.versions import package_versions
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    learner: Any
+    metrics: list[dict]
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise CountnetError("--device cuda: no CUDA device is available here; use --device cpu")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+def _prepare_folder(spec: RunSpec) -> tuple[Path, Path, dict | None]:
+    final = spec.run_dir
+    partial = outputs.partial_dir(final)
+    if spec.resume:
+        if not partial.is_dir():
+            if final.is_dir():
+                raise CountnetError(f"run {final} already finished: nothing to resume")
+            raise CountnetError(
+                f"no interrupted run named {spec.run_name!r} to resume in {final.parent}"
+            )
+        saved = outputs.read_config(partial)
+        old = saved["resume_key"]
+        new = spec.resume_key()
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if diff:
+            raise CountnetError(
+                f"--resume: run {spec.run_name!r} was started with different options "
+                f"({', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in diff)})"
+            )
+        return final, partial, saved
+    if final.exists() and not spec.force:
+        raise CountnetError(f"run {final} already exists: choose another --name or pass --force")
+    if partial.exists():
+        if not spec.force:
+            raise CountnetError(
+                f"an interrupted run {spec.run_name!r} exists: pass --resume to continue it "
+                "or --force to start over"
+            )
+        shutil.rmtree(partial)
+    return final, partial, None
+
+
+def _describe_data(sc: Screened) -> dict[str, Any]:
+    counts = sc.counts()
+    return {
+        "root": str(sc.root.resolve()),
+        "layout": sc.layout,
+        "fingerprint": sc.fingerprint,
+        "classes": sc.classes,
+        "n_images": len(sc.items),
+        "n_train": sum(sc.counts(False).values()),
+        "n_valid": sum(sc.counts(True).values()),
+        "class_counts": {c: counts[c] for c in sc.classes},
+        "imbalance_ratio": round(sc.imbalance, 3),
+        "imbalanced": sc.imbalance > IMBALANCE_RATIO,
+        "skipped": len(sc.skipped),
+    }
+
+
+def _dataset_params(root: Path) -> dict | None:
+    """A countnet-generated set's DatasetSpec, for the record."""
+    p = root / "dataset.json"
+    if p.is_file():
+        try:
+            return json.loads(p.read_text()).get("spec")
+        except (json.JSONDecodeError, AttributeError):
+            return None
+    return None
+
+
+def train(spec: RunSpec, *, say=print) -> TrainResult:
+    """Train per ``spec``; returns the finished run folder and the learner."""
+    from fastai.callback.progress import ProgressCallback
+    from fastai.metrics import accuracy, error_rate
+    from fastai.torch_core import set_seed
+
+    t_start = time.perf_counter()
+    transforms = resolve_transforms(spec.transforms)
+    device = resolve_device(spec.device)
+    final, partial, saved = _prepare_folder(spec)
+    state_dict, weights_source = None, None
+    if spec.uses_pretrained:  # before screening: a missing weights file fails fast
+        state_dict, weights_source = imagenet_state_dict(spec.arch, spec.weights)
+    sc = screen(spec.data, valid_pct=spec.valid_pct, seed=spec.seed)
+    if saved and saved["data"]["fingerprint"] != sc.fingerprint:
+        raise CountnetError(
+            f"--resume: the files under {spec.data} changed since run {spec.run_name!r} started"
+        )
+    data_info = _describe_data(sc)
+    say(
+        f"data: {data_info['n_images']} images in {len(sc.classes)} classes "
+        f"({data_info['n_train']} train / {data_info['n_valid']} valid, {sc.layout}); "
+        f"skipped {len(sc.skipped)} unreadable file(s)"
+    )
+    say("class counts: " + ", ".join(f"{c}={n}" for c, n in data_info["class_counts"].items()))
+    if data_info["imbalanced"]:
+        say(
+            f"warning: classes are imbalanced (largest/smallest = {sc.imbalance:.1f} > "
+            f"{IMBALANCE_RATIO:g}); error_rate may flatter the majority class"
+        )
+
+    partial.mkdir(parents=True, exist_ok=True)
+    outputs.write_skipped(partial, sc.root, sc.skipped)
+    workers = spec.workers if spec.workers is not None else (0 if device.type == "cpu" else 8)
+    set_seed(spec.seed, reproducible=True)
+    dls = make_dataloaders(
+        sc,
+        size=spec.size,
+        bs=spec.bs,
+        transforms=transforms,
+        workers=workers,
+        device=device,
+        seed=spec.seed,
+    )
+    learn = make_learner(
+        dls,
+        spec.arch,
+        state_dict,
+        pretrained=spec.uses_pretrained,
+        metrics=[error_rate, accuracy],
+        path=partial,
+        model_dir=".tmp",
+    )
+    quiet = spec.quiet or not _is_tty()
+    if quiet:
+        learn.remove_cb(ProgressCallback)
+        learn.logger = _no_log  # fastai prints raw log lists when no progress bar is shown
+    precision = "fp32"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            learn.to_bf16()
+            precision = "bf16"
+        else:
+            learn.to_fp16()
+            precision = "fp16"
+
+    fine_tune = spec.lr_policy == "one-cycle" and spec.uses_pretrained
+    freeze_epochs = spec.freeze_epochs if fine_tune else 0
+    total = freeze_epochs + spec.epochs
+    record: dict[str, Any] = {
+        "run": spec.to_dict(),
+        "resolved": {
+            "name": spec.run_name,
+            "transforms": transforms,
+            "device": str(device),
+            "precision": precision,
+            "pretrained": spec.uses_pretrained,
+            "weights_source": weights_source,
+            "schedule": (
+                f"fine_tune: {freeze_epochs} frozen epoch(s) + {spec.epochs} unfrozen"
+                if fine_tune
+                else f"{spec.lr_policy} for {spec.epochs} epoch(s)"
+            ),
+            "total_epochs": total,
+            "batch_size": min(spec.bs, data_info["n_train"]),
+            "dataloader_workers": workers,
+        },
+        "seed": spec.seed,
+        "data": data_info,
+        "dataset_params": _dataset_params(sc.root),
+        "versions": package_versions(),
+        "resume_key": spec.resume_key(),
+        "started": (saved or {}).get("started") or datetime.now(UTC).isoformat(timespec="seconds"),
+        "status": "running",
+    }
+
+    # -- learning rate -------------------------------------------------------
+    lr_info = (saved or {}).get("lr")
+    if lr_info is None:
+        lr_info = _find_lr(learn, spec, partial, quiet)
+        record["lr"] = lr_info
+        outputs.write_config(partial, record)  # the LR is fixed from here on, also for --resume
+    record["lr"] = lr_info
+    base_lr = float(lr_info["used"])
+    say(f"learning rate: {base_lr:.3g} ({lr_info['source']})")
+    outputs.write_config(partial, record)
+
+    # -- resume point ----------------------------------------------------------
+    ckpt = load_checkpoint(partial) if spec.resume else None
+    done = int(ckpt["epoch"]) if ckpt else 0
+    if ckpt:
+        say(f"resuming after epoch {done}/{total}")
+    if done >= total:
+        say("all epochs were already completed")
+
+    def callbacks(offset: int, phase: str) -> list:
+        return [
+            MetricsTable(partial, offset, total, echo=quiet),
+            Checkpoint(partial, offset, phase),
+        ]
+
+    def restore(phase_unfrozen: bool) -> None:
+        if spec.uses_pretrained:
+            learn.unfreeze() if phase_unfrozen else learn.freeze()
+        if ckpt:
+            learn.model.load_state_dict(ckpt["model"])
+            learn.create_opt()
+            if phase_unfrozen:
+                learn.unfreeze()
+            learn.opt.load_state_dict(ckpt["opt"])
+
+    t_train = time.perf_counter()
+    if fine_tune:
+        if done < freeze_epochs:
+            restore(False)
+            learn.fit_one_cycle(
+                freeze_epochs,
+                slice(base_lr),
+                pct_start=0.99,
+                cbs=callbacks(0, "frozen"),
+                start_epoch=done,
+            )
+            ckpt = None
+        half = base_lr / 2
+        if done < total:
+            restore(True)
+            learn.unfreeze()
+            learn.fit_one_cycle(
+                spec.epochs,
+                slice(half / 100, half),
+                pct_start=0.3,
+                div=5.0,
+                cbs=callbacks(freeze_epochs, "unfrozen"),
+                start_epoch=max(0, done - freeze_epochs),
+            )
+    elif done < total:
+        restore(True)
+        if spec.uses_pretrained:
+            learn.unfreeze()
+        if spec.lr_policy == "one-cycle":
+            learn.fit_one_cycle(spec.epochs, base_lr, cbs=callbacks(0, "main"), start_epoch=done)
+        else:
+            from countnet_classify.schedules import caffe_scheduler
+
+            sched = caffe_scheduler(
+                spec.lr_policy,
+                base_lr,
+                spec.epochs * len(dls.train),
+                gamma=spec.lr_gamma,
+                power=spec.lr_power,
+                stepsize=spec.lr_step,
+            )
+            learn.fit(spec.epochs, lr=base_lr, cbs=[sched, *callbacks(0, "main")], start_epoch=done)
+    train_s = time.perf_counter() - t_train
+
+    # -- outputs -----------------------------------------------------------------
+    metrics = read_rows(partial / "metrics.csv")
+    if len(metrics) != total:
+        raise CountnetError(f"internal: {len(metrics)} epochs recorded, {total} expected")
+    _write_figures(learn, partial, metrics)
+    stats = _normalize_stats(learn)
+    outputs.export_weights(
+        partial,
+        learn.model,
+        {
+            "arch": spec.arch,
+            "classes": list(learn.dls.vocab),
+            "size": spec.size,
+            "resize": "squish",
+            "normalize": stats,
+            "n_in": 3,
+            "format": "safetensors state dict of countnet_classify.model.build_model(arch, n)",
+        },
+    )
+    errors = [float(m["error_rate"]) for m in metrics]
+    summary = {
+        "name": spec.run_name,
+        "final_error_rate": errors[-1],
+        "best_error_rate": min(errors),
+        "best_epoch": int(metrics[errors.index(min(errors))]["epoch"]),
+        "epochs": total,
+        "train_seconds": round(train_s, 2),  # this session's share when resumed
+        "wall_seconds": round(time.perf_counter() - t_start, 2),
+    }
+    record.update(
+        status="complete", summary=summary, finished=datetime.now(UTC).isoformat(timespec="seconds")
+    )
+    outputs.write_config(partial, record)
+    (partial / "checkpoint.pt").unlink(missing_ok=True)
+    shutil.rmtree(partial / ".tmp", ignore_errors=True)
+    outputs.finish(partial, final)
+    learn.path = final
+    say(f"done: final error_rate {errors[-1]:.4f} (best {min(errors):.4f}); run folder {final}")
+    return TrainResult(final, learn, metrics)
+
+
+def _no_log(*args, **kwargs) -> None:
+    pass
+
+
+def _is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def _find_lr(learn, spec: RunSpec, run_dir: Path, quiet: bool) -> dict[str, Any]:
+    """Run fastai's LR finder, save lr_find.png with every suggestion marked."""
+    from fastai.callback.schedule import minimum, slide, steep, valley
+
+    if spec.lr_find_iters == 0:
+        if spec.lr == "auto":
+            raise CountnetError("--lr auto needs the LR finder: set --lr-find-iters > 0")
+        return {"used": float(spec.lr), "source": "--lr (LR finder skipped)", "suggestions": {}}
+    with contextlib.ExitStack() as stack:
+        if quiet:
+            stack.enter_context(learn.no_bar())
+        learn.lr_find(num_it=spec.lr_find_iters, suggest_funcs=None, show_plot=False)
+    # fastai's own slicing of the sweep, but each suggestion on its own: a short or early-
+    # diverging sweep may not support all four, and one failing must not sink the others.
+    n = spec.lr_find_iters
+    rec = learn.recorder
+    lrs, losses = torch.tensor(rec.lrs[n // 10 : -5]), torch.tensor(rec.losses[n // 10 : -5])
+    finite = torch.isfinite(losses)
+    if not finite.all():
+        cut = int((~finite).nonzero()[0])
+        lrs, losses = lrs[:cut], losses[:cut]
+    suggestions, points = {}, []
+    for func in (minimum, steep, valley, slide):
+        try:
+            lr, point = func(lrs, losses, n)
+        except (IndexError, RuntimeError, ValueError):
+            continue
+        if lr == lr and lr > 0:  # not NaN
+            suggestions[func.__name__] = float(lr)
+            points.append(point)
+    rec.plot_lr_find(suggestions=points, nms=list(suggestions))
+    plots.save_current(run_dir / "lr_find.png")
+    if spec.lr == "auto" and "valley" not in suggestions:
+        raise CountnetError(
+            f"the LR finder's {len(rec.lrs)} steps gave no valley suggestion: raise "
+            "--lr-find-iters or pass --lr VALUE"
+        )
+    if spec.lr == "auto":
+        used, source = suggestions["valley"], "LR finder, valley suggestion"
+    else:
+        used, source = float(spec.lr), "--lr"
+    return {"used": used, "source": source, "suggestions": suggestions}
+
+
+def _normalize_stats(learn) -> dict | None:
+    from fastai.data.transforms import Normalize
+
+    for t in learn.dls.after_batch.fs:
+        if isinstance(t, Normalize):
+            return {"mean": t.mean.flatten().tolist(), "std": t.std.flatten().tolist()}
+    return None
+
+
+def _write_figures(learn, run_dir: Path, metrics: list[dict]) -> None:
+    from fastai.interpret import ClassificationInterpretation
+
+    plots.plot_losses(read_rows(run_dir / "losses.csv"), metrics, run_dir / "losses.png")
+    with learn.no_bar():
+        interp = ClassificationInterpretation.from_learner(learn)
+        interp.plot_confusion_matrix(figsize=(5, 5))
+        plots.save_current(run_dir / "confusion_matrix.png")
+        k = min(9, len(learn.dls.valid_ds))
+        interp.plot_top_losses(k, nrows=3 if k > 3 else 1)
+        plots.save_current(run_dir / "top_losses.png")
+        learn.dls.show_batch(max_n=9, show=True)
+        plots.save_current(run_dir / "batch.png")
