@@ -1,15 +1,21 @@
-# countnet workflow: gen -> (select_transforms -> train -> report, added stage by stage).
+# countnet workflow: gen -> select_transforms -> train -> report.
 # Run: `uv run snakemake all` (cores etc. come from profiles/default/config.yaml).
-# Scale: config/config.yaml (default, CPU-sized) or --configfile config/full.yaml.
+# Scale: config/config.yaml (default, 2-core CPU, offline) or --configfile config/full.yaml.
 
 configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/gen.smk"
+include: "workflow/rules/select_transforms.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         expand("datasets/{name}", name=DATASETS),
+        # Runs are targets themselves, so a deleted run folder is rebuilt (with the report).
+        expand("runs/{exp}", exp=EXPERIMENTS),
+        "runs/report.html" if EXPERIMENTS else [],
     default_target: True

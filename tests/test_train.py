@@ -245,7 +245,7 @@ def test_resume_after_kill_9(cli, tiny, tmp_path):
     assert_one_line_error(r, "different options", "epochs")
 
     before = read_rows(tmp_path / ".k.partial" / "metrics.csv")
-    r = cli(
+    resume = [
         "train",
         tiny,
         "--no-pretrained",
@@ -257,7 +257,8 @@ def test_resume_after_kill_9(cli, tiny, tmp_path):
         "k",
         "--resume",
         *FAST,
-    )
+    ]
+    r = cli(*resume)
     assert r.returncode == 0, r.stderr
     assert "resuming after epoch 2/3" in r.stderr
     assert [ln.split()[1] for ln in r.stdout.splitlines()] == ["3/3"]  # only the missing epoch
@@ -266,19 +267,7 @@ def test_resume_after_kill_9(cli, tiny, tmp_path):
     assert rows[:2] == before
     assert not (tmp_path / ".k.partial").exists()
     assert not (tmp_path / "k" / "checkpoint.pt").exists()
-    r = cli(
-        "train",
-        tiny,
-        "--no-pretrained",
-        "--epochs",
-        "3",
-        "--runs-dir",
-        tmp_path,
-        "--name",
-        "k",
-        "--resume",
-        *FAST,
-    )
+    r = cli(*resume)
     assert_one_line_error(r, "already finished")
 
 
@@ -524,3 +513,34 @@ def test_resume_and_predict_bad_input(cli, tiny, tmp_path):
     (tmp_path / "fake-run").mkdir()
     r = cli("predict", tmp_path / "fake-run", "x.png")
     assert_one_line_error(r, "missing")
+
+
+def test_resume_fine_tune_between_frozen_and_unfrozen_phases(cli, tiny, tmp_path):
+    wfile = tmp_path / "r18.pth"
+    save_resnet_weights(wfile)
+    args = [
+        "train",
+        str(tiny),
+        "--arch",
+        "resnet18",
+        "--weights",
+        str(wfile),
+        "--epochs",
+        "1",
+        "--runs-dir",
+        str(tmp_path),
+        "--name",
+        "ft",
+        *FAST,
+    ]
+    env = {**os.environ, "COUNTNET_KILL_AFTER_EPOCH": "1"}  # right after the frozen epoch
+    proc = subprocess.run([COUNTNET, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr
+    ckpt = torch.load(tmp_path / ".ft.partial" / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["phase"] == "frozen"
+
+    r = cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "resuming after epoch 1/2" in r.stderr
+    assert [ln.split()[1] for ln in r.stdout.splitlines()] == ["2/2"]
+    assert [m["epoch"] for m in read_rows(tmp_path / "ft" / "metrics.csv")] == ["1", "2"]

@@ -1,7 +1,10 @@
-"""The Snakefile on a tiny config, through Snakemake's CLI, in a scratch folder."""
+"""The Snakefile on tiny configs, through Snakemake's CLI, in scratch folders."""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,23 +27,61 @@ def snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedPr
         "2",
         *args,
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=os.environ)
 
 
-def test_tiny_workflow_generates_then_does_nothing(tmp_path):
+TINY = """
+datasets:
+  tiny-a: {range: 1-2, per_class: 12, size: 32, radius: 3, valid_pct: 0.25}
+  tiny-b: {range: 3-4, per_class: 12, size: 32, radius: 2-4, no_overlap: true, valid_pct: 0.25}
+train: {arch: resnet18, size: 32, bs: 8, epochs: 1, lr_find_iters: 30, workers: 0}
+select_transforms: {candidates: [none, dihedral, aug], epochs: 1, lr: 0.001}
+experiments:
+  a: {data: tiny-a}
+  b: {data: tiny-b, transforms: flips}
+  mine: {data: data/mine, optional: true}
+"""
+
+
+def test_tiny_workflow_end_to_end(tmp_path):
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(
-        "datasets:\n"
-        "  tiny-a: {range: 1-2, per_class: 6, size: 32, radius: 3}\n"
-        "  tiny-b: {range: 3-4, per_class: 6, size: 32, radius: 2-3, no_overlap: true}\n"
-    )
+    cfg.write_text(TINY)
     proc = snakemake(tmp_path, cfg, "all")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "experiment 'mine' skipped" in proc.stderr  # absent optional set: a note
     for name in ("tiny-a", "tiny-b"):
-        assert len(list((tmp_path / "datasets" / name).rglob("*.png"))) == 12
-        assert (tmp_path / "logs" / "gen" / f"{name}.log").read_text().startswith("generated 12")
+        assert len(list((tmp_path / "datasets" / name).rglob("*.png"))) == 24
+    for log in ("gen/tiny-a", "select_transforms/a", "train/a", "train/b", "report"):
+        assert (tmp_path / "logs" / f"{log}.log").is_file(), log
+    assert (tmp_path / "runs" / "select-transforms" / "a.json").is_file()
+    assert not (tmp_path / "runs" / "select-transforms" / "b.json").exists()  # fixed preset
+
+    md = (tmp_path / "runs" / "report.md").read_text()
+    summary = [ln for ln in md.splitlines() if ln.startswith("| a |") or ln.startswith("| b |")]
+    assert len(summary) == 2
+    a, b = (row.split(" | ") for row in summary)
+    assert a[1:4] == ["tiny-a", "resnet18", "no: trained from scratch"]
+    assert a[4] in ("none", "dihedral")  # the selection's choice; aug is label-unsafe here
+    assert b[4] == "flips"
+    assert md.count("| epoch | train_loss | valid_loss | error_rate | time |") == 2
+    assert "No ImageNet weights for resnet18" in md  # said plainly
+    assert "### Transform selection" in md and "label-unsafe" in md
+    assert (tmp_path / "runs" / "report.html").stat().st_size > 10_000
+
     again = snakemake(tmp_path, cfg, "-n", "all")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    # Removing one run folder reruns that run and the report, nothing else.
+    shutil.rmtree(tmp_path / "runs" / "b")
+    dry = snakemake(tmp_path, cfg, "-n", "all")
+    stats = (dry.stdout + dry.stderr).split("Job stats:")[1]
+    jobs = {}
+    for line in stats.splitlines()[3:]:  # after the header and its rule
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        jobs[m.group(1)] = int(m.group(2))
+    assert jobs == {"train": 1, "report": 1, "all": 1, "total": 3}, stats
 
 
 def test_bad_config_is_rejected_before_any_job(tmp_path):
@@ -53,3 +94,9 @@ def test_bad_config_is_rejected_before_any_job(tmp_path):
     cfg.write_text("datasets:\n  typo: {range: 1-2, sise: 32}\n")
     proc = snakemake(tmp_path, cfg, "all")
     assert proc.returncode != 0 and "sise" in proc.stderr
+    cfg.write_text("experiments:\n  x: {data: nowhere/at/all}\n")
+    proc = snakemake(tmp_path, cfg, "all")
+    assert proc.returncode != 0 and "nowhere/at/all" in proc.stderr
+    cfg.write_text("datasets:\n  d: {range: 1-2}\nexperiments:\n  x: {data: d, arch: vgg99}\n")
+    proc = snakemake(tmp_path, cfg, "-n", "all")
+    assert proc.returncode != 0 and "vgg99" in proc.stdout + proc.stderr

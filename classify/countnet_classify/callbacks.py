@@ -73,11 +73,12 @@ class MetricsTable(_EpochAware):
     def before_epoch(self):
         super().before_epoch()
         self._t0 = time.perf_counter()
-        self._batch_losses: list[float] = []
+        self._batch_losses: list[torch.Tensor] = []
 
     def after_batch(self):
+        # Kept on the device: a float() here would sync host and GPU on every batch.
         if self.training:
-            self._batch_losses.append(float(self.learn.loss.detach().float()))
+            self._batch_losses.append(self.learn.loss.detach())
 
     def after_epoch(self):
         if self._cancelled:
@@ -93,10 +94,12 @@ class MetricsTable(_EpochAware):
             "time": f"{time.perf_counter() - self._t0:.2f}",
         }
         self.rows = [r for r in self.rows if int(r["epoch"]) < n] + [row]
+        batch_losses = (
+            torch.stack(self._batch_losses).float().cpu().tolist() if self._batch_losses else []
+        )
         start = len([r for r in self.losses if int(r["epoch"]) < n])
         self.losses = [r for r in self.losses if int(r["epoch"]) < n] + [
-            {"iter": start + i, "epoch": n, "loss": f"{v:.6f}"}
-            for i, v in enumerate(self._batch_losses)
+            {"iter": start + i, "epoch": n, "loss": f"{v:.6f}"} for i, v in enumerate(batch_losses)
         ]
         write_rows(self.run_dir / "losses.csv", ("iter", "epoch", "loss"), self.losses)
         write_rows(self.run_dir / "metrics.csv", METRICS_FIELDS, self.rows)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -17,10 +16,6 @@ import typer
 from countnet_gen.cli import EXAMPLES as GEN_EXAMPLES
 from countnet_gen.cli import gen
 from countnet_gen.errors import CountnetError
-
-# torch/fastai import-time deprecation chatter is not the user's business.
-warnings.filterwarnings("ignore", category=FutureWarning)
-warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
 app = typer.Typer(
     name="countnet",
@@ -259,3 +254,93 @@ def _fail(message: str, code: int = 2) -> None:
         raise
     typer.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+SELECT_EXAMPLES = """
+[bold]Examples[/bold]
+
+  countnet select-transforms datasets/count-45-50 --out runs/select-transforms/c4550.json
+
+  countnet train datasets/count-45-50 --transforms runs/select-transforms/c4550.json
+
+  countnet select-transforms data/paintings --candidates none,flips --epochs 2 --size 128
+"""
+
+
+@app.command("select-transforms", epilog=SELECT_EXAMPLES)
+def select_transforms_cmd(
+    data: Annotated[Path, typer.Argument(help="A folder-labeled set, as for train.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Result JSON \\[default: runs/select-transforms/<data>.json]."),
+    ] = None,
+    candidates: Annotated[
+        str, typer.Option(help="Comma-separated presets to try.")
+    ] = "none,flips,dihedral,aug",
+    arch: Annotated[str, typer.Option(help="Architecture for the comparison.")] = "resnet34",
+    pretrained: Annotated[
+        bool, typer.Option("--pretrained/--no-pretrained", help="Start from ImageNet weights.")
+    ] = True,
+    weights: Annotated[
+        Path | None, typer.Option(help="ImageNet weights file instead of the cache.")
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Epochs per candidate (the same for all).")] = 1,
+    lr: Annotated[float, typer.Option(help="Learning rate (the same for all).")] = 1e-3,
+    size: Annotated[int, typer.Option(help="Image size.")] = 224,
+    bs: Annotated[int, typer.Option(help="Batch size.")] = 64,
+    valid_pct: Annotated[
+        float, typer.Option(help="Validation share, for sets without valid/.")
+    ] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed (the same for all).")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    workers: Annotated[int | None, typer.Option(help="DataLoader workers.")] = None,
+) -> None:
+    """Try augmentation presets on the same short budget and choose the best label-safe one.
+
+    For countnet-generated counting sets, presets that can push a circle out of the frame or
+    mirror one in (zoom, rotation, warp) are marked label-unsafe and cannot win.
+    """
+    from countnet_classify.config import RunSpec
+    from countnet_classify.select import select_transforms
+
+    spec = RunSpec(
+        data=str(data),
+        arch=arch,
+        pretrained=pretrained,
+        weights=str(weights) if weights else None,
+        epochs=epochs,
+        lr=lr,
+        size=size,
+        bs=bs,
+        valid_pct=valid_pct,
+        seed=seed,
+        device=device,
+        workers=workers,
+        quiet=True,
+        transforms="none",
+    )
+    out = out or Path("runs") / "select-transforms" / f"{Path(data).resolve().name}.json"
+    names = tuple(c.strip() for c in candidates.split(",") if c.strip())
+    result = select_transforms(spec, out, candidates=names, say=lambda m: typer.echo(m, err=True))
+    typer.echo(f"chosen: {result['chosen']} (written to {out})", err=True)
+
+
+REPORT_EXAMPLES = """
+[bold]Examples[/bold]
+
+  countnet report runs/count-1-5 runs/count-45-50 --out runs
+
+  countnet report runs/*/ --out reports/today
+"""
+
+
+@app.command("report", epilog=REPORT_EXAMPLES)
+def report_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Finished run folders.")],
+    out: Annotated[Path, typer.Option(help="Folder for report.html and report.md.")] = Path("runs"),
+) -> None:
+    """Write report.html (self-contained) and report.md over finished runs."""
+    from countnet_classify.report import write_report
+
+    md, page = write_report(runs, out)
+    typer.echo(f"wrote {page} and {md}", err=True)

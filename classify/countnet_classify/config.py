@@ -14,7 +14,7 @@ ARCHS = ("resnet18", "resnet34", "resnet50", "squeezenet1_1", "lenet")
 LR_POLICIES = ("one-cycle", "inv", "step")
 DEVICES = ("auto", "cpu", "cuda")
 # Options that may differ between an interrupted run and its --resume.
-RESUME_FREE = ("resume", "quiet", "device", "workers", "force")
+RESUME_FREE = ("resume", "quiet", "device", "workers", "force", "note")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class RunSpec:
     resume: bool = False
     force: bool = False
     quiet: bool = False
+    note: str | None = None  # free text kept in config.yaml and shown in the report
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:

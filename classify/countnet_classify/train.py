@@ -134,6 +134,8 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
         )
 
     partial.mkdir(parents=True, exist_ok=True)
+    if transforms != spec.transforms:  # chosen by a select-transforms JSON: keep its table
+        shutil.copyfile(spec.transforms, partial / "transforms.json")
     outputs.write_skipped(partial, sc.root, sc.skipped)
     workers = spec.workers if spec.workers is not None else (0 if device.type == "cpu" else 8)
     set_seed(spec.seed, reproducible=True)
@@ -223,14 +225,15 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
             Checkpoint(partial, offset, phase),
         ]
 
-    def restore(phase_unfrozen: bool) -> None:
-        if spec.uses_pretrained:
-            learn.unfreeze() if phase_unfrozen else learn.freeze()
+    def restore(unfrozen: bool) -> None:
+        """Set the phase's freezing; on resume, load the checkpoint's model and optimizer
+        (create_opt makes a fresh, fully trainable optimizer, so freezing comes after it)."""
         if ckpt:
             learn.model.load_state_dict(ckpt["model"])
             learn.create_opt()
-            if phase_unfrozen:
-                learn.unfreeze()
+        if spec.uses_pretrained:
+            learn.unfreeze() if unfrozen else learn.freeze()
+        if ckpt:
             learn.opt.load_state_dict(ckpt["opt"])
 
     t_train = time.perf_counter()
@@ -248,7 +251,6 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
         half = base_lr / 2
         if done < total:
             restore(True)
-            learn.unfreeze()
             learn.fit_one_cycle(
                 spec.epochs,
                 slice(half / 100, half),
@@ -259,8 +261,6 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
             )
     elif done < total:
         restore(True)
-        if spec.uses_pretrained:
-            learn.unfreeze()
         if spec.lr_policy == "one-cycle":
             learn.fit_one_cycle(spec.epochs, base_lr, cbs=callbacks(0, "main"), start_epoch=done)
         else:

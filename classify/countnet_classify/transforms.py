@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +14,26 @@ from countnet_gen.errors import CountnetError
 
 @dataclass(frozen=True)
 class Preset:
+    """``cut`` bounds, as a fraction of the image side, how deep into the frame the preset's
+    geometry can push content out (or pull reflected content in): 0 for the square's exact
+    symmetries (flips, 90-degree turns)."""
+
     name: str
     description: str
     make: Callable[[], list]
+    cut: float = 0.0
+
+
+def affine_cut(max_zoom: float = 1.0, max_rotate: float = 0.0, max_warp: float = 0.0) -> float:
+    """Conservative depth (fraction of the side) of the border band that fastai's zoom,
+    rotation and warp can move out of the frame, or fill by reflection padding.
+
+    zoom s: the visible window has side 1/s and may sit anywhere, so up to 1 - 1/s of one
+    side is lost; rotation t about the centre: a corner sweeps (1 - cos t + sin t) / 2 of
+    the side into the frame; warp m: fastai moves corners by up to m/2 of the side. The
+    three compose, so their bands add up."""
+    t = math.radians(max_rotate)
+    return (1 - 1 / max_zoom) + (1 - math.cos(t) + math.sin(t)) / 2 + max_warp / 2
 
 
 def _none() -> list:
@@ -50,6 +68,8 @@ PRESETS: dict[str, Preset] = {
             "aug",
             "fastai's default aug_transforms: flip, rotate, zoom, warp, lighting",
             _fastai_default,
+            # aug_transforms' defaults: max_zoom=1.1, max_rotate=10, max_warp=0.2
+            cut=affine_cut(max_zoom=1.1, max_rotate=10.0, max_warp=0.2),
         ),
     )
 }
@@ -79,3 +99,23 @@ def resolve_transforms(value: str) -> str:
 
 def batch_transforms(name: str) -> list:
     return PRESETS[name].make()
+
+
+def at_risk(circles, size: int, cut: float) -> bool:
+    """Can a transform with border band ``cut`` change this image's count? True when any
+    circle reaches into the band (it may be cut off, or mirrored in by padding)."""
+    if cut <= 0 or len(circles) == 0:
+        return False
+    band = cut * size
+    x, y, r = circles[:, 0], circles[:, 1], circles[:, 2]
+    margin = min((x - r).min(), (y - r).min(), (size - x - r).min(), (size - y - r).min())
+    return bool(margin < band)
+
+
+def label_safety(manifest_rows: list[dict], size: int, preset: str) -> float:
+    """Fraction of training images whose count ``preset`` can change."""
+    train = [r for r in manifest_rows if r["split"] == "train"]
+    if not train:
+        return 0.0
+    cut = PRESETS[preset].cut
+    return sum(at_risk(r["circles"], size, cut) for r in train) / len(train)

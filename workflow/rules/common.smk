@@ -1,4 +1,10 @@
-# Helpers shared by the rules: config validation and config -> library objects.
+# Helpers shared by the rules: config validation, and config -> the library's config models
+# (DatasetSpec for generation, RunSpec for training), so rules and CLI share one model.
+import re
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from countnet_gen.errors import CountnetError
@@ -9,7 +15,7 @@ validate(config, workflow.source_path("../../config/schemas/config.schema.yaml")
 
 def _dataset_specs():
     specs = {}
-    for name, entry in config["datasets"].items():
+    for name, entry in config.get("datasets", {}).items():
         try:
             specs[name] = DatasetSpec.from_dict({**entry, "name": name})
         except CountnetError as e:
@@ -18,3 +24,90 @@ def _dataset_specs():
 
 
 DATASETS = _dataset_specs()
+
+
+def _data_path(entry):
+    """A generated dataset's name -> datasets/<name>; anything else is a folder path."""
+    data = str(entry["data"])
+    return f"datasets/{data}" if data in DATASETS else data
+
+
+def _experiments():
+    """Experiments whose data exists or will be generated; absent optional sets are
+    skipped with a note, absent required ones stop the workflow before any job."""
+    out = {}
+    for name, entry in config.get("experiments", {}).items():
+        path = _data_path(entry)
+        if str(entry["data"]) not in DATASETS and not Path(path).is_dir():
+            if entry.get("optional", False):
+                if workflow.is_main_process:  # job subprocesses re-read this file
+                    print(f"note: experiment {name!r} skipped: optional data {path} is absent",
+                          file=sys.stderr)
+                continue
+            raise WorkflowError(f"config: experiment {name!r}: data folder {path} does not exist")
+        out[name] = entry
+    return out
+
+
+EXPERIMENTS = _experiments()
+
+
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+# runs/{exp} must not swallow runs/report.html or runs/select-transforms/...
+wildcard_constraints:
+    exp=_alternatives(EXPERIMENTS),
+    name=_alternatives(DATASETS),
+
+
+def _pretrained(arch, wanted):
+    """'auto' -> ImageNet weights when the torch hub cache holds them, else from scratch,
+    with a note the report shows."""
+    if wanted != "auto" or arch == "lenet":
+        return bool(wanted) and arch != "lenet", None
+    from countnet_classify.model import expected_weights_path
+
+    path = expected_weights_path(arch)
+    if path.is_file():
+        return True, None
+    return False, (
+        f"No ImageNet weights for {arch} in the torch hub cache ({path}): trained from "
+        "scratch. Add them with `countnet weights import FILE` to fine-tune instead."
+    )
+
+
+def run_spec(exp, **overrides):
+    """The RunSpec of an experiment: train defaults, then the experiment's own options."""
+    from countnet_classify.config import RunSpec
+
+    entry = {k: v for k, v in EXPERIMENTS[exp].items() if k not in ("data", "optional")}
+    opts = {**config.get("train", {}), **entry}
+    pretrained, note = _pretrained(opts.get("arch", "resnet34"), opts.pop("pretrained", "auto"))
+    if opts.get("transforms", "select") == "select":
+        opts["transforms"] = f"runs/select-transforms/{exp}.json"
+    fields = dict(data=_data_path(EXPERIMENTS[exp]), name=exp, runs_dir="runs", quiet=True,
+                  pretrained=pretrained, note=opts.pop("note", None) or note)
+    try:
+        return RunSpec.from_dict({**opts, **fields, **overrides})
+    except CountnetError as e:
+        raise WorkflowError(f"config: experiment {exp!r}: {e}") from None
+
+
+def selects_transforms(exp):
+    return EXPERIMENTS[exp].get("transforms", config.get("train", {}).get("transforms", "select")) == "select"
+
+
+def data_input(exp):
+    """Generated datasets are rule outputs (so gen runs first); user folders are plain inputs."""
+    return _data_path(EXPERIMENTS[exp])
+
+
+def call_logged(log, fn, *args, **kwargs):
+    """Run a library function with its output in the rule's log file."""
+    import contextlib
+
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        return fn(*args, say=lambda m: print(m, flush=True), **kwargs)

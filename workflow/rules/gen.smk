@@ -9,8 +9,6 @@ rule gen:
     threads: workflow.cores
     resources:
         mem_mb=2000,
-    wildcard_constraints:
-        name="|".join(DATASETS) or "^$",
     params:
         spec=lambda wc: DATASETS[wc.name],
     run:

@@ -1,0 +1,297 @@
+"""`countnet report`: one page over finished runs — a summary table across runs, then per
+run the blog's per-epoch table, the LR finder, learning curves, confusion matrix, top
+losses, sample images, the transform-selection table, dataset parameters and skipped
+files. Writes report.md (images linked) and report.html (images embedded: one file that
+reads offline)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from countnet_classify.callbacks import read_rows
+from countnet_classify.outputs import CONFIG, format_time, read_config
+from countnet_gen.atomic import write_text_atomic
+from countnet_gen.errors import CountnetError
+
+BLOG_COLUMNS = ("epoch", "train_loss", "valid_loss", "error_rate", "time")
+FIGURES = (
+    ("lr_find.png", "LR finder"),
+    ("losses.png", "Learning curves"),
+    ("confusion_matrix.png", "Confusion matrix"),
+    ("top_losses.png", "Top losses"),
+    ("batch.png", "Sample training images (augmented)"),
+)
+SUMMARY_COLUMNS = (
+    "run",
+    "dataset",
+    "arch",
+    "pretrained",
+    "transforms",
+    "epochs",
+    "final error_rate",
+    "best error_rate",
+    "wall time",
+    "device",
+)
+
+
+@dataclass
+class RunView:
+    path: Path
+    config: dict[str, Any]
+    metrics: list[dict]
+    skipped: list[str]
+    selection: dict | None
+
+    @property
+    def name(self) -> str:
+        return self.config["resolved"]["name"]
+
+    def pretrained_text(self) -> str:
+        res = self.config["resolved"]
+        if res["pretrained"]:
+            return "yes (ImageNet)"
+        return "no: trained from scratch"
+
+    def summary_row(self) -> list[str]:
+        res, s = self.config["resolved"], self.config["summary"]
+        data = self.config["data"]
+        return [
+            self.name,
+            Path(data["root"]).name,
+            self.config["run"]["arch"],
+            self.pretrained_text(),
+            res["transforms"],
+            str(s["epochs"]),
+            f"{s['final_error_rate']:.4f}",
+            f"{s['best_error_rate']:.4f} (epoch {s['best_epoch']})",
+            format_time(s["wall_seconds"]),
+            res["device"],
+        ]
+
+
+def load_run(path: Path | str) -> RunView:
+    path = Path(path)
+    if not (path / CONFIG).is_file():
+        raise CountnetError(f"{path} is not a countnet run folder (no {CONFIG})")
+    cfg = read_config(path)
+    if cfg.get("status") != "complete":
+        raise CountnetError(f"run {path} did not finish (status: {cfg.get('status')})")
+    skipped = (
+        (path / "skipped.txt").read_text().splitlines() if (path / "skipped.txt").is_file() else []
+    )
+    sel = path / "transforms.json"
+    return RunView(
+        path,
+        cfg,
+        read_rows(path / "metrics.csv"),
+        skipped,
+        json.loads(sel.read_text()) if sel.is_file() else None,
+    )
+
+
+def _blog_rows(v: RunView) -> list[list[str]]:
+    return [
+        [
+            r["epoch"],
+            r["train_loss"],
+            r["valid_loss"],
+            r["error_rate"],
+            format_time(float(r["time"])),
+        ]
+        for r in v.metrics
+    ]
+
+
+def _selection_rows(sel: dict) -> tuple[list[str], list[list[str]]]:
+    head = ["preset", "valid error_rate", "valid_loss", "time", "label safety"]
+    rows = []
+    for r in sel["table"]:
+        if "label_safe" not in r:
+            safety = "n/a (no counting metadata)"
+        elif r["label_safe"]:
+            safety = "safe"
+        else:
+            safety = f"label-unsafe: can change {r['label_risk_fraction']:.1%} of train counts"
+        mark = " (chosen)" if r["preset"] == sel["chosen"] else ""
+        rows.append(
+            [
+                r["preset"] + mark,
+                f"{r['error_rate']:.4f}",
+                f"{r['valid_loss']:.4f}",
+                f"{r['time']:.1f}s",
+                safety,
+            ]
+        )
+    return head, rows
+
+
+def _dataset_rows(v: RunView) -> list[list[str]]:
+    d = v.config["data"]
+    rows = [
+        ["folder", d["root"]],
+        ["layout", d["layout"]],
+        ["images", f"{d['n_images']} ({d['n_train']} train / {d['n_valid']} valid)"],
+        ["class counts", ", ".join(f"{k}: {n}" for k, n in d["class_counts"].items())],
+        ["fingerprint", d["fingerprint"][:16] + "…"],
+    ]
+    if d.get("imbalanced"):
+        rows.append(["imbalance", f"largest/smallest = {d['imbalance_ratio']} (flagged)"])
+    for k, val in (v.config.get("dataset_params") or {}).items():
+        if k != "name":
+            rows.append([f"gen: {k}", str(val)])
+    return rows
+
+
+def _lr_text(v: RunView) -> str:
+    lr = v.config["lr"]
+    sugg = ", ".join(f"{k} {val:.2e}" for k, val in lr.get("suggestions", {}).items())
+    return f"Chosen learning rate: {lr['used']:.3g} ({lr['source']})" + (
+        f"; suggestions: {sugg}" if sugg else ""
+    )
+
+
+# -- markdown -------------------------------------------------------------------
+def _md_table(head, rows) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\\\|") for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(views: list[RunView], out_dir: Path) -> str:
+    parts = [
+        "# countnet report",
+        "",
+        "## Summary",
+        "",
+        _md_table(SUMMARY_COLUMNS, [v.summary_row() for v in views]),
+        "",
+    ]
+    for v in views:
+        parts += [f"## {v.name}", ""]
+        note = v.config["run"].get("note")
+        if note:
+            parts += [f"> {note}", ""]
+        parts += [
+            f"Pretrained: {v.pretrained_text()}. Schedule: "
+            f"{v.config['resolved']['schedule']}. Transforms: "
+            f"{v.config['resolved']['transforms']}.",
+            "",
+            "### Per-epoch results",
+            "",
+            _md_table(BLOG_COLUMNS, _blog_rows(v)),
+            "",
+            _lr_text(v),
+            "",
+        ]
+        for fname, title in FIGURES:
+            if (v.path / fname).is_file():
+                rel = os.path.relpath(v.path / fname, out_dir)
+                parts += [f"### {title}", "", f"![{title}]({rel})", ""]
+        if v.selection:
+            parts += [
+                "### Transform selection",
+                "",
+                _md_table(*_selection_rows(v.selection)),
+                "",
+                f"Rule: {v.selection['rule']}.",
+                "",
+            ]
+        parts += ["### Dataset", "", _md_table(["", ""], _dataset_rows(v)), ""]
+        parts += ["### Skipped files", ""]
+        parts += ([f"- `{s}`" for s in v.skipped[:50]] or ["none"]) + [""]
+        if len(v.skipped) > 50:
+            parts += [f"... and {len(v.skipped) - 50} more (see skipped.txt)", ""]
+    return "\n".join(parts)
+
+
+# -- html -----------------------------------------------------------------------
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;
+padding:3px 8px;text-align:right}th{background:#f2f2f2}td:first-child,th:first-child{
+text-align:left}img{max-width:100%;border:1px solid #eee}.figs{display:flex;flex-wrap:wrap;
+gap:1em}.figs figure{margin:0;flex:1 1 45%}blockquote{border-left:4px solid #e8a33d;
+margin:1em 0;padding:.3em 1em;background:#fff8ec}.unsafe{color:#b00}"""
+
+
+def _h_table(head, rows) -> str:
+    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td class='unsafe'>{html.escape(str(c))}</td>"
+            if "label-unsafe" in str(c)
+            else f"<td>{html.escape(str(c))}</td>"
+            for c in r
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(path: Path, title: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (
+        f"<figure><figcaption>{html.escape(title)}</figcaption>"
+        f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'></figure>"
+    )
+
+
+def render_html(views: list[RunView]) -> str:
+    p = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>countnet report</title>",
+        f"<style>{CSS}</style></head><body><h1>countnet report</h1><h2>Summary</h2>",
+        _h_table(SUMMARY_COLUMNS, [v.summary_row() for v in views]),
+    ]
+    for v in views:
+        p.append(f"<h2 id='{html.escape(v.name)}'>{html.escape(v.name)}</h2>")
+        note = v.config["run"].get("note")
+        if note:
+            p.append(f"<blockquote>{html.escape(note)}</blockquote>")
+        p.append(
+            f"<p>Pretrained: <b>{html.escape(v.pretrained_text())}</b>. Schedule: "
+            f"{html.escape(v.config['resolved']['schedule'])}. Transforms: "
+            f"{html.escape(v.config['resolved']['transforms'])}.</p>"
+        )
+        p += [
+            "<h3>Per-epoch results</h3>",
+            _h_table(BLOG_COLUMNS, _blog_rows(v)),
+            f"<p>{html.escape(_lr_text(v))}</p><div class='figs'>",
+        ]
+        p += [_img(v.path / f, t) for f, t in FIGURES if (v.path / f).is_file()]
+        p.append("</div>")
+        if v.selection:
+            p += [
+                "<h3>Transform selection</h3>",
+                _h_table(*_selection_rows(v.selection)),
+                f"<p>Rule: {html.escape(v.selection['rule'])}.</p>",
+            ]
+        p += ["<h3>Dataset</h3>", _h_table(["", ""], _dataset_rows(v)), "<h3>Skipped files</h3>"]
+        if v.skipped:
+            items = "".join(f"<li><code>{html.escape(s)}</code></li>" for s in v.skipped[:50])
+            more = f"<p>... and {len(v.skipped) - 50} more</p>" if len(v.skipped) > 50 else ""
+            p.append(f"<ul>{items}</ul>{more}")
+        else:
+            p.append("<p>none</p>")
+    p.append("</body></html>")
+    return "\n".join(p)
+
+
+def write_report(runs: list[Path | str], out_dir: Path | str) -> tuple[Path, Path]:
+    """Write report.md and report.html for ``runs`` into ``out_dir``."""
+    if not runs:
+        raise CountnetError("give at least one run folder")
+    views = [load_run(r) for r in runs]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md, page = out / "report.md", out / "report.html"
+    write_text_atomic(md, render_markdown(views, out))
+    write_text_atomic(page, render_html(views))
+    return md, page

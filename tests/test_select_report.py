@@ -1,0 +1,126 @@
+"""Transform selection (label safety from the generator's metadata) and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from countnet_classify.transforms import PRESETS, at_risk, label_safety
+from countnet_gen.spec import DatasetSpec
+from countnet_gen.writer import generate
+from tests.conftest import assert_one_line_error
+
+FAST = ["--size", "32", "--bs", "8", "--workers", "0"]
+
+
+def rows(*circle_sets, split="train"):
+    return [{"split": split, "circles": np.asarray(c, float)} for c in circle_sets]
+
+
+def test_zoom_warp_preset_flagged_near_border_dihedral_safe():
+    size = 64
+    near_border = rows([[4.0, 30.0, 3.0]], [[32.0, 32.0, 3.0]])  # one image touches the band
+    assert label_safety(near_border, size, "aug") == pytest.approx(0.5)
+    for safe in ("none", "flips", "dihedral"):
+        assert label_safety(near_border, size, safe) == 0.0
+    centred = rows([[32.0, 32.0, 3.0], [30.0, 35.0, 2.0]])
+    assert label_safety(centred, size, "aug") == 0.0  # depends on the data, not the name
+    assert not at_risk(np.zeros((0, 3)), size, PRESETS["aug"].cut)
+    # validation images do not count: they are never augmented
+    assert label_safety(rows([[2.0, 2.0, 1.0]], split="valid"), size, "aug") == 0.0
+
+
+@pytest.fixture(scope="module")
+def border_set(tmp_path_factory) -> Path:
+    """Overlapping circles anywhere: plenty of them near the border."""
+    spec = DatasetSpec(counts=(2, 3), per_class=10, size=32, radius=(2, 3), valid_pct=0.3)
+    return generate(spec, tmp_path_factory.mktemp("sel") / "border", workers=1)
+
+
+def test_select_transforms_then_train_with_the_file_then_report(cli, border_set, tmp_path):
+    out = tmp_path / "sel.json"
+    r = cli(
+        "select-transforms",
+        border_set,
+        "--out",
+        out,
+        "--candidates",
+        "none,dihedral,aug",
+        "--no-pretrained",
+        "--arch",
+        "resnet18",
+        "--epochs",
+        "1",
+        *FAST,
+    )
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    table = {row["preset"]: row for row in result["table"]}
+    assert list(table) == ["none", "dihedral", "aug"]
+    assert table["aug"]["label_safe"] is False and table["aug"]["label_risk_fraction"] > 0.5
+    assert table["dihedral"]["label_safe"] is True and table["none"]["label_risk_fraction"] == 0
+    for row in table.values():
+        assert set(row) >= {"error_rate", "valid_loss", "time"}
+    assert result["chosen"] in ("none", "dihedral")
+    assert result["budget"]["epochs"] == 1 and result["budget"]["lr"] == 1e-3
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".select-")]
+
+    runs = tmp_path / "runs"
+    r = cli(
+        "train",
+        border_set,
+        "--transforms",
+        out,
+        "--no-pretrained",
+        "--epochs",
+        "1",
+        "--lr-find-iters",
+        "30",
+        "--runs-dir",
+        runs,
+        "--name",
+        "sel",
+        "--quiet",
+        *FAST,
+    )
+    assert r.returncode == 0, r.stderr
+    run = runs / "sel"
+    assert json.loads((run / "transforms.json").read_text())["chosen"] == result["chosen"]
+
+    r = cli("report", run, "--out", tmp_path / "rep")
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "rep" / "report.md").read_text()
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "| run | dataset | arch | pretrained | transforms | epochs | final error_rate |" in md
+    assert "| epoch | train_loss | valid_loss | error_rate | time |" in md
+    assert "| 1 | " in md and "no: trained from scratch" in md
+    assert "label-unsafe: can change" in md and "(chosen)" in md
+    assert "![LR finder](../runs/sel/lr_find.png)" in md
+    assert "Chosen learning rate" in md and "valley" in md
+    assert "gen: counts | 2-3" in md  # dataset parameters
+    assert page.count("data:image/png;base64,") == 5  # every figure embedded: reads offline
+    assert "<th>error_rate</th>" in page
+
+
+def test_report_and_select_bad_input(cli, border_set, tmp_path):
+    r = cli("report", tmp_path)
+    assert_one_line_error(r, "not a countnet run folder")
+    r = cli(
+        "select-transforms",
+        border_set,
+        "--candidates",
+        "none,sideways",
+        "--out",
+        tmp_path / "x.json",
+        *FAST,
+    )
+    assert_one_line_error(r, "unknown preset", "sideways")
+    r = cli("train", border_set, "--transforms", tmp_path / "missing.json", *FAST)
+    assert_one_line_error(r, "does not exist")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"table": []}')
+    r = cli("train", border_set, "--transforms", bad, *FAST)
+    assert_one_line_error(r, "not a select-transforms result")

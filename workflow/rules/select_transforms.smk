@@ -1,0 +1,28 @@
+# Stage 2: augmentation presets tried on a short, equal budget -> runs/select-transforms/<exp>.json
+
+
+rule select_transforms:
+    input:
+        data=lambda wc: data_input(wc.exp),
+    output:
+        "runs/select-transforms/{exp}.json",
+    log:
+        "logs/select_transforms/{exp}.log",
+    threads: workflow.cores
+    resources:
+        mem_mb=6000,
+        gpu=lambda wc: int(config.get("gpu", 0)),
+    params:
+        spec=lambda wc: run_spec(
+            wc.exp,
+            transforms="none",
+            **{k: v for k, v in config.get("select_transforms", {}).items() if k != "candidates"},
+        ),
+        candidates=tuple(config.get("select_transforms", {}).get("candidates", ())),
+    run:
+        import torch
+        from countnet_classify.select import select_transforms
+
+        torch.set_num_threads(threads)
+        kw = {"candidates": params.candidates} if params.candidates else {}
+        call_logged(log[0], select_transforms, params.spec, output[0], **kw)

@@ -1,0 +1,25 @@
+# Stage 3: one training run per experiment -> runs/<exp>/ (countnet_classify.train.train).
+
+
+rule train:
+    input:
+        data=lambda wc: data_input(wc.exp),
+        transforms=lambda wc: (
+            [f"runs/select-transforms/{wc.exp}.json"] if selects_transforms(wc.exp) else []
+        ),
+    output:
+        directory("runs/{exp}"),
+    log:
+        "logs/train/{exp}.log",
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+        gpu=lambda wc: int(config.get("gpu", 0)),
+    params:
+        spec=lambda wc: run_spec(wc.exp, force=True),
+    run:
+        import torch
+        from countnet_classify.train import train
+
+        torch.set_num_threads(threads)
+        call_logged(log[0], train, params.spec)
