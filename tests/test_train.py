@@ -216,49 +216,26 @@ def test_resume_after_kill_9(cli, tiny, tmp_path):
     assert "\r" not in proc.stdout + proc.stderr
     assert not (tmp_path / "k").exists() and (tmp_path / ".k.partial").is_dir()
 
-    r = cli(
-        "train",
-        tiny,
-        "--no-pretrained",
-        "--epochs",
-        "3",
-        "--runs-dir",
-        tmp_path,
-        "--name",
-        "k",
-        *FAST,
-    )
-    assert_one_line_error(r, "interrupted run", "--resume")
-    r = cli(
-        "train",
-        tiny,
-        "--no-pretrained",
-        "--epochs",
-        "4",
-        "--runs-dir",
-        tmp_path,
-        "--name",
-        "k",
-        "--resume",
-        *FAST,
-    )
-    assert_one_line_error(r, "different options", "epochs")
+    def again(*extra: str, epochs: str = "3"):
+        return cli(
+            "train",
+            tiny,
+            "--no-pretrained",
+            "--epochs",
+            epochs,
+            "--runs-dir",
+            tmp_path,
+            "--name",
+            "k",
+            *extra,
+            *FAST,
+        )
+
+    assert_one_line_error(again(), "interrupted run", "--resume")
+    assert_one_line_error(again("--resume", epochs="4"), "different options", "epochs")
 
     before = read_rows(tmp_path / ".k.partial" / "metrics.csv")
-    resume = [
-        "train",
-        tiny,
-        "--no-pretrained",
-        "--epochs",
-        "3",
-        "--runs-dir",
-        tmp_path,
-        "--name",
-        "k",
-        "--resume",
-        *FAST,
-    ]
-    r = cli(*resume)
+    r = again("--resume")
     assert r.returncode == 0, r.stderr
     assert "resuming after epoch 2/3" in r.stderr
     assert [ln.split()[1] for ln in r.stdout.splitlines()] == ["3/3"]  # only the missing epoch
@@ -267,8 +244,7 @@ def test_resume_after_kill_9(cli, tiny, tmp_path):
     assert rows[:2] == before
     assert not (tmp_path / ".k.partial").exists()
     assert not (tmp_path / "k" / "checkpoint.pt").exists()
-    r = cli(*resume)
-    assert_one_line_error(r, "already finished")
+    assert_one_line_error(again("--resume"), "already finished")
 
 
 def _write_odd_images(folder: Path, rng: np.random.Generator) -> None:

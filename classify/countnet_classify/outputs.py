@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from countnet_gen.atomic import publish_permissions, write_text_atomic
+from countnet_gen.atomic import move_into_place, publish_permissions, write_text_atomic
 
 WEIGHTS = "model.safetensors"
 MODEL_JSON = "model.json"
@@ -51,14 +50,7 @@ def export_weights(run_dir: Path, model: torch.nn.Module, meta: dict[str, Any]) 
 
 def finish(partial: Path, final: Path) -> None:
     """Move the completed run under its final name (replacing an old one with --force)."""
-    if final.exists():
-        old = final.parent / f".{final.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(partial, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(partial, final)
+    move_into_place(partial, final)
 
 
 def format_time(seconds: float) -> str:

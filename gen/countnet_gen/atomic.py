@@ -46,6 +46,18 @@ def check_writable_parent(final: Path) -> None:
         raise CountnetError(f"cannot write into {parent}: permission denied")
 
 
+def move_into_place(src: Path, final: Path) -> None:
+    """Rename the finished folder ``src`` to ``final``, replacing any old ``final``: the old
+    one is moved aside first, so the swap is two renames, then deleted."""
+    if final.exists():
+        old = final.parent / f".{final.name}{PARTIAL}{os.getpid()}-old"
+        os.replace(final, old)
+        os.replace(src, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, final)
+
+
 @contextlib.contextmanager
 def staging_dir(final: Path, *, force: bool, what: str = "dataset") -> Iterator[Path]:
     """Yield a temp folder beside ``final``; on success it replaces ``final`` atomically.
@@ -67,14 +79,7 @@ def staging_dir(final: Path, *, force: bool, what: str = "dataset") -> Iterator[
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the dataset from others
     try:
         yield tmp
-        if final.exists():
-            # Move the old one aside first so the swap is two renames, then delete it.
-            old = final.parent / f".{final.name}{PARTIAL}{os.getpid()}-old"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        move_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
