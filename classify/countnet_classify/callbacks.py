@@ -16,7 +16,7 @@ import torch
 from fastai.callback.core import Callback
 
 from countnet_classify.outputs import metrics_markdown
-from countnet_gen.atomic import write_text_atomic
+from countnet_gen.atomic import atomic_path, write_text_atomic
 
 METRICS_FIELDS = ("epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "time")
 CHECKPOINT = "checkpoint.pt"
@@ -148,9 +148,8 @@ class Checkpoint(_EpochAware):
             "model": self.learn.model.state_dict(),
             "opt": _plain(self.learn.opt.state_dict()),
         }
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
         if os.environ.get(KILL_ENV) == str(self.global_epoch):
             sys.stdout.flush()
             os.kill(os.getpid(), signal.SIGKILL)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from countnet_gen.atomic import publish_permissions
+from countnet_gen.atomic import atomic_path
 from countnet_gen.errors import CountnetError
 
 
@@ -138,17 +137,14 @@ def _download(arch: str, path: Path) -> None:
     if os.environ.get("COUNTNET_OFFLINE"):
         raise CountnetError(hint.format(why="COUNTNET_OFFLINE is set"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with (
+            atomic_path(path) as tmp,
             urllib.request.urlopen(w.url, timeout=download_timeout()) as r,
-            os.fdopen(fd, "wb") as f,
+            open(tmp, "wb") as f,
         ):
             shutil.copyfileobj(r, f)
-        publish_permissions(tmp)
-        os.replace(tmp, path)
     except Exception as e:
-        Path(tmp).unlink(missing_ok=True)
         why = getattr(e, "reason", None) or e
         raise CountnetError(hint.format(why=str(why)[:80])) from None
 
@@ -160,15 +156,8 @@ def import_weights(file: Path | str, arch: str) -> Path:
     check_state_dict(sd, fn(weights=None), str(file))
     dest = expected_weights_path(arch)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    os.close(fd)
-    try:
+    with atomic_path(dest) as tmp:
         torch.save(sd, tmp)  # plain tensors only: loadable with weights_only=True
-        publish_permissions(tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return dest
 
 

@@ -5,14 +5,13 @@ completes, so runs/<name>/ is always whole; the partial folder is what --resume 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from countnet_gen.atomic import move_into_place, publish_permissions, write_text_atomic
+from countnet_gen.atomic import atomic_path, move_into_place, write_text_atomic
 
 WEIGHTS = "model.safetensors"
 MODEL_JSON = "model.json"
@@ -41,10 +40,8 @@ def export_weights(run_dir: Path, model: torch.nn.Module, meta: dict[str, Any]) 
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = run_dir / f".{WEIGHTS}.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    publish_permissions(tmp)
-    os.replace(tmp, run_dir / WEIGHTS)
+    with atomic_path(run_dir / WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
     write_text_atomic(run_dir / MODEL_JSON, json.dumps(meta, indent=2) + "\n")
 
 

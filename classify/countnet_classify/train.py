@@ -201,15 +201,11 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
     }
 
     # -- learning rate -------------------------------------------------------
-    lr_info = (saved or {}).get("lr")
-    if lr_info is None:
-        lr_info = _find_lr(learn, spec, partial, quiet)
-        record["lr"] = lr_info
-        outputs.write_config(partial, record)  # the LR is fixed from here on, also for --resume
-    record["lr"] = lr_info
-    base_lr = float(lr_info["used"])
-    say(f"learning rate: {base_lr:.3g} ({lr_info['source']})")
+    # Found once and recorded: --resume reuses it instead of running the finder again.
+    record["lr"] = (saved or {}).get("lr") or _find_lr(learn, spec, partial, quiet)
     outputs.write_config(partial, record)
+    base_lr = float(record["lr"]["used"])
+    say(f"learning rate: {base_lr:.3g} ({record['lr']['source']})")
 
     # -- resume point ----------------------------------------------------------
     ckpt = load_checkpoint(partial) if spec.resume else None

@@ -96,16 +96,25 @@ def publish_permissions(path: Path | str) -> None:
     os.chmod(path, 0o666 & ~_umask())
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a small file via a temp name in the same folder, then rename."""
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temp file name beside ``path``; when the block succeeds the file gets normal
+    permissions and is renamed to ``path``, otherwise it is removed. Readers of ``path``
+    never see a half-written file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        yield tmp
         publish_permissions(tmp)  # mkstemp's 0600 is for secrets, not outputs
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """Write a small text file via a temp name in the same folder, then rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
