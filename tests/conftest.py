@@ -16,8 +16,10 @@ COUNTNET = shutil.which("countnet") or str(Path(sys.executable).with_name("count
 
 @pytest.fixture(autouse=True)
 def _offline_torch_home(tmp_path_factory, monkeypatch):
-    """Tests never touch the user's torch hub cache or the network."""
+    """Tests never touch the user's torch hub cache, countnet's cache or the network."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch-home"))
+    # A cache of its own per test: what one test decodes never satisfies another's check.
+    monkeypatch.setenv("COUNTNET_CACHE_DIR", str(tmp_path_factory.mktemp("countnet-cache")))
     monkeypatch.setenv("COUNTNET_OFFLINE", "1")
     monkeypatch.delenv("COUNTNET_DEBUG", raising=False)
 

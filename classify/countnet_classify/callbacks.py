@@ -165,3 +165,52 @@ def load_checkpoint(run_dir: Path) -> dict | None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     state["opt"]["hypers"] = L(state["opt"]["hypers"])  # fastai's optimizer keeps an L
     return state
+
+
+class PreciseBN(Callback):
+    """Re-estimate every BatchNorm layer's running statistics with the current weights, over
+    ``n_images`` training images (train mode, no gradients), before each validation.
+
+    From scratch at one-cycle's peak learning rates the weights move faster than BatchNorm's
+    running averages (momentum 0.1) follow them: validation, which uses those averages, sat
+    at chance for most of training while the training loss fell (measured on the default
+    45-50 set: 0.83 with the running averages vs 0.40 re-estimated, after epoch 2). The
+    re-estimated statistics stay in the model, so the exported weights and `countnet
+    predict` use them too. Costs about n_images forward passes an epoch.
+    """
+
+    order = 55  # before fastai's Recorder resets the validation metrics
+
+    def __init__(self, n_images: int = 1024):
+        self.n_images = n_images
+
+    def before_validate(self):
+        from countnet_classify.precision import autocast_for
+
+        bns = [
+            m
+            for m in self.learn.model.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        ]
+        if not bns or self.n_images <= 0:
+            return
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches below
+        channels_last = any(type(cb).__name__ == "ChannelsLast" for cb in self.learn.cbs)
+        seen = 0
+        self.learn.model.train()
+        try:
+            with torch.no_grad(), autocast_for(self.learn):
+                for xb, *_ in self.learn.dls.train:
+                    if channels_last:
+                        xb = xb.contiguous(memory_format=torch.channels_last)
+                    self.learn.model(xb)
+                    seen += len(xb)
+                    if seen >= self.n_images:
+                        break
+        finally:
+            for m, mom in zip(bns, momenta, strict=True):
+                m.momentum = mom
+            self.learn.model.eval()

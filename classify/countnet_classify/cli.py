@@ -97,7 +97,10 @@ def train_cmd(
     ] = None,
     freeze_epochs: Annotated[int, typer.Option(help="Frozen-body epochs when fine-tuning.")] = 1,
     size: Annotated[int, typer.Option(help="Training image size (pixels, squish-resized).")] = 224,
-    bs: Annotated[int, typer.Option(help="Batch size.")] = 64,
+    bs: Annotated[
+        str,
+        typer.Option(help="Batch size, or 'auto': a power of two <= train images/8 in [8, 64]."),
+    ] = "auto",
     valid_pct: Annotated[
         float, typer.Option(help="Validation share per class, for sets without valid/.")
     ] = 0.2,
@@ -106,6 +109,20 @@ def train_cmd(
     ] = "dihedral",
     seed: Annotated[int, typer.Option(help="Random seed (split, init, shuffling).")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto | fp32 | bf16 | fp16. auto: bf16 where the CPU/GPU has it natively, "
+            "fp16 on older GPUs, else fp32."
+        ),
+    ] = "auto",
+    loader: Annotated[
+        str,
+        typer.Option(
+            help="cache: decode once into a uint8 cache, augment on the batch (fast); "
+            "files: decode image files every batch."
+        ),
+    ] = "cache",
     name: Annotated[str | None, typer.Option(help="Run name \\[default: <data>_<arch>].")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
     workers: Annotated[
@@ -114,6 +131,13 @@ def train_cmd(
     lr_find_iters: Annotated[
         int, typer.Option(help="LR finder iterations (0 skips it; needs --lr VALUE).")
     ] = 100,
+    precise_bn: Annotated[
+        int,
+        typer.Option(
+            help="Training images that re-estimate BatchNorm statistics before each "
+            "validation (0: off, keep the running averages)."
+        ),
+    ] = 1024,
     resume: Annotated[
         bool, typer.Option(help="Continue an interrupted run from its last epoch.")
     ] = False,
@@ -148,10 +172,13 @@ def train_cmd(
         transforms=transforms,
         seed=seed,
         device=device,
+        precision=precision,
+        loader=loader,
         name=name,
         runs_dir=str(runs_dir),
         workers=workers,
         lr_find_iters=lr_find_iters,
+        precise_bn=precise_bn,
         resume=resume,
         force=force,
         quiet=quiet,
@@ -277,6 +304,10 @@ def select_transforms_cmd(
     candidates: Annotated[
         str, typer.Option(help="Comma-separated presets to try.")
     ] = "none,flips,dihedral,aug",
+    default: Annotated[
+        str,
+        typer.Option(help="Preset kept when no candidate beats it by more than the noise."),
+    ] = "dihedral",
     arch: Annotated[str, typer.Option(help="Architecture for the comparison.")] = "resnet34",
     pretrained: Annotated[
         bool, typer.Option("--pretrained/--no-pretrained", help="Start from ImageNet weights.")
@@ -287,7 +318,7 @@ def select_transforms_cmd(
     epochs: Annotated[int, typer.Option(help="Epochs per candidate (the same for all).")] = 1,
     lr: Annotated[float, typer.Option(help="Learning rate (the same for all).")] = 1e-3,
     size: Annotated[int, typer.Option(help="Image size.")] = 224,
-    bs: Annotated[int, typer.Option(help="Batch size.")] = 64,
+    bs: Annotated[str, typer.Option(help="Batch size, or 'auto' (as for train).")] = "auto",
     valid_pct: Annotated[
         float, typer.Option(help="Validation share, for sets without valid/.")
     ] = 0.2,
@@ -321,8 +352,45 @@ def select_transforms_cmd(
     )
     out = out or Path("runs") / "select-transforms" / f"{Path(data).resolve().name}.json"
     names = tuple(c.strip() for c in candidates.split(",") if c.strip())
-    result = select_transforms(spec, out, candidates=names, say=lambda m: typer.echo(m, err=True))
-    typer.echo(f"chosen: {result['chosen']} (written to {out})", err=True)
+    select_transforms(
+        spec, out, candidates=names, default=default, say=lambda m: typer.echo(m, err=True)
+    )
+    typer.echo(f"written to {out}", err=True)
+
+
+cache_app = typer.Typer(
+    help="The decoded-image cache of the fast training path (--loader cache).",
+    no_args_is_help=True,
+)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+def cache_info_cmd() -> None:
+    """Where the cache lives and what it holds (one line per decoded dataset)."""
+    from countnet_classify.cache import cache_entries, decoded_dir
+
+    entries = cache_entries()
+    total = sum(e["bytes"] for e in entries)
+    typer.echo(
+        f"{decoded_dir()}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
+        f"{total / 2**20:.1f} MiB"
+    )
+    for e in entries:
+        n = sum(e["n"].values())
+        typer.echo(
+            f"{Path(e['folder']).name}\t{e['size']}px\t{n} images\t"
+            f"{e['bytes'] / 2**20:.1f} MiB\t{e['root']}"
+        )
+
+
+@cache_app.command("clear")
+def cache_clear_cmd() -> None:
+    """Delete every decoded dataset (they are rebuilt on the next training run)."""
+    from countnet_classify.cache import clear_cache, decoded_dir
+
+    freed = clear_cache()
+    typer.echo(f"cleared {decoded_dir()} ({freed / 2**20:.1f} MiB freed)", err=True)
 
 
 REPORT_EXAMPLES = """

@@ -13,15 +13,21 @@ from countnet_gen.errors import CountnetError
 ARCHS = ("resnet18", "resnet34", "resnet50", "squeezenet1_1", "lenet")
 LR_POLICIES = ("one-cycle", "inv", "step")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# --lr: "auto" or one of the LR finder's suggestions (fastai's names; "minimum" is already
+# the loss minimum / 10), or a number.
+LR_RULES = ("auto", "valley", "minimum", "steep", "slide")
+LOADERS = ("cache", "files")
 # Options that may differ between an interrupted run and its --resume.
-RESUME_FREE = ("resume", "quiet", "device", "workers", "force", "note")
+RESUME_FREE = ("resume", "quiet", "device", "workers", "force", "note", "loader")
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Every option of a training run. ``lr`` is "auto" (the LR finder's valley suggestion)
-    or a number. Caffe-style policies: inv is base_lr*(1+gamma*iter)^-power; step drops by
-    gamma every ``lr_step`` iterations (default: a third of training)."""
+    """Every option of a training run. ``lr`` is a number, an LR finder suggestion's name,
+    or "auto" (a suggestion chosen by train.lr_rule). Caffe-style policies: inv is
+    base_lr*(1+gamma*iter)^-power; step drops by gamma every ``lr_step`` iterations
+    (default: a third of training)."""
 
     data: str
     arch: str = "resnet34"
@@ -35,15 +41,18 @@ class RunSpec:
     lr_step: int | None = None
     freeze_epochs: int = 1
     size: int = 224
-    bs: int = 64
+    bs: int | str = "auto"
     valid_pct: float = 0.2
     transforms: str = "dihedral"
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"
+    loader: str = "cache"
     name: str | None = None
     runs_dir: str = "runs"
     workers: int | None = None
     lr_find_iters: int = 100
+    precise_bn: int = 1024  # training images that re-estimate BatchNorm statistics each epoch
     resume: bool = False
     force: bool = False
     quiet: bool = False
@@ -60,14 +69,24 @@ class RunSpec:
             raise CountnetError(
                 f"unknown --device {self.device!r}; choose one of {', '.join(DEVICES)}"
             )
+        if self.precision not in PRECISIONS:
+            raise CountnetError(
+                f"unknown --precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}"
+            )
+        if self.loader not in LOADERS:
+            raise CountnetError(
+                f"unknown --loader {self.loader!r}; choose one of {', '.join(LOADERS)}"
+            )
         object.__setattr__(self, "lr", parse_lr(self.lr))
+        object.__setattr__(self, "bs", parse_bs(self.bs))
         for opt, value, low in (
             ("--epochs", self.epochs, 1),
             ("--size", self.size, 8),
-            ("--bs", self.bs, 1),
+            ("--bs", 1 if self.bs == "auto" else self.bs, 1),
             ("--seed", self.seed, 0),
             ("--freeze-epochs", self.freeze_epochs, 0),
             ("--lr-find-iters", self.lr_find_iters, 0),
+            ("--precise-bn", self.precise_bn, 0),
         ):
             if not isinstance(value, int) or value < low:
                 raise CountnetError(f"{opt} must be an integer >= {low}, got {value!r}")
@@ -114,17 +133,39 @@ class RunSpec:
         return d
 
 
+def parse_bs(value: str | int) -> str | int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if text.isdigit():
+        return int(text)
+    raise CountnetError(f"--bs must be 'auto' or a positive integer, got {value!r}")
+
+
+def auto_batch_size(n_train: int) -> int:
+    """--bs auto: the largest power of two <= n_train / 8, within [8, 64].
+
+    From scratch the number of optimizer steps is what counts: 150 training images at bs 64
+    give 2 steps an epoch and do not learn in 8 epochs, at bs 16 (9 steps) they do
+    (BENCHMARKS.md); above ~500 images this is fastai's usual 64."""
+    target = max(1, n_train // 8)
+    bs = 1 << (target.bit_length() - 1)
+    return max(8, min(64, bs))
+
+
 def parse_lr(value: str | float) -> str | float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         lr = float(value)
-    elif str(value).strip().lower() == "auto":
-        return "auto"
+    elif str(value).strip().lower() in LR_RULES:
+        return str(value).strip().lower()
     else:
         try:
             lr = float(str(value))
         except ValueError:
             raise CountnetError(
-                f"--lr must be 'auto' or a number like 1e-3, got {value!r}"
+                f"--lr must be a number like 1e-3 or one of {', '.join(LR_RULES)}, got {value!r}"
             ) from None
     if not lr > 0 or lr != lr or lr == float("inf"):
         raise CountnetError(f"--lr must be a positive number, got {value!r}")

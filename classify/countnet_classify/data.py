@@ -1,11 +1,22 @@
 """fastai DataLoaders from a screened dataset: vetted files, a fixed split, natural class
 order, RGB decoding of any image mode, a squish resize (so `countnet predict` can repeat
-it exactly) and the chosen augmentation preset on the batch."""
+it exactly) and the chosen augmentation preset on the batch.
+
+Two loaders feed the same Learner. ``make_dataloaders`` decodes PNG/JPEG files every
+batch (fastai's DataBlock). ``make_cached_dataloaders`` — the default for training —
+gathers whole batches of uint8 pixels from the decoded cache (countnet_classify.cache) with
+one indexing operation; the batch travels to the device as uint8 and fastai's batch
+transforms (IntToFloatTensor, the augmentation preset, Normalize) run there."""
 
 from __future__ import annotations
 
+import numpy as np
+import torch
 from fastai.data.block import CategoryBlock, DataBlock
-from fastai.data.transforms import IndexSplitter
+from fastai.data.core import DataLoaders, TfmdDL
+from fastai.data.transforms import CategoryMap, IndexSplitter, IntToFloatTensor
+from fastai.losses import CrossEntropyLossFlat
+from fastai.torch_core import TensorCategory, TensorImage
 from fastai.vision.augment import Resize, ResizeMethod
 from fastai.vision.core import PILImage
 from fastai.vision.data import ImageBlock
@@ -41,7 +52,8 @@ def make_dataloaders(
 ):
     valid_idx = [i for i, it in enumerate(sc.items) if it[2]]
     block = DataBlock(
-        blocks=(ImageBlock(cls=RGBImage), CategoryBlock(vocab=sc.classes)),
+        # sort=False: CategoryBlock would sort the vocab again, lexicographically ('10' < '8')
+        blocks=(ImageBlock(cls=RGBImage), CategoryBlock(vocab=sc.classes, sort=False)),
         get_x=_path,
         get_y=_label,
         splitter=IndexSplitter(valid_idx),
@@ -50,10 +62,81 @@ def make_dataloaders(
     )
     n_train = len(sc.items) - len(valid_idx)
     # Lists, not tuples: fastai transforms map over tuples element by element.
-    return block.dataloaders(
-        [list(it) for it in sc.items],
-        bs=min(bs, n_train),
-        num_workers=workers,
-        device=device,
-        seed=seed,
+    dls = block.dataloaders(
+        [list(it) for it in sc.items], bs=min(bs, n_train), num_workers=workers, device=device
     )
+    return seed_loaders(dls, seed)
+
+
+def seed_loaders(dls: DataLoaders, seed: int) -> DataLoaders:
+    """Seed each loader's own shuffling RNG (fastai's DataLoader keeps a random.Random that
+    ``dataloaders(seed=...)`` does not reach): both loaders shuffle identically."""
+    for i, dl in enumerate(dls.loaders):
+        dl.rng.seed(seed + i)
+    return dls
+
+
+class _Split:
+    """One split of the decoded cache as a fastai dataset: items are row indices (the
+    loader gathers pixels a batch at a time); ``split_idx`` tells fastai's batch
+    transforms whether to augment (0, train) or not (1, valid)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, vocab: CategoryMap, split_idx):
+        self.images, self.labels, self.vocab, self.split_idx = images, labels, vocab, split_idx
+        self.c = len(vocab)
+        self.loss_func = CrossEntropyLossFlat()  # what fastai infers for a CategoryBlock
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class CachedDL(TfmdDL):
+    """A TfmdDL whose batches are gathered from uint8 arrays: ``images[idx]`` for a whole
+    batch (sorted indices read a memory map in file order), as NCHW uint8 tensors — in
+    channels_last memory (a view of the NHWC rows, no copy) when ``channels_last``, else
+    contiguous, as the file path makes them (so fp32 numbers match it exactly)."""
+
+    channels_last = False
+
+    def create_item(self, s):
+        return 0 if s is None else s
+
+    def do_batch(self, b):
+        idx = np.asarray(b, dtype=np.int64)
+        order = np.argsort(idx, kind="stable")
+        x = np.empty((len(idx), *self.dataset.images.shape[1:]), np.uint8)
+        x[order] = self.dataset.images[idx[order]]
+        xb = torch.from_numpy(x).permute(0, 3, 1, 2)
+        if not self.channels_last:
+            xb = xb.contiguous()
+        yb = torch.from_numpy(self.dataset.labels[idx])
+        return TensorImage(xb), TensorCategory(yb)
+
+
+def make_cached_dataloaders(
+    decoded, *, bs: int, transforms: str, device, seed: int, channels_last: bool = False
+) -> DataLoaders:
+    """Train/valid DataLoaders over the decoded cache (see ``make_dataloaders``)."""
+    vocab = CategoryMap(decoded.classes, sort=False)
+    after_batch = [IntToFloatTensor(), *batch_transforms(transforms)]
+    dls = []
+    for split, split_idx in (("train", 0), ("valid", 1)):
+        ds = _Split(decoded.images[split], decoded.labels[split], vocab, split_idx)
+        train = split_idx == 0
+        dls.append(
+            CachedDL(
+                ds,
+                bs=min(bs, len(ds)) if train else bs,
+                shuffle=train,
+                drop_last=train,
+                num_workers=0,
+                after_batch=after_batch,
+                device=device,
+            )
+        )
+    for dl in dls:
+        dl.channels_last = channels_last
+    return seed_loaders(DataLoaders(*dls, device=device), seed)

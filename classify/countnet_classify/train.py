@@ -17,14 +17,24 @@ from typing import Any
 import torch
 
 from countnet_classify import outputs, plots
-from countnet_classify.callbacks import Checkpoint, MetricsTable, load_checkpoint, read_rows
-from countnet_classify.config import RunSpec
-from countnet_classify.data import make_dataloaders
+from countnet_classify.cache import decoded_splits
+from countnet_classify.callbacks import (
+    Checkpoint,
+    MetricsTable,
+    PreciseBN,
+    load_checkpoint,
+    read_rows,
+)
+from countnet_classify.config import RunSpec, auto_batch_size
+from countnet_classify.data import make_cached_dataloaders, make_dataloaders
 from countnet_classify.model import imagenet_state_dict, make_learner
+from countnet_classify.precision import apply_precision, resolve_precision
 from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen
 from countnet_classify.transforms import resolve_transforms
 from countnet_gen.errors import CountnetError
 from countnet_gen.versions import package_versions
+
+AUTO_SCRATCH_RULE = "slide"
 
 
 @dataclass
@@ -32,6 +42,7 @@ class TrainResult:
     run_dir: Path
     learner: Any
     metrics: list[dict]
+    record: dict
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -85,6 +96,7 @@ def _describe_data(sc: Screened) -> dict[str, Any]:
         "n_train": sum(sc.counts(False).values()),
         "n_valid": sum(sc.counts(True).values()),
         "class_counts": {c: counts[c] for c in sc.classes},
+        "valid_class_counts": {c: sc.counts(True)[c] for c in sc.classes},
         "imbalance_ratio": round(sc.imbalance, 3),
         "imbalanced": sc.imbalance > IMBALANCE_RATIO,
         "skipped": len(sc.skipped),
@@ -104,6 +116,7 @@ def _dataset_params(root: Path) -> dict | None:
 
 def train(spec: RunSpec, *, say=print) -> TrainResult:
     """Train per ``spec``; returns the finished run folder and the learner."""
+    import fastai.callback.schedule  # noqa: F401  (patches fit_one_cycle/lr_find onto Learner)
     from fastai.callback.progress import ProgressCallback
     from fastai.metrics import accuracy, error_rate
     from fastai.torch_core import set_seed
@@ -111,6 +124,8 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
     t_start = time.perf_counter()
     transforms = resolve_transforms(spec.transforms)
     device = resolve_device(spec.device)
+    precision = resolve_precision(spec.precision, device)
+    channels_last = precision != "fp32"  # faster with bf16/fp16 kernels (bench/)
     final, partial, saved = _prepare_folder(spec)
     state_dict, weights_source = None, None
     if spec.uses_pretrained:  # before screening: a missing weights file fails fast
@@ -138,16 +153,33 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
         shutil.copyfile(spec.transforms, partial / "transforms.json")
     outputs.write_skipped(partial, sc.root, sc.skipped)
     workers = spec.workers if spec.workers is not None else (0 if device.type == "cpu" else 8)
-    set_seed(spec.seed, reproducible=True)
-    dls = make_dataloaders(
-        sc,
-        size=spec.size,
-        bs=spec.bs,
-        transforms=transforms,
-        workers=workers,
-        device=device,
-        seed=spec.seed,
-    )
+    bs = auto_batch_size(data_info["n_train"]) if spec.bs == "auto" else spec.bs
+    bs = min(bs, data_info["n_train"])
+
+    def file_dls():
+        return make_dataloaders(
+            sc,
+            size=spec.size,
+            bs=bs,
+            transforms=transforms,
+            workers=workers,
+            device=device,
+            seed=spec.seed,
+        )
+
+    if spec.loader == "cache":
+        decoded = decoded_splits(sc, spec.size, say=say, progress=not (spec.quiet or not _is_tty()))
+        dls = make_cached_dataloaders(
+            decoded,
+            bs=bs,
+            transforms=transforms,
+            device=device,
+            seed=spec.seed,
+            channels_last=channels_last,
+        )
+    else:
+        dls = file_dls()
+    set_seed(spec.seed, reproducible=True)  # after the loaders: both start the model alike
     learn = make_learner(
         dls,
         spec.arch,
@@ -161,14 +193,7 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
     if quiet:
         learn.remove_cb(ProgressCallback)
         learn.logger = _no_log  # fastai prints raw log lists when no progress bar is shown
-    precision = "fp32"
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            learn.to_bf16()
-            precision = "bf16"
-        else:
-            learn.to_fp16()
-            precision = "fp16"
+    apply_precision(learn, precision, device, channels_last=channels_last)
 
     fine_tune = spec.lr_policy == "one-cycle" and spec.uses_pretrained
     freeze_epochs = spec.freeze_epochs if fine_tune else 0
@@ -188,8 +213,9 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
                 else f"{spec.lr_policy} for {spec.epochs} epoch(s)"
             ),
             "total_epochs": total,
-            "batch_size": min(spec.bs, data_info["n_train"]),
-            "dataloader_workers": workers,
+            "batch_size": bs,
+            "loader": spec.loader,
+            "dataloader_workers": workers if spec.loader == "files" else 0,
         },
         "seed": spec.seed,
         "data": data_info,
@@ -217,6 +243,7 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
 
     def callbacks(offset: int, phase: str) -> list:
         return [
+            PreciseBN(spec.precise_bn),
             MetricsTable(partial, offset, total, echo=quiet),
             Checkpoint(partial, offset, phase),
         ]
@@ -277,6 +304,10 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
     metrics = read_rows(partial / "metrics.csv")
     if len(metrics) != total:
         raise CountnetError(f"internal: {len(metrics)} epochs recorded, {total} expected")
+    if spec.loader == "cache":
+        # Figures through fastai's own file pipeline: interpretation and show_batch need the
+        # file items, and the pixels are the same (the cache holds exactly them).
+        learn.dls = _with_same_normalization(file_dls(), learn.dls)
     _write_figures(learn, partial, metrics)
     stats = _normalize_stats(learn)
     outputs.export_weights(
@@ -311,7 +342,7 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
     outputs.finish(partial, final)
     learn.path = final
     say(f"done: final error_rate {errors[-1]:.4f} (best {min(errors):.4f}); run folder {final}")
-    return TrainResult(final, learn, metrics)
+    return TrainResult(final, learn, metrics, record)
 
 
 def _no_log(*args, **kwargs) -> None:
@@ -326,9 +357,10 @@ def _find_lr(learn, spec: RunSpec, run_dir: Path, quiet: bool) -> dict[str, Any]
     """Run fastai's LR finder, save lr_find.png with every suggestion marked."""
     from fastai.callback.schedule import minimum, slide, steep, valley
 
+    rule = lr_rule(spec)
     if spec.lr_find_iters == 0:
-        if spec.lr == "auto":
-            raise CountnetError("--lr auto needs the LR finder: set --lr-find-iters > 0")
+        if rule:
+            raise CountnetError(f"--lr {spec.lr} needs the LR finder: set --lr-find-iters > 0")
         return {"used": float(spec.lr), "source": "--lr (LR finder skipped)", "suggestions": {}}
     with contextlib.ExitStack() as stack:
         if quiet:
@@ -354,16 +386,41 @@ def _find_lr(learn, spec: RunSpec, run_dir: Path, quiet: bool) -> dict[str, Any]
             points.append(point)
     rec.plot_lr_find(suggestions=points, nms=list(suggestions))
     plots.save_current(run_dir / "lr_find.png")
-    if spec.lr == "auto" and "valley" not in suggestions:
+    if not rule:
+        return {"used": float(spec.lr), "source": "--lr", "suggestions": suggestions}
+    if rule not in suggestions:
         raise CountnetError(
-            f"the LR finder's {len(rec.lrs)} steps gave no valley suggestion: raise "
+            f"the LR finder's {len(rec.lrs)} steps gave no {rule} suggestion: raise "
             "--lr-find-iters or pass --lr VALUE"
         )
+    why = f" (--lr auto, {'fine-tuning' if spec.uses_pretrained else 'from scratch'})"
+    return {
+        "used": suggestions[rule],
+        "source": f"LR finder, {rule} suggestion" + (why if spec.lr == "auto" else ""),
+        "rule": rule,
+        "suggestions": suggestions,
+    }
+
+
+def lr_rule(spec: RunSpec) -> str | None:
+    """The LR finder suggestion ``spec.lr`` asks for, or None for a fixed number. ``auto``
+    is valley when fine-tuning (fastai's default) and AUTO_SCRATCH_RULE from scratch, the
+    rule that won on the default sets and a small real set (BENCHMARKS.md)."""
+    if not isinstance(spec.lr, str):
+        return None
     if spec.lr == "auto":
-        used, source = suggestions["valley"], "LR finder, valley suggestion"
-    else:
-        used, source = float(spec.lr), "--lr"
-    return {"used": used, "source": source, "suggestions": suggestions}
+        return "valley" if spec.uses_pretrained else AUTO_SCRATCH_RULE
+    return spec.lr
+
+
+def _with_same_normalization(new, old):
+    """``new`` DataLoaders with ``old``'s Normalize (vision_learner adds one when pretrained)."""
+    from fastai.data.transforms import Normalize
+
+    norms = [t for t in old.after_batch.fs if isinstance(t, Normalize)]
+    if norms:
+        new.add_tfms(norms, "after_batch")
+    return new
 
 
 def _normalize_stats(learn) -> dict | None:

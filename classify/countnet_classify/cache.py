@@ -1,0 +1,171 @@
+"""The decoded-image cache behind the fast training path.
+
+Each split of a screened dataset is decoded once, at the training size, exactly as the PIL
+path decodes it (``open_rgb`` then fastai's squish ``Resize``), into a uint8 array
+``(N, size, size, 3)`` saved as ``.npy`` and read back memory-mapped, so a set larger than
+RAM still trains. The key covers every file's path, size and mtime, the split, the labels
+and the size: a changed, added or removed file gives a new key (a rebuild). Builds go to a
+temporary folder renamed into place when complete, so an interrupted build is never used.
+
+Where: ``$COUNTNET_CACHE_DIR``, else ``$XDG_CACHE_HOME/countnet``, else
+``~/.cache/countnet``; ``countnet cache info`` lists it and ``countnet cache clear``
+empties it (deleting the folder by hand is just as safe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from countnet_classify.screen import Screened
+from countnet_gen.atomic import staging_dir
+from countnet_gen.progress import progress_bar
+
+FORMAT = 1  # bump when the layout or the decoding changes: old entries are never reused
+SPLITS = ("train", "valid")
+
+
+def cache_root() -> Path:
+    if os.environ.get("COUNTNET_CACHE_DIR"):
+        return Path(os.environ["COUNTNET_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "countnet"
+
+
+def decoded_dir() -> Path:
+    return cache_root() / "decoded"
+
+
+@dataclass
+class DecodedSplits:
+    """Memory-mapped uint8 images (N, H, W, 3) and int64 labels (class indices) per split."""
+
+    folder: Path
+    images: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    classes: list[str]
+    size: int
+    built: bool  # False when an existing entry was reused
+
+
+def cache_key(sc: Screened, size: int) -> str:
+    """sha256 over everything that decides the cached pixels and labels."""
+    h = hashlib.sha256(f"countnet-decoded v{FORMAT} size={size} squish\n".encode())
+    h.update(("classes\t" + "\t".join(sc.classes) + "\n").encode())
+    for path, label, is_valid in sc.items:
+        st = path.stat()
+        h.update(
+            f"{path.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\t{label}\t{int(is_valid)}\n".encode()
+        )
+    return h.hexdigest()
+
+
+def _decode(path: Path, size: int) -> np.ndarray:
+    """Pixels exactly as the PIL training path makes them (countnet_classify.data)."""
+    from countnet_classify.data import RGBImage, item_transforms
+
+    img = RGBImage.create(path)
+    for tfm in item_transforms(size):
+        img = tfm(img, split_idx=1)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _load(folder: Path, classes: list[str], size: int, built: bool) -> DecodedSplits:
+    images = {s: np.load(folder / f"{s}_x.npy", mmap_mode="r") for s in SPLITS}
+    labels = {s: np.load(folder / f"{s}_y.npy") for s in SPLITS}
+    return DecodedSplits(folder, images, labels, classes, size, built)
+
+
+def decoded_splits(
+    sc: Screened, size: int, *, workers: int | None = None, say=print, progress: bool = True
+) -> DecodedSplits:
+    """The decoded cache entry of ``sc`` at ``size``: reused when whole, else built."""
+    key = cache_key(sc, size)
+    final = decoded_dir() / key[:32]
+    if (final / "meta.json").is_file():
+        return _load(final, sc.classes, size, built=False)
+    index = {c: i for i, c in enumerate(sc.classes)}
+    by_split = {s: [(p, lbl) for p, lbl, v in sc.items if v == (s == "valid")] for s in SPLITS}
+    workers = workers or max(1, len(os.sched_getaffinity(0)))
+    t0 = time.perf_counter()
+    total = sum(len(v) for v in by_split.values())
+    say(f"decoding {total} images at {size} px into the cache ({final.parent}), once")
+    with staging_dir(final, force=True, what="cache entry") as tmp:
+        done = 0
+        with (
+            progress_bar("decoding", enabled=progress) as update,
+            ThreadPoolExecutor(workers) as pool,  # Pillow releases the GIL while decoding
+        ):
+            for split, entries in by_split.items():
+                arr = np.lib.format.open_memmap(
+                    tmp / f"{split}_x.npy",
+                    mode="w+",
+                    dtype=np.uint8,
+                    shape=(len(entries), size, size, 3),
+                )
+
+                def fill(i: int, arr=arr, entries=entries) -> None:
+                    arr[i] = _decode(entries[i][0], size)
+
+                for _ in pool.map(fill, range(len(entries))):
+                    done += 1
+                    if done % 64 == 0 or done == total:
+                        update(done, total)
+                arr.flush()
+                del arr
+                np.save(
+                    tmp / f"{split}_y.npy", np.array([index[lbl] for _, lbl in entries], np.int64)
+                )
+        meta = {
+            "format": FORMAT,
+            "key": key,
+            "root": str(sc.root.resolve()),
+            "size": size,
+            "classes": sc.classes,
+            "n": {s: len(v) for s, v in by_split.items()},
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")  # written last
+    say(f"decoded {total} images in {time.perf_counter() - t0:.1f}s")
+    _drop_stale(final, meta["root"], size)
+    return _load(final, sc.classes, size, built=True)
+
+
+def _drop_stale(keep: Path, root: str, size: int) -> None:
+    """Entries of the same folder at the same size describe files that have since changed:
+    nothing will ask for them again. (A process still reading one keeps its open maps.)"""
+    for e in cache_entries():
+        if e["root"] == root and e["size"] == size and Path(e["folder"]) != keep:
+            shutil.rmtree(e["folder"], ignore_errors=True)
+
+
+def cache_entries() -> list[dict]:
+    """Every complete entry: its folder, bytes on disk and meta."""
+    out = []
+    root = decoded_dir()
+    if not root.is_dir():
+        return out
+    for d in sorted(root.iterdir()):
+        meta = d / "meta.json"
+        if d.is_dir() and not d.name.startswith(".") and meta.is_file():
+            nbytes = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+            out.append({"folder": str(d), "bytes": nbytes, **json.loads(meta.read_text())})
+    return out
+
+
+def clear_cache() -> int:
+    """Delete the decoded cache; returns the bytes freed."""
+    root = decoded_dir()
+    if not root.is_dir():
+        return 0
+    freed = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    shutil.rmtree(root)
+    return freed
