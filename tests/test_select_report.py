@@ -95,6 +95,11 @@ def test_select_transforms_then_train_with_the_file_then_report(cli, border_set,
     md = (tmp_path / "rep" / "report.md").read_text()
     page = (tmp_path / "rep" / "report.html").read_text()
     assert "| run | dataset | arch | pretrained | transforms | epochs | final error_rate |" in md
+    # the answer comes first: learned?, final error, chance (2 balanced classes: 0.5)
+    assert md.index("Can a CNN count?") < md.index("## Summary")
+    assert "| run | dataset | learned? | final error_rate | chance | first reached best |" in md
+    answer = next(ln for ln in md.splitlines() if ln.startswith("| sel | border |"))
+    assert "| 0.5000 |" in answer and "epoch 1 of 1" in answer
     assert "| epoch | train_loss | valid_loss | error_rate | time |" in md
     assert "| 1 | " in md and "no: trained from scratch" in md
     assert "label-unsafe: can change" in md and "(chosen)" in md
@@ -124,3 +129,34 @@ def test_report_and_select_bad_input(cli, border_set, tmp_path):
     bad.write_text('{"table": []}')
     r = cli("train", border_set, "--transforms", bad, *FAST)
     assert_one_line_error(r, "not a select-transforms result")
+
+
+def test_verdict_against_chance():
+    from countnet_classify.report import chance_error, verdict
+
+    cfg = {"data": {"classes": ["1", "2", "3"], "valid_class_counts": {"1": 10, "2": 10, "3": 20}}}
+    assert chance_error(cfg) == pytest.approx(0.5)  # always answering "3"
+    assert chance_error({"data": {"classes": list("abcde")}}) == pytest.approx(0.8)
+    assert verdict(0.80, 0.8, 600) == "no: at chance"
+    assert verdict(0.78, 0.8, 600) == "no: at chance"  # within two standard errors (0.033)
+    assert verdict(0.70, 0.8, 600) == "partly"
+    assert verdict(0.01, 0.8, 600) == "yes" and verdict(0.0, 0.8, 600) == "yes"
+
+
+def test_selection_keeps_the_default_within_noise_and_never_picks_unsafe():
+    from countnet_classify.select import choose
+
+    def row(preset, err, safe=True):
+        return {"preset": preset, "error_rate": err, "valid_loss": err, "label_safe": safe}
+
+    rows = [row("none", 0.40), row("dihedral", 0.42), row("aug", 0.0, safe=False)]
+    chosen, why = choose(rows, "dihedral", 100)  # 2 SE of the difference: 0.139 > 0.02
+    assert chosen == "dihedral" and "within noise" in why
+    chosen, why = choose(rows, "dihedral", 100_000)  # the same gap on many images is real
+    assert chosen == "none" and "beats the default" in why
+    chosen, _ = choose([row("none", 0.5), row("flips", 0.3)], "dihedral", 50)  # no default
+    assert chosen == "flips"
+    # every chance-level tie keeps the default
+    assert choose([row("none", 0.8), row("dihedral", 0.8)], "dihedral", 600)[0] == "dihedral"
+    with pytest.raises(Exception, match="every candidate"):
+        choose([row("aug", 0.0, safe=False)], "dihedral", 10)

@@ -76,6 +76,57 @@ class RunView:
         ]
 
 
+ANSWER_COLUMNS = (
+    "run",
+    "dataset",
+    "learned?",
+    "final error_rate",
+    "chance",
+    "first reached best",
+    "training time",
+)
+
+
+def chance_error(config: dict) -> float:
+    """The error of always answering the most common validation class."""
+    d = config["data"]
+    valid = d.get("valid_class_counts")
+    if valid:
+        return 1 - max(valid.values()) / sum(valid.values())
+    return 1 - 1 / len(d["classes"])
+
+
+def verdict(final: float, chance: float, n_valid: int) -> str:
+    """Plain words for a final error against chance: 'at chance' when within two binomial
+    standard errors of it (the run learned nothing we can measure)."""
+    se = (chance * (1 - chance) / max(n_valid, 1)) ** 0.5
+    if final >= chance - 2 * se:
+        return "no: at chance"
+    if final <= 0.05 * max(chance, 1e-9):
+        return "yes"
+    return "partly"
+
+
+def answer_row(v: RunView) -> list[str]:
+    s, d = v.config["summary"], v.config["data"]
+    chance = chance_error(v.config)
+    return [
+        v.name,
+        Path(d["root"]).name,
+        verdict(s["final_error_rate"], chance, d["n_valid"]),
+        f"{s['final_error_rate']:.4f}",
+        f"{chance:.4f}",
+        f"epoch {s['best_epoch']} of {s['epochs']}",
+        format_time(s.get("train_seconds", s["wall_seconds"])),
+    ]
+
+
+ANSWER_INTRO = (
+    "Can a CNN count? Each run's final validation error against chance (always answering "
+    "the most common class); 'at chance' means within two standard errors of it."
+)
+
+
 def load_run(path: Path | str) -> RunView:
     path = Path(path)
     if not (path / CONFIG).is_file():
@@ -120,16 +171,25 @@ def _selection_rows(sel: dict) -> tuple[list[str], list[list[str]]]:
         else:
             safety = f"label-unsafe: can change {r['label_risk_fraction']:.1%} of train counts"
         mark = " (chosen)" if r["preset"] == sel["chosen"] else ""
+        trained = r.get("error_rate") is not None
+        err = f"{r['error_rate']:.4f}" if trained else "not trained"
+        if trained and r.get("error_se") is not None:
+            err += f" ± {r['error_se']:.4f}"
         rows.append(
             [
                 r["preset"] + mark,
-                f"{r['error_rate']:.4f}",
-                f"{r['valid_loss']:.4f}",
-                f"{r['time']:.1f}s",
+                err,
+                f"{r['valid_loss']:.4f}" if trained else "",
+                f"{r['time']:.1f}s" if trained else "",
                 safety,
             ]
         )
     return head, rows
+
+
+def _selection_text(sel: dict) -> str:
+    why = f" Chosen: {sel['chosen']} ({sel['reason']})." if sel.get("reason") else ""
+    return f"Rule: {sel['rule']}.{why}"
 
 
 def _dataset_rows(v: RunView) -> list[list[str]]:
@@ -168,6 +228,10 @@ def render_markdown(views: list[RunView], out_dir: Path) -> str:
     parts = [
         "# countnet report",
         "",
+        ANSWER_INTRO,
+        "",
+        _md_table(ANSWER_COLUMNS, [answer_row(v) for v in views]),
+        "",
         "## Summary",
         "",
         _md_table(SUMMARY_COLUMNS, [v.summary_row() for v in views]),
@@ -200,7 +264,7 @@ def render_markdown(views: list[RunView], out_dir: Path) -> str:
                 "",
                 _md_table(*_selection_rows(v.selection)),
                 "",
-                f"Rule: {v.selection['rule']}.",
+                _selection_text(v.selection),
                 "",
             ]
         parts += ["### Dataset", "", _md_table(["", ""], _dataset_rows(v)), ""]
@@ -247,7 +311,10 @@ def _img(path: Path, title: str) -> str:
 def render_html(views: list[RunView]) -> str:
     p = [
         "<!doctype html><html><head><meta charset='utf-8'><title>countnet report</title>",
-        f"<style>{CSS}</style></head><body><h1>countnet report</h1><h2>Summary</h2>",
+        f"<style>{CSS}</style></head><body><h1>countnet report</h1>",
+        f"<p>{html.escape(ANSWER_INTRO)}</p>",
+        _h_table(ANSWER_COLUMNS, [answer_row(v) for v in views]),
+        "<h2>Summary</h2>",
         _h_table(SUMMARY_COLUMNS, [v.summary_row() for v in views]),
     ]
     for v in views:
@@ -271,7 +338,7 @@ def render_html(views: list[RunView]) -> str:
             p += [
                 "<h3>Transform selection</h3>",
                 _h_table(*_selection_rows(v.selection)),
-                f"<p>Rule: {html.escape(v.selection['rule'])}.</p>",
+                f"<p>{html.escape(_selection_text(v.selection))}</p>",
             ]
         p += ["<h3>Dataset</h3>", _h_table(["", ""], _dataset_rows(v)), "<h3>Skipped files</h3>"]
         if v.skipped:
