@@ -259,6 +259,8 @@ def test_auto_precision_and_batch_size_rules(monkeypatch):
         (["--precision", "fp16", "--device", "cpu"], ["fp16 needs a CUDA GPU"]),
         (["--loader", "ram"], ["--loader", "cache, files"]),
         (["--bs", "big"], ["--bs", "'auto' or a positive integer"]),
+        (["--head-dropout", "1.5"], ["--head-dropout", "[0, 1)"]),
+        (["--precise-bn", "-1"], ["--precise-bn", ">= 0"]),
     ],
 )
 def test_bad_fast_path_options(cli, tiny_counts, tmp_path, extra, fragments):
@@ -329,3 +331,16 @@ def test_precise_bn_re_estimates_statistics_before_validation():
     before = bn.running_mean.clone()
     off.before_validate()
     assert torch.equal(bn.running_mean, before)
+
+
+def test_head_dropout_reaches_the_head(tiny_counts):
+    from countnet_classify.cache import decoded_splits
+    from countnet_classify.data import make_cached_dataloaders
+    from countnet_classify.model import make_learner
+
+    dec = decoded_splits(_screened(tiny_counts), 32, say=lambda m: None, progress=False)
+    dls = make_cached_dataloaders(dec, bs=8, transforms="none", device=torch.device("cpu"), seed=0)
+    for p in (0.0, 0.3):
+        learn = make_learner(dls, "resnet18", None, pretrained=False, head_dropout=p)
+        drops = [m.p for m in learn.model[1].modules() if isinstance(m, torch.nn.Dropout)]
+        assert drops and all(d == pytest.approx(p) or d == pytest.approx(p / 2) for d in drops)

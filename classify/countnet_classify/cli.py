@@ -131,6 +131,9 @@ def train_cmd(
     lr_find_iters: Annotated[
         int, typer.Option(help="LR finder iterations (0 skips it; needs --lr VALUE).")
     ] = 100,
+    head_dropout: Annotated[
+        float, typer.Option(help="Dropout in the classifier head (fastai's ps).")
+    ] = 0.5,
     precise_bn: Annotated[
         int,
         typer.Option(
@@ -178,6 +181,7 @@ def train_cmd(
         runs_dir=str(runs_dir),
         workers=workers,
         lr_find_iters=lr_find_iters,
+        head_dropout=head_dropout,
         precise_bn=precise_bn,
         resume=resume,
         force=force,

@@ -52,6 +52,7 @@ class RunSpec:
     runs_dir: str = "runs"
     workers: int | None = None
     lr_find_iters: int = 100
+    head_dropout: float = 0.5  # fastai's vision_learner ps: dropout in the classifier head
     precise_bn: int = 1024  # training images that re-estimate BatchNorm statistics each epoch
     resume: bool = False
     force: bool = False
@@ -90,6 +91,8 @@ class RunSpec:
         ):
             if not isinstance(value, int) or value < low:
                 raise CountnetError(f"{opt} must be an integer >= {low}, got {value!r}")
+        if not 0.0 <= float(self.head_dropout) < 1.0:
+            raise CountnetError(f"--head-dropout must be in [0, 1), got {self.head_dropout!r}")
         if not 0.0 < float(self.valid_pct) < 1.0:
             raise CountnetError(f"--valid-pct must be between 0 and 1, got {self.valid_pct!r}")
         if self.workers is not None and self.workers < 0:

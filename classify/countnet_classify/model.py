@@ -182,15 +182,25 @@ class _PretrainedArch:
         return model
 
 
-def make_learner(dls, arch: str, state_dict: dict | None, *, pretrained: bool, **kwargs):
-    """A fastai Learner for ``arch``: vision_learner (body + new head) for torchvision archs,
-    a plain Learner for LeNet."""
+def make_learner(
+    dls,
+    arch: str,
+    state_dict: dict | None,
+    *,
+    pretrained: bool,
+    head_dropout: float = 0.5,
+    **kwargs,
+):
+    """A fastai Learner for ``arch``: vision_learner (body + new head, dropout
+    ``head_dropout`` in the head) for torchvision archs, a plain Learner for LeNet."""
     from fastai.learner import Learner
     from fastai.vision.learner import vision_learner
 
     if arch == "lenet":
         return Learner(dls, LeNet(len(dls.vocab)), **kwargs)
-    return vision_learner(dls, _PretrainedArch(arch, state_dict), pretrained=pretrained, **kwargs)
+    return vision_learner(
+        dls, _PretrainedArch(arch, state_dict), pretrained=pretrained, ps=head_dropout, **kwargs
+    )
 
 
 def build_model(arch: str, n_out: int) -> nn.Module:

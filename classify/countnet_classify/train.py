@@ -185,6 +185,7 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
         spec.arch,
         state_dict,
         pretrained=spec.uses_pretrained,
+        head_dropout=spec.head_dropout,
         metrics=[error_rate, accuracy],
         path=partial,
         model_dir=".tmp",
