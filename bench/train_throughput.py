@@ -65,11 +65,12 @@ class StepTimer(Callback):
             torch.cuda.synchronize()
 
 
-def learner_rate(dls, arch, precision, device, warm, timed, bs) -> float:
+def learner_rate(dls, arch, precision, device, warm, timed, bs, channels_last=None) -> float:
     learn = make_learner(dls, arch, None, pretrained=False)
     learn.logger = lambda *a, **k: None
     if precision != "fp32" or device.type == "cuda":
-        apply_precision(learn, precision, device, channels_last=precision != "fp32")
+        cl = precision != "fp32" if channels_last is None else channels_last
+        apply_precision(learn, precision, device, channels_last=cl)
     timer = StepTimer(warm, timed)
     with learn.no_bar():
         learn.fit(1, 1e-3, cbs=[timer])
@@ -168,6 +169,9 @@ def main() -> None:
             seed=0,
             channels_last=precision != "fp32",
         )
+        nchw_dls = make_cached_dataloaders(
+            decoded, bs=bs, transforms="dihedral", device=device, seed=0, channels_last=False
+        )
         print(
             f"device {device} ({platform.processor() or platform.machine()}, "
             f"{torch.get_num_threads()} threads), torch {torch.__version__}, {args.arch}, "
@@ -175,7 +179,7 @@ def main() -> None:
             f"{' + channels_last' if precision != 'fp32' else ''}; {timed} timed steps after "
             f"{warm}, median of {args.repeats}"
         )
-        rates = {"a": [], "b": [], "c": []}
+        rates = {"a": [], "b": [], "c": [], "b_nchw": []}
         for r in range(args.repeats):
             torch.manual_seed(r)
             rates["a"].append(learner_rate(file_dls, args.arch, "fp32", device, warm, timed, bs))
@@ -185,11 +189,19 @@ def main() -> None:
             rates["c"].append(
                 ceiling_rate(cache_dls, args.arch, precision, device, warm, timed, bs, size)
             )
+            if precision != "fp32":  # is channels_last worth it? (b) in plain NCHW memory
+                rates["b_nchw"].append(
+                    learner_rate(
+                        nchw_dls, args.arch, precision, device, warm, timed, bs, channels_last=False
+                    )
+                )
             print(f"  repeat {r + 1}: " + "  ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items()))
-        med = {k: statistics.median(v) for k, v in rates.items()}
+        med = {k: statistics.median(v) for k, v in rates.items() if v}
         print(f"(a) files, fp32                     {med['a']:8.1f} images/s")
         print(f"(b) countnet default ({precision})         {med['b']:8.1f} images/s")
         print(f"(c) in-memory random tensors        {med['c']:8.1f} images/s")
+        if "b_nchw" in med:
+            print(f"(b) without channels_last           {med['b_nchw']:8.1f} images/s")
         print(f"ratios: b/a={med['b'] / med['a']:.2f} b/c={med['b'] / med['c']:.2f}")
 
 

@@ -57,7 +57,9 @@ def test_tiny_workflow_end_to_end(tmp_path):
     assert not (tmp_path / "runs" / "select-transforms" / "b.json").exists()  # fixed preset
 
     md = (tmp_path / "runs" / "report.md").read_text()
-    summary = [ln for ln in md.splitlines() if ln.startswith("| a |") or ln.startswith("| b |")]
+    answer, rest = md.split("## Summary", 1)
+    assert "Can a CNN count?" in answer and "| a | tiny-a |" in answer
+    summary = [ln for ln in rest.splitlines() if ln.startswith("| a |") or ln.startswith("| b |")]
     assert len(summary) == 2
     a, b = (row.split(" | ") for row in summary)
     assert a[1:4] == ["tiny-a", "resnet18", "no: trained from scratch"]

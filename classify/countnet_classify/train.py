@@ -35,6 +35,7 @@ from countnet_gen.errors import CountnetError
 from countnet_gen.versions import package_versions
 
 AUTO_SCRATCH_RULE = "slide"
+AUTO_FALLBACK = ("valley", "minimum")  # when the sweep was too short for the rule above
 
 
 @dataclass
@@ -389,12 +390,19 @@ def _find_lr(learn, spec: RunSpec, run_dir: Path, quiet: bool) -> dict[str, Any]
     plots.save_current(run_dir / "lr_find.png")
     if not rule:
         return {"used": float(spec.lr), "source": "--lr", "suggestions": suggestions}
+    why = f" (--lr auto, {'fine-tuning' if spec.uses_pretrained else 'from scratch'})"
+    if rule not in suggestions and spec.lr == "auto":
+        # A short sweep (few batches) may not support slide's window; auto falls back on
+        # the next rule rather than stopping, and says so.
+        fallback = next((r for r in AUTO_FALLBACK if r in suggestions), None)
+        if fallback:
+            why = f" (--lr auto: no {rule} suggestion from {len(rec.lrs)} steps)"
+            rule = fallback
     if rule not in suggestions:
         raise CountnetError(
             f"the LR finder's {len(rec.lrs)} steps gave no {rule} suggestion: raise "
             "--lr-find-iters or pass --lr VALUE"
         )
-    why = f" (--lr auto, {'fine-tuning' if spec.uses_pretrained else 'from scratch'})"
     return {
         "used": suggestions[rule],
         "source": f"LR finder, {rule} suggestion" + (why if spec.lr == "auto" else ""),
