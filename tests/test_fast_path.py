@@ -99,6 +99,10 @@ def test_cache_is_reused_and_rebuilt_when_files_change(mixed):
     assert removed.built and sum(len(v) for v in removed.labels.values()) == 20
     # and a different size is a different entry
     assert decoded_splits(_screened(mixed), 20, say=lambda m: None, progress=False).built
+    # another split of the same files is another entry, and both stay
+    other = decoded_splits(_screened(mixed, seed=5), 20, say=lambda m: None, progress=False)
+    again = decoded_splits(_screened(mixed), 20, say=lambda m: None, progress=False)
+    assert other.built and not again.built
 
 
 def test_interrupted_cache_build_is_never_used(tmp_path):

@@ -89,12 +89,15 @@ def decoded_splits(
 ) -> DecodedSplits:
     """The decoded cache entry of ``sc`` at ``size``: reused when whole, else built."""
     key = cache_key(sc, size)
+    files = files_key(sc)
     final = decoded_dir() / key[:32]
     if (final / "meta.json").is_file():
         return _load(final, sc.classes, size, built=False)
     index = {c: i for i, c in enumerate(sc.classes)}
     by_split = {s: [(p, lbl) for p, lbl, v in sc.items if v == (s == "valid")] for s in SPLITS}
-    workers = workers or max(1, len(os.sched_getaffinity(0)))
+    if not workers:  # CPUs this process may use (affinity is Linux-only)
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        workers = max(1, workers or os.cpu_count() or 1)
     t0 = time.perf_counter()
     total = sum(len(v) for v in by_split.values())
     say(f"decoding {total} images at {size} px into the cache ({final.parent}), once")
@@ -127,6 +130,7 @@ def decoded_splits(
         meta = {
             "format": FORMAT,
             "key": key,
+            "files": files,
             "root": str(sc.root.resolve()),
             "size": size,
             "classes": sc.classes,
@@ -135,16 +139,27 @@ def decoded_splits(
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")  # written last
     say(f"decoded {total} images in {time.perf_counter() - t0:.1f}s")
-    _drop_stale(final, meta["root"], size)
+    _drop_stale(final, meta["root"], size, files)
     return _load(final, sc.classes, size, built=True)
 
 
-def _drop_stale(keep: Path, root: str, size: int) -> None:
-    """Entries of the same folder at the same size describe files that have since changed:
-    nothing will ask for them again. (A process still reading one keeps its open maps.)"""
+def _drop_stale(keep: Path, root: str, size: int, files: str) -> None:
+    """Entries of the same folder and size made from other files (changed, added or
+    removed since) will never be asked for again; entries of the same files with another
+    split (seed, --valid-pct) stay. (A process still reading one keeps its open maps.)"""
     for e in cache_entries():
-        if e["root"] == root and e["size"] == size and Path(e["folder"]) != keep:
+        same_place = e["root"] == root and e["size"] == size
+        if same_place and e.get("files") != files and Path(e["folder"]) != keep:
             shutil.rmtree(e["folder"], ignore_errors=True)
+
+
+def files_key(sc: Screened) -> str:
+    """sha256 over the screened files alone (path, size, mtime), without the split."""
+    h = hashlib.sha256()
+    for path in sorted(p for p, _, _ in sc.items):
+        st = path.stat()
+        h.update(f"{path.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def cache_entries() -> list[dict]:

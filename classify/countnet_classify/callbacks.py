@@ -179,7 +179,7 @@ class PreciseBN(Callback):
     predict` use them too. Costs about n_images forward passes an epoch.
     """
 
-    order = 55  # before fastai's Recorder resets the validation metrics
+    order = 55  # after TrainEvalCallback (-10) has set eval mode, which it restores
 
     def __init__(self, n_images: int = 1024):
         self.n_images = n_images

@@ -126,7 +126,8 @@ def train_cmd(
     name: Annotated[str | None, typer.Option(help="Run name \\[default: <data>_<arch>].")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
     workers: Annotated[
-        int | None, typer.Option(help="DataLoader workers \\[default: 0 on CPU, 8 on GPU].")
+        int | None,
+        typer.Option(help="DataLoader workers for --loader files \\[default: 0 on CPU, 8 on GPU]."),
     ] = None,
     lr_find_iters: Annotated[
         int, typer.Option(help="LR finder iterations (0 skips it; needs --lr VALUE).")

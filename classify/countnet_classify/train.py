@@ -149,6 +149,12 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
             f"{IMBALANCE_RATIO:g}); error_rate may flatter the majority class"
         )
 
+    # Decoded before the run folder exists: an interrupted build leaves no run to resume.
+    decoded = (
+        decoded_splits(sc, spec.size, say=say, progress=not (spec.quiet or not _is_tty()))
+        if spec.loader == "cache"
+        else None
+    )
     partial.mkdir(parents=True, exist_ok=True)
     if transforms != spec.transforms:  # chosen by a select-transforms JSON: keep its table
         shutil.copyfile(spec.transforms, partial / "transforms.json")
@@ -168,8 +174,7 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
             seed=spec.seed,
         )
 
-    if spec.loader == "cache":
-        decoded = decoded_splits(sc, spec.size, say=say, progress=not (spec.quiet or not _is_tty()))
+    if decoded is not None:
         dls = make_cached_dataloaders(
             decoded,
             bs=bs,
