@@ -60,24 +60,15 @@ class RunSpec:
     note: str | None = None  # free text kept in config.yaml and shown in the report
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise CountnetError(f"unknown --arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
-        if self.lr_policy not in LR_POLICIES:
-            raise CountnetError(
-                f"unknown --lr-policy {self.lr_policy!r}; choose one of {', '.join(LR_POLICIES)}"
-            )
-        if self.device not in DEVICES:
-            raise CountnetError(
-                f"unknown --device {self.device!r}; choose one of {', '.join(DEVICES)}"
-            )
-        if self.precision not in PRECISIONS:
-            raise CountnetError(
-                f"unknown --precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}"
-            )
-        if self.loader not in LOADERS:
-            raise CountnetError(
-                f"unknown --loader {self.loader!r}; choose one of {', '.join(LOADERS)}"
-            )
+        for opt, value, choices in (
+            ("--arch", self.arch, ARCHS),
+            ("--lr-policy", self.lr_policy, LR_POLICIES),
+            ("--device", self.device, DEVICES),
+            ("--precision", self.precision, PRECISIONS),
+            ("--loader", self.loader, LOADERS),
+        ):
+            if value not in choices:
+                raise CountnetError(f"unknown {opt} {value!r}; choose one of {', '.join(choices)}")
         object.__setattr__(self, "lr", parse_lr(self.lr))
         object.__setattr__(self, "bs", parse_bs(self.bs))
         for opt, value, low in (
