@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from PIL import Image
 
 from countnet_gen.render import coverage, palette, render
+from countnet_gen.spec import DatasetSpec, color_rgb
+from countnet_gen.writer import generate
 
 
 def test_disc_area_and_antialiasing():
@@ -34,3 +38,29 @@ def test_overlapping_coverage_saturates():
 def test_palette_endpoints():
     pal = palette((0, 0, 255), (255, 255, 255))
     assert tuple(pal[0]) == (255, 255, 255) and tuple(pal[255]) == (0, 0, 255)
+
+
+@pytest.mark.parametrize("radius", ["2", "1.5-3"])
+def test_no_overlap_circles_are_distinct_objects_in_the_written_pixels(tmp_path, radius):
+    # The default workflow's densest sets: 45-50 circles at 64 px. Read back the PNGs as any
+    # loader would and count connected components (4-connectivity) of every pixel that
+    # differs from the background by a quarter, a tenth and a hundredth of the contrast:
+    # each count must equal the folder label, i.e. background separates every pair.
+    from skimage import measure
+
+    out = tmp_path / "ds"
+    spec = DatasetSpec.from_dict(
+        {"range": "45-50", "per_class": 8, "size": 64, "radius": radius, "no_overlap": True}
+    )
+    generate(spec, out, workers=1)
+    paths = sorted(out.rglob("*.png"))
+    assert len(paths) == 48
+    bg = np.array(color_rgb(spec.bg), float)
+    fg = np.array(color_rgb(spec.fg), float)
+    for path in paths:
+        rgb = np.asarray(Image.open(path).convert("RGB"), float)
+        contrast = np.abs(rgb - bg).sum(-1) / np.abs(fg - bg).sum()
+        label = int(path.parent.name)
+        for level in (0.25, 0.1, 0.01):
+            n = measure.label(contrast > level, connectivity=1).max()
+            assert n == label, f"{path.name}: {n} components at {level:.0%} contrast, {label}"

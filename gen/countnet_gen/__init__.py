@@ -8,4 +8,9 @@ The pipeline is split so each piece is testable on its own:
 from countnet_gen.errors import CountnetError
 from countnet_gen.spec import DatasetSpec
 
-__all__ = ["CountnetError", "DatasetSpec"]
+# Bumped whenever the same DatasetSpec and seed would render different pixels or circles
+# (2: --no-overlap gap 1 -> 2 px). Recorded in dataset.json and a parameter of the workflow's
+# gen rule, so a generator fix regenerates the datasets made before it.
+PIXELS_VERSION = 2
+
+__all__ = ["PIXELS_VERSION", "CountnetError", "DatasetSpec"]

@@ -43,7 +43,7 @@ def gen(
         bool,
         typer.Option(
             "--no-overlap/--overlap",
-            help="Keep circles apart (>= 1 px edge to edge) so each is a distinct object.",
+            help="Keep circles >= 2 px apart edge to edge: each a distinct object in the pixels.",
         ),
     ] = False,
     valid_pct: Annotated[

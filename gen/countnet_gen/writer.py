@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from countnet_gen import PIXELS_VERSION
 from countnet_gen.atomic import staging_dir
 from countnet_gen.errors import CountnetError
 from countnet_gen.render import coverage_u8, palette
@@ -156,6 +157,7 @@ def generate(
             "n_valid": spec.n_valid * len(spec.classes),
             "image_format": "PNG, 8-bit palette (coverage index into a fg/bg blend)",
             "coordinates": "x, y, r in pixels; pixel (i, j) covers [j, j+1) x [i, i+1)",
+            "pixels_version": PIXELS_VERSION,
             "versions": package_versions(),
         }
         (tmp / DATASET_JSON).write_text(json.dumps(meta, indent=2) + "\n")

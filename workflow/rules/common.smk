@@ -7,6 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from countnet_gen import PIXELS_VERSION
 from countnet_gen.errors import CountnetError
 from countnet_gen.spec import DatasetSpec
 
