@@ -31,7 +31,7 @@ from fastai.callback.core import Callback, CancelFitException
 from countnet_classify.cache import decoded_splits
 from countnet_classify.data import make_cached_dataloaders, make_dataloaders
 from countnet_classify.model import make_learner
-from countnet_classify.precision import apply_precision, resolve_precision
+from countnet_classify.precision import apply_precision, resolve_precision, use_channels_last
 from countnet_classify.screen import screen
 from countnet_gen.spec import DatasetSpec
 from countnet_gen.writer import generate
@@ -68,9 +68,8 @@ class StepTimer(Callback):
 def learner_rate(dls, arch, precision, device, warm, timed, bs, channels_last=None) -> float:
     learn = make_learner(dls, arch, None, pretrained=False)
     learn.logger = lambda *a, **k: None
-    if precision != "fp32" or device.type == "cuda":
-        cl = precision != "fp32" if channels_last is None else channels_last
-        apply_precision(learn, precision, device, channels_last=cl)
+    cl = use_channels_last(precision, device) if channels_last is None else channels_last
+    apply_precision(learn, precision, device, channels_last=cl)
     timer = StepTimer(warm, timed)
     with learn.no_bar():
         learn.fit(1, 1e-3, cbs=[timer])
@@ -81,7 +80,7 @@ def ceiling_rate(dls, arch, precision, device, warm, timed, bs, size) -> float:
     """The same model and fastai optimizer, random in-memory batches, no data loading."""
     learn = make_learner(dls, arch, None, pretrained=False)
     model = learn.model.to(device).train()
-    cl = precision != "fp32"
+    cl = use_channels_last(precision, device)
     if cl:
         model = model.to(memory_format=torch.channels_last)
     learn.create_opt()
@@ -132,6 +131,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     size = args.size or (224 if device.type == "cuda" else 64)
     precision = resolve_precision("auto", device)
+    channels_last = use_channels_last(precision, device)
     bs, warm, timed = args.bs, args.warm, args.timed
     n_train = (warm + timed + 1) * bs
     per_class = -(-n_train // 6 * 5 // 4) + 8  # 80% of each class is training data
@@ -167,7 +167,7 @@ def main() -> None:
             transforms="dihedral",
             device=device,
             seed=0,
-            channels_last=precision != "fp32",
+            channels_last=channels_last,
         )
         nchw_dls = make_cached_dataloaders(
             decoded, bs=bs, transforms="dihedral", device=device, seed=0, channels_last=False
@@ -176,20 +176,22 @@ def main() -> None:
             f"device {device} ({platform.processor() or platform.machine()}, "
             f"{torch.get_num_threads()} threads), torch {torch.__version__}, {args.arch}, "
             f"{size} px, bs {bs}, {len(sc.items)} images; (b)/(c) precision {precision}"
-            f"{' + channels_last' if precision != 'fp32' else ''}; {timed} timed steps after "
+            f"{' + channels_last' if channels_last else ''}; {timed} timed steps after "
             f"{warm}, median of {args.repeats}"
         )
         rates = {"a": [], "b": [], "c": [], "b_nchw": []}
         for r in range(args.repeats):
             torch.manual_seed(r)
-            rates["a"].append(learner_rate(file_dls, args.arch, "fp32", device, warm, timed, bs))
+            rates["a"].append(
+                learner_rate(file_dls, args.arch, "fp32", device, warm, timed, bs, False)
+            )
             rates["b"].append(
                 learner_rate(cache_dls, args.arch, precision, device, warm, timed, bs)
             )
             rates["c"].append(
                 ceiling_rate(cache_dls, args.arch, precision, device, warm, timed, bs, size)
             )
-            if precision != "fp32":  # is channels_last worth it? (b) in plain NCHW memory
+            if channels_last:  # is channels_last worth it? (b) in plain NCHW memory
                 rates["b_nchw"].append(
                     learner_rate(
                         nchw_dls, args.arch, precision, device, warm, timed, bs, channels_last=False

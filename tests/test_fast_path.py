@@ -265,6 +265,7 @@ def test_auto_precision_and_batch_size_rules(monkeypatch):
         (["--bs", "big"], ["--bs", "'auto' or a positive integer"]),
         (["--head-dropout", "1.5"], ["--head-dropout", "[0, 1)"]),
         (["--precise-bn", "-1"], ["--precise-bn", ">= 0"]),
+        (["--head", "mlp"], ["--head", "'mlp'", "fastai, linear"]),
     ],
 )
 def test_bad_fast_path_options(cli, tiny_counts, tmp_path, extra, fragments):
@@ -351,3 +352,60 @@ def test_head_dropout_reaches_the_head(tiny_counts):
 
     assert head_dropouts(0.3) == pytest.approx([0.15, 0.3])  # fastai halves the first one
     assert head_dropouts(0.0) == []  # p = 0: fastai leaves the layers out
+
+
+def test_linear_head_is_avg_pool_and_one_linear_layer(tiny_counts):
+    from countnet_classify.cache import decoded_splits
+    from countnet_classify.data import make_cached_dataloaders
+    from countnet_classify.model import build_model, make_learner
+
+    dec = decoded_splits(_screened(tiny_counts), 32, say=lambda m: None, progress=False)
+    dls = make_cached_dataloaders(dec, bs=8, transforms="none", device=torch.device("cpu"), seed=0)
+
+    def layers(head):
+        learn = make_learner(dls, "resnet18", None, pretrained=False, head=head, head_dropout=0)
+        model = learn.model
+        return [type(m).__name__ for m in model[1].modules() if not list(m.children())]
+
+    assert layers("linear") == ["AdaptiveAvgPool2d", "Flatten", "Linear"]
+    fastai = layers("fastai")
+    assert "AdaptiveMaxPool2d" in fastai and fastai.count("Linear") == 2
+    assert "BatchNorm1d" in fastai
+    # predict rebuilds the same layout from model.json's head and head dropout (fastai drops
+    # p = 0 dropout layers, which shifts the layer indices of the fastai head)
+    for p in (0.0, 0.5):
+        trained = make_learner(dls, "resnet18", None, pretrained=False, head_dropout=p).model
+        assert list(trained.state_dict()) == list(
+            build_model("resnet18", 3, "fastai", p).state_dict()
+        )
+    trained = make_learner(dls, "resnet18", None, pretrained=False, head="linear").model
+    rebuilt = build_model("resnet18", 3, "linear", 0.5)
+    assert {k: v.shape for k, v in trained.state_dict().items()} == {
+        k: v.shape for k, v in rebuilt.state_dict().items()
+    }
+
+
+def test_linear_head_run_predicts_its_own_validation_error(tiny_counts, tmp_path):
+    """A --head linear run, then `countnet predict` on the validation images, each in a fresh
+    process as a user runs them: the weights-only predictions reproduce the last epoch's
+    error_rate (to one image)."""
+    import csv
+    import json
+
+    from tests.conftest import run_countnet
+
+    r = run_countnet(
+        "train", tiny_counts, "--no-pretrained", "--head", "linear", "--head-dropout", "0",
+        "--epochs", "2", "--runs-dir", tmp_path, "--name", "lin", *FAST,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "lin"
+    assert json.loads((run / "model.json").read_text())["head"] == "linear"
+    images = sorted((tiny_counts / "valid").rglob("*.png"))
+    p = run_countnet("predict", run, *images, "--out", tmp_path / "preds.csv")
+    assert p.returncode == 0, p.stderr
+    with open(tmp_path / "preds.csv") as f:
+        preds = list(csv.DictReader(f))
+    wrong = sum(Path(row["path"]).parent.name != row["prediction"] for row in preds)
+    final = float(read_rows(run / "metrics.csv")[-1]["error_rate"])
+    assert abs(wrong / len(images) - final) <= 1 / len(images) + 1e-9

@@ -132,6 +132,13 @@ def train_cmd(
     lr_find_iters: Annotated[
         int, typer.Option(help="LR finder iterations (0 skips it; needs --lr VALUE).")
     ] = 100,
+    head: Annotated[
+        str,
+        typer.Option(
+            help="fastai: concat (avg+max) pooling, BatchNorm, a 512-unit hidden layer; "
+            "linear: average pooling + one linear layer (torchvision's head; counts better)."
+        ),
+    ] = "fastai",
     head_dropout: Annotated[
         float, typer.Option(help="Dropout in the classifier head (fastai's ps).")
     ] = 0.5,
@@ -182,6 +189,7 @@ def train_cmd(
         runs_dir=str(runs_dir),
         workers=workers,
         lr_find_iters=lr_find_iters,
+        head=head,
         head_dropout=head_dropout,
         precise_bn=precise_bn,
         resume=resume,

@@ -18,6 +18,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # the loss minimum / 10), or a number.
 LR_RULES = ("auto", "valley", "minimum", "steep", "slide")
 LOADERS = ("cache", "files")
+# Classifier heads on a torchvision body: fastai's (concat avg+max pooling, BatchNorm, a
+# 512-unit hidden layer) or torchvision's own (average pooling + one linear layer).
+HEADS = ("fastai", "linear")
 # Options that may differ between an interrupted run and its --resume.
 RESUME_FREE = ("resume", "quiet", "device", "workers", "force", "note", "loader")
 
@@ -52,6 +55,7 @@ class RunSpec:
     runs_dir: str = "runs"
     workers: int | None = None
     lr_find_iters: int = 100
+    head: str = "fastai"
     head_dropout: float = 0.5  # fastai's vision_learner ps: dropout in the classifier head
     precise_bn: int = 1024  # training images that re-estimate BatchNorm statistics each epoch
     resume: bool = False
@@ -66,6 +70,7 @@ class RunSpec:
             ("--device", self.device, DEVICES),
             ("--precision", self.precision, PRECISIONS),
             ("--loader", self.loader, LOADERS),
+            ("--head", self.head, HEADS),
         ):
             if value not in choices:
                 raise CountnetError(f"unknown {opt} {value!r}; choose one of {', '.join(choices)}")

@@ -182,31 +182,53 @@ class _PretrainedArch:
         return model
 
 
+def head_options(head: str = "fastai", dropout: float = 0.5) -> dict:
+    """fastai create_head options for ``--head``. ``linear`` is torchvision's own head:
+    average pooling and one linear layer, so each logit is a sum of per-location evidence
+    (a count, for counting sets); fastai's adds max pooling, which sees only the strongest
+    location, and a BatchNorm + 512-unit hidden layer (BENCHMARKS.md measures both)."""
+    if head == "linear":
+        return {"concat_pool": False, "lin_ftrs": [], "first_bn": False, "ps": dropout}
+    if head == "fastai":
+        return {"ps": dropout}
+    raise CountnetError(f"unknown head {head!r}")
+
+
 def make_learner(
     dls,
     arch: str,
     state_dict: dict | None,
     *,
     pretrained: bool,
+    head: str = "fastai",
     head_dropout: float = 0.5,
     **kwargs,
 ):
-    """A fastai Learner for ``arch``: vision_learner (body + new head, dropout
-    ``head_dropout`` in the head) for torchvision archs, a plain Learner for LeNet."""
+    """A fastai Learner for ``arch``: vision_learner (body + a new ``head`` with dropout
+    ``head_dropout``) for torchvision archs, a plain Learner for LeNet."""
     from fastai.learner import Learner
     from fastai.vision.learner import vision_learner
 
     if arch == "lenet":
         return Learner(dls, LeNet(len(dls.vocab)), **kwargs)
     return vision_learner(
-        dls, _PretrainedArch(arch, state_dict), pretrained=pretrained, ps=head_dropout, **kwargs
+        dls,
+        _PretrainedArch(arch, state_dict),
+        pretrained=pretrained,
+        **head_options(head, head_dropout),
+        **kwargs,
     )
 
 
-def build_model(arch: str, n_out: int) -> nn.Module:
-    """The same network make_learner trains, freshly initialised (for loading weights)."""
+def build_model(
+    arch: str, n_out: int, head: str = "fastai", head_dropout: float = 0.5
+) -> nn.Module:
+    """The same network make_learner trains, freshly initialised (for loading weights).
+    ``head_dropout`` matters to the layout: fastai leaves out dropout layers with p = 0,
+    which shifts the state dict's layer indices."""
     if arch == "lenet":
         return LeNet(n_out)
     from fastai.vision.learner import create_vision_model
 
-    return create_vision_model(_PretrainedArch(arch, None), n_out, pretrained=False)
+    opts = head_options(head, head_dropout)
+    return create_vision_model(_PretrainedArch(arch, None), n_out, pretrained=False, **opts)

@@ -53,7 +53,9 @@ def load_predictor(run_or_weights: Path | str) -> tuple[torch.nn.Module, dict]:
         arch, classes, size = meta["arch"], list(meta["classes"]), int(meta["size"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise CountnetError(f"{meta_path} is not a countnet model.json") from None
-    model = build_model(arch, len(classes))
+    model = build_model(
+        arch, len(classes), meta.get("head", "fastai"), float(meta.get("head_dropout", 0.5))
+    )
     sd = load_state_dict_file(weights)
     check_state_dict(sd, model, str(weights))
     model.load_state_dict(sd)

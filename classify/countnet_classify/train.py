@@ -28,7 +28,7 @@ from countnet_classify.callbacks import (
 from countnet_classify.config import RunSpec, auto_batch_size
 from countnet_classify.data import make_cached_dataloaders, make_dataloaders
 from countnet_classify.model import imagenet_state_dict, make_learner
-from countnet_classify.precision import apply_precision, resolve_precision
+from countnet_classify.precision import apply_precision, resolve_precision, use_channels_last
 from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen
 from countnet_classify.transforms import resolve_transforms
 from countnet_gen.errors import CountnetError
@@ -126,7 +126,7 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
     transforms = resolve_transforms(spec.transforms)
     device = resolve_device(spec.device)
     precision = resolve_precision(spec.precision, device)
-    channels_last = precision != "fp32"  # faster with bf16/fp16 kernels (bench/)
+    channels_last = use_channels_last(precision, device)
     final, partial, saved = _prepare_folder(spec)
     state_dict, weights_source = None, None
     if spec.uses_pretrained:  # before screening: a missing weights file fails fast
@@ -191,6 +191,7 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
         spec.arch,
         state_dict,
         pretrained=spec.uses_pretrained,
+        head=spec.head,
         head_dropout=spec.head_dropout,
         metrics=[error_rate, accuracy],
         path=partial,
@@ -212,6 +213,7 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
             "transforms": transforms,
             "device": str(device),
             "precision": precision,
+            "channels_last": channels_last,
             "pretrained": spec.uses_pretrained,
             "weights_source": weights_source,
             "schedule": (
@@ -322,12 +324,15 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
         learn.model,
         {
             "arch": spec.arch,
+            "head": spec.head,
+            "head_dropout": spec.head_dropout,
             "classes": list(learn.dls.vocab),
             "size": spec.size,
             "resize": "squish",
             "normalize": stats,
             "n_in": 3,
-            "format": "safetensors state dict of countnet_classify.model.build_model(arch, n)",
+            "format": "safetensors state dict of countnet_classify.model.build_model"
+            "(arch, n, head, head_dropout)",
         },
     )
     errors = [float(m["error_rate"]) for m in metrics]
