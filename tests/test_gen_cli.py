@@ -40,6 +40,9 @@ def test_layout_manifest_and_metadata(tmp_path):
     assert spec.seed == 5 and spec.no_overlap and spec.classes == [2, 3, 4]
     meta = json.loads((out / "dataset.json").read_text())
     assert "numpy" in meta["versions"] and meta["n_valid"] == 9
+    from countnet_gen import PIXELS_VERSION
+
+    assert meta["pixels_version"] == PIXELS_VERSION >= 2  # 2: the 2 px --no-overlap gap
     fg = np.array([0x1F, 0x77, 0xB4])
     for row in rows:
         split, label, _ = row["path"].split("/")
@@ -165,3 +168,31 @@ def test_help_shows_examples_and_inclusive_range():
     proc = run_countnet("gen", "--help")
     assert proc.returncode == 0
     assert "Examples" in proc.stdout and "inclusive" in proc.stdout
+
+
+def _gen_examples() -> list[list[str]]:
+    """Every `countnet gen` line of README.md and of `countnet gen --help`."""
+    import shlex
+
+    from countnet_gen.cli import EXAMPLES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = [ln for text in (readme, EXAMPLES) for ln in text.splitlines()]
+    found = []
+    for ln in lines:
+        ln = ln.strip().split("#")[0].split("[dim]")[0].strip()
+        if ln.startswith("countnet gen "):
+            args = shlex.split(ln)[2:]
+            if args not in found:
+                found.append(args)
+    return found
+
+
+def test_every_documented_gen_example_runs(tmp_path):
+    examples = _gen_examples()
+    assert len(examples) >= 3
+    for i, args in enumerate(examples):
+        # The documented options as written; only the amount and the place are ours.
+        proc = run_countnet("gen", *args, "--per-class", "5", "--out", tmp_path / str(i), "--quiet")
+        assert proc.returncode == 0, f"countnet gen {' '.join(args)}: {proc.stderr}"
+        assert (tmp_path / str(i) / "manifest.csv").is_file()

@@ -40,9 +40,9 @@ def test_palette_endpoints():
     assert tuple(pal[0]) == (255, 255, 255) and tuple(pal[255]) == (0, 0, 255)
 
 
-@pytest.mark.parametrize("radius", ["2", "1.5-3"])
-def test_no_overlap_circles_are_distinct_objects_in_the_written_pixels(tmp_path, radius):
-    # The default workflow's densest sets: 45-50 circles at 64 px. Read back the PNGs as any
+@pytest.mark.parametrize("size, radius", [(48, "1.5"), (64, "2"), (64, "1.5-3")])
+def test_no_overlap_circles_are_distinct_objects_in_the_written_pixels(tmp_path, size, radius):
+    # The default workflow's dense sets: 45-50 circles at 48 and 64 px. Read back the PNGs as any
     # loader would and count connected components (4-connectivity) of every pixel that
     # differs from the background by a quarter, a tenth and a hundredth of the contrast:
     # each count must equal the folder label, i.e. background separates every pair.
@@ -50,7 +50,7 @@ def test_no_overlap_circles_are_distinct_objects_in_the_written_pixels(tmp_path,
 
     out = tmp_path / "ds"
     spec = DatasetSpec.from_dict(
-        {"range": "45-50", "per_class": 8, "size": 64, "radius": radius, "no_overlap": True}
+        {"range": "45-50", "per_class": 8, "size": size, "radius": radius, "no_overlap": True}
     )
     generate(spec, out, workers=1)
     paths = sorted(out.rglob("*.png"))

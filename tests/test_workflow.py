@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -34,11 +35,11 @@ TINY = """
 datasets:
   tiny-a: {range: 1-2, per_class: 12, size: 32, radius: 3, valid_pct: 0.25}
   tiny-b: {range: 3-4, per_class: 12, size: 32, radius: 2-4, no_overlap: true, valid_pct: 0.25}
-train: {arch: resnet18, size: 32, bs: 8, epochs: 1, lr_find_iters: 30, workers: 0}
+train: {arch: resnet18, size: 32, bs: 8, epochs: 1, lr_find_iters: 30, workers: 0, head: linear}
 select_transforms: {candidates: [none, dihedral, aug], epochs: 1, lr: 0.001}
 experiments:
   a: {data: tiny-a}
-  b: {data: tiny-b, transforms: flips}
+  b: {data: tiny-b, transforms: flips, head: fastai}
   mine: {data: data/mine, optional: true}
 """
 
@@ -55,6 +56,8 @@ def test_tiny_workflow_end_to_end(tmp_path):
         assert (tmp_path / "logs" / f"{log}.log").is_file(), log
     assert (tmp_path / "runs" / "select-transforms" / "a.json").is_file()
     assert not (tmp_path / "runs" / "select-transforms" / "b.json").exists()  # fixed preset
+    budget = json.loads((tmp_path / "runs" / "select-transforms" / "a.json").read_text())["budget"]
+    assert budget["head"] == "linear" and budget["head_dropout"] == 0  # train:'s head
 
     md = (tmp_path / "runs" / "report.md").read_text()
     answer, rest = md.split("## Summary", 1)
@@ -62,9 +65,10 @@ def test_tiny_workflow_end_to_end(tmp_path):
     summary = [ln for ln in rest.splitlines() if ln.startswith("| a |") or ln.startswith("| b |")]
     assert len(summary) == 2
     a, b = (row.split(" | ") for row in summary)
-    assert a[1:4] == ["tiny-a", "resnet18", "no: trained from scratch"]
-    assert a[4] in ("none", "dihedral")  # the selection's choice; aug is label-unsafe here
-    assert b[4] == "flips"
+    assert a[1:5] == ["tiny-a", "resnet18", "linear (dropout 0)", "no: trained from scratch"]
+    assert b[3] == "fastai (dropout 0.5)"  # its own head, from the experiment's options
+    assert a[5] in ("none", "dihedral")  # the selection's choice; aug is label-unsafe here
+    assert b[5] == "flips"
     assert md.count("| epoch | train_loss | valid_loss | error_rate | time |") == 2
     assert "No ImageNet weights for resnet18" in md  # said plainly
     assert "### Transform selection" in md and "label-unsafe" in md

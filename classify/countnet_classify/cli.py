@@ -140,8 +140,12 @@ def train_cmd(
         ),
     ] = "fastai",
     head_dropout: Annotated[
-        float, typer.Option(help="Dropout in the classifier head (fastai's ps).")
-    ] = 0.5,
+        float | None,
+        typer.Option(
+            help="Dropout in the classifier head (fastai's ps) "
+            "\\[default: 0.5 with --head fastai, 0 with --head linear]."
+        ),
+    ] = None,
     precise_bn: Annotated[
         int,
         typer.Option(
@@ -338,6 +342,14 @@ def select_transforms_cmd(
     seed: Annotated[int, typer.Option(help="Seed (the same for all).")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     workers: Annotated[int | None, typer.Option(help="DataLoader workers.")] = None,
+    head: Annotated[str, typer.Option(help="fastai | linear (as for train).")] = "fastai",
+    head_dropout: Annotated[
+        float | None,
+        typer.Option(help="Head dropout \\[default: 0.5 with --head fastai, 0 with linear]."),
+    ] = None,
+    precise_bn: Annotated[
+        int, typer.Option(help="Images that re-estimate BatchNorm statistics (as for train).")
+    ] = 1024,
 ) -> None:
     """Try augmentation presets on the same short budget and choose the best label-safe one.
 
@@ -360,6 +372,9 @@ def select_transforms_cmd(
         seed=seed,
         device=device,
         workers=workers,
+        head=head,
+        head_dropout=head_dropout,
+        precise_bn=precise_bn,
         quiet=True,
         transforms="none",
     )

@@ -56,7 +56,9 @@ class RunSpec:
     workers: int | None = None
     lr_find_iters: int = 100
     head: str = "fastai"
-    head_dropout: float = 0.5  # fastai's vision_learner ps: dropout in the classifier head
+    # Dropout in the classifier head (fastai's ps); None: 0.5 for fastai's head (its own
+    # default), 0 for the linear head, which is then exactly one linear layer.
+    head_dropout: float | None = None
     precise_bn: int = 1024  # training images that re-estimate BatchNorm statistics each epoch
     resume: bool = False
     force: bool = False
@@ -87,7 +89,7 @@ class RunSpec:
         ):
             if not isinstance(value, int) or value < low:
                 raise CountnetError(f"{opt} must be an integer >= {low}, got {value!r}")
-        if not 0.0 <= float(self.head_dropout) < 1.0:
+        if self.head_dropout is not None and not 0.0 <= float(self.head_dropout) < 1.0:
             raise CountnetError(f"--head-dropout must be in [0, 1), got {self.head_dropout!r}")
         if not 0.0 < float(self.valid_pct) < 1.0:
             raise CountnetError(f"--valid-pct must be between 0 and 1, got {self.valid_pct!r}")
@@ -95,8 +97,17 @@ class RunSpec:
             raise CountnetError(f"--workers must be >= 0, got {self.workers}")
         if self.weights and not self.pretrained:
             raise CountnetError("--weights and --no-pretrained contradict each other: pick one")
+        if self.arch == "lenet" and self.head != "fastai":
+            raise CountnetError("--arch lenet has its own classifier: drop --head")
         if self.arch == "lenet" and self.weights:
             raise CountnetError("--arch lenet has no pretrained weights: drop --weights")
+
+    @property
+    def dropout(self) -> float:
+        """The head dropout actually used (see ``head_dropout``)."""
+        if self.head_dropout is not None:
+            return float(self.head_dropout)
+        return 0.0 if self.head == "linear" else 0.5
 
     @property
     def uses_pretrained(self) -> bool:

@@ -53,10 +53,15 @@ def load_predictor(run_or_weights: Path | str) -> tuple[torch.nn.Module, dict]:
         arch, classes, size = meta["arch"], list(meta["classes"]), int(meta["size"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise CountnetError(f"{meta_path} is not a countnet model.json") from None
-    model = build_model(
-        arch, len(classes), meta.get("head", "fastai"), float(meta.get("head_dropout", 0.5))
-    )
     sd = load_state_dict_file(weights)
+    head = meta.get("head") or "fastai"
+    if meta.get("head_dropout") is not None:
+        model = build_model(arch, len(classes), head, float(meta["head_dropout"]))
+    else:
+        # model.json from before head_dropout was recorded: fastai leaves p = 0 dropout
+        # layers out, so take the layout whose layer names the weights have.
+        layouts = [build_model(arch, len(classes), head, p) for p in (0.5, 0.0)]
+        model = next((m for m in layouts if set(m.state_dict()) == set(sd)), layouts[0])
     check_state_dict(sd, model, str(weights))
     model.load_state_dict(sd)
     model.eval()

@@ -31,6 +31,7 @@ SUMMARY_COLUMNS = (
     "run",
     "dataset",
     "arch",
+    "head",
     "pretrained",
     "transforms",
     "epochs",
@@ -59,6 +60,15 @@ class RunView:
             return "yes (ImageNet)"
         return "no: trained from scratch"
 
+    def head_text(self) -> str:
+        """The classifier head and its dropout (runs from before --head: fastai's)."""
+        res, run = self.config["resolved"], self.config["run"]
+        if run["arch"] == "lenet":
+            return "LeNet's own"
+        head = res.get("head") or run.get("head") or "fastai"
+        dropout = res.get("head_dropout", run.get("head_dropout"))
+        return head if dropout is None else f"{head} (dropout {dropout:g})"
+
     def summary_row(self) -> list[str]:
         res, s = self.config["resolved"], self.config["summary"]
         data = self.config["data"]
@@ -66,6 +76,7 @@ class RunView:
             self.name,
             Path(data["root"]).name,
             self.config["run"]["arch"],
+            self.head_text(),
             self.pretrained_text(),
             res["transforms"],
             str(s["epochs"]),
@@ -243,7 +254,7 @@ def render_markdown(views: list[RunView], out_dir: Path) -> str:
         if note:
             parts += [f"> {note}", ""]
         parts += [
-            f"Pretrained: {v.pretrained_text()}. Schedule: "
+            f"Pretrained: {v.pretrained_text()}. Head: {v.head_text()}. Schedule: "
             f"{v.config['resolved']['schedule']}. Transforms: "
             f"{v.config['resolved']['transforms']}.",
             "",
@@ -323,7 +334,8 @@ def render_html(views: list[RunView]) -> str:
         if note:
             p.append(f"<blockquote>{html.escape(note)}</blockquote>")
         p.append(
-            f"<p>Pretrained: <b>{html.escape(v.pretrained_text())}</b>. Schedule: "
+            f"<p>Pretrained: <b>{html.escape(v.pretrained_text())}</b>. "
+            f"Head: {html.escape(v.head_text())}. Schedule: "
             f"{html.escape(v.config['resolved']['schedule'])}. Transforms: "
             f"{html.escape(v.config['resolved']['transforms'])}.</p>"
         )

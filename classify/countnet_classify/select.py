@@ -113,7 +113,7 @@ def select_transforms(
                 force=True,
             )
             t0 = time.perf_counter()
-            res = train(spec, say=lambda m: None)
+            res = train(spec, say=lambda m: None, figures=False)
             last = res.metrics[-1]
             n_valid = int(res.record["data"]["n_valid"])
             row.update(
@@ -141,6 +141,9 @@ def select_transforms(
             "lr": base.lr,
             "seed": base.seed,
             "pretrained": base.uses_pretrained,
+            "head": base.head,
+            "head_dropout": base.dropout,
+            "precise_bn": base.precise_bn,
         },
         "counting_metadata": meta is not None,
         "n_valid": n_valid,

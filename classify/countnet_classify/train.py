@@ -65,8 +65,9 @@ def _prepare_folder(spec: RunSpec) -> tuple[Path, Path, dict | None]:
                 f"no interrupted run named {spec.run_name!r} to resume in {final.parent}"
             )
         saved = outputs.read_config(partial)
-        old = saved["resume_key"]
+        # An option added after the run started compares as its default.
         new = spec.resume_key()
+        old = {**RunSpec(data=spec.data).resume_key(), **saved["resume_key"]}
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if diff:
             raise CountnetError(
@@ -115,8 +116,9 @@ def _dataset_params(root: Path) -> dict | None:
     return None
 
 
-def train(spec: RunSpec, *, say=print) -> TrainResult:
-    """Train per ``spec``; returns the finished run folder and the learner."""
+def train(spec: RunSpec, *, say=print, figures: bool = True) -> TrainResult:
+    """Train per ``spec``; returns the finished run folder and the learner. ``figures=False``
+    skips the interpretation plots (select-transforms' candidates, which nobody looks at)."""
     import fastai.callback.schedule  # noqa: F401  (patches fit_one_cycle/lr_find onto Learner)
     from fastai.callback.progress import ProgressCallback
     from fastai.metrics import accuracy, error_rate
@@ -192,7 +194,7 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
         state_dict,
         pretrained=spec.uses_pretrained,
         head=spec.head,
-        head_dropout=spec.head_dropout,
+        head_dropout=spec.dropout,
         metrics=[error_rate, accuracy],
         path=partial,
         model_dir=".tmp",
@@ -214,6 +216,8 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
             "device": str(device),
             "precision": precision,
             "channels_last": channels_last,
+            "head": None if spec.arch == "lenet" else spec.head,
+            "head_dropout": None if spec.arch == "lenet" else spec.dropout,
             "pretrained": spec.uses_pretrained,
             "weights_source": weights_source,
             "schedule": (
@@ -313,19 +317,20 @@ def train(spec: RunSpec, *, say=print) -> TrainResult:
     metrics = read_rows(partial / "metrics.csv")
     if len(metrics) != total:
         raise CountnetError(f"internal: {len(metrics)} epochs recorded, {total} expected")
-    if spec.loader == "cache":
-        # Figures through fastai's own file pipeline: interpretation and show_batch need the
-        # file items, and the pixels are the same (the cache holds exactly them).
-        learn.dls = _with_same_normalization(file_dls(), learn.dls)
-    _write_figures(learn, partial, metrics)
+    if figures:
+        if spec.loader == "cache":
+            # Figures through fastai's own file pipeline: interpretation and show_batch need
+            # the file items, and the pixels are the same (the cache holds exactly them).
+            learn.dls = _with_same_normalization(file_dls(), learn.dls)
+        _write_figures(learn, partial, metrics)
     stats = _normalize_stats(learn)
     outputs.export_weights(
         partial,
         learn.model,
         {
             "arch": spec.arch,
-            "head": spec.head,
-            "head_dropout": spec.head_dropout,
+            "head": None if spec.arch == "lenet" else spec.head,
+            "head_dropout": None if spec.arch == "lenet" else spec.dropout,
             "classes": list(learn.dls.vocab),
             "size": spec.size,
             "resize": "squish",

@@ -20,7 +20,7 @@ EXAMPLES = """
 
   countnet gen --range 45-50 --per-class 2000  [dim]# classes 45..50 (six)[/dim]
 
-  countnet gen --range 45-50 --radius 4-12 --no-overlap --size 128 --seed 7
+  countnet gen --range 45-50 --radius 3-8 --no-overlap --size 160 --seed 7
 
   countnet gen --range 3-3 --out datasets/threes --force
 """
