@@ -94,7 +94,10 @@ def test_select_transforms_then_train_with_the_file_then_report(cli, border_set,
     assert r.returncode == 0, r.stderr
     md = (tmp_path / "rep" / "report.md").read_text()
     page = (tmp_path / "rep" / "report.html").read_text()
-    assert "| run | dataset | arch | pretrained | transforms | epochs | final error_rate |" in md
+    assert (
+        "| run | dataset | arch | head | pretrained | transforms | epochs | final error_rate |"
+        in md
+    )
     # the answer comes first: learned?, final error, chance (2 balanced classes: 0.5)
     assert md.index("Can a CNN count?") < md.index("## Summary")
     assert "| run | dataset | learned? | final error_rate | chance | first reached best |" in md
