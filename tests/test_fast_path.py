@@ -409,3 +409,53 @@ def test_linear_head_run_predicts_its_own_validation_error(tiny_counts, tmp_path
     wrong = sum(Path(row["path"]).parent.name != row["prediction"] for row in preds)
     final = float(read_rows(run / "metrics.csv")[-1]["error_rate"])
     assert abs(wrong / len(images) - final) <= 1 / len(images) + 1e-9
+
+
+def test_head_dropout_default_follows_the_head_and_resume_sees_the_value_used():
+    from countnet_classify.config import RunSpec
+
+    assert RunSpec(data="d", head="linear").dropout == 0.0
+    assert RunSpec(data="d").dropout == 0.5  # fastai's own ps
+    assert RunSpec(data="d", head="linear", head_dropout=0.25).dropout == 0.25
+    # the same run whether the default was written out or not: --resume must accept both
+    assert (
+        RunSpec(data="d", head="linear").resume_key()
+        == RunSpec(data="d", head="linear", head_dropout=0).resume_key()
+    )
+    assert RunSpec(data="d").resume_key() == RunSpec(data="d", head_dropout=0.5).resume_key()
+    assert RunSpec(data="d").resume_key() != RunSpec(data="d", head="linear").resume_key()
+
+
+def test_predict_reads_a_model_json_without_head_fields(tmp_path):
+    """Runs exported before --head: no head or head_dropout in model.json. A fastai head
+    trained with dropout 0 has no dropout layers (shifted layer names); predict finds it."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from countnet_classify.model import build_model
+    from countnet_classify.predict import load_predictor
+
+    model = build_model("resnet18", 3, "fastai", 0.0)
+    save_file(model.state_dict(), str(tmp_path / "model.safetensors"))
+    meta = {"arch": "resnet18", "classes": ["1", "2", "3"], "size": 32, "normalize": None}
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    loaded, _ = load_predictor(tmp_path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_full_config_means_what_it_says_after_the_merge():
+    """Snakemake merges --configfile config/full.yaml into config/config.yaml: the blog-scale
+    experiments must not inherit the embedded scale's epochs, sizes or head."""
+    import yaml
+    from snakemake.utils import update_config
+
+    repo = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    update_config(config, yaml.safe_load((repo / "config" / "full.yaml").read_text()))
+    for name in ("count-1-5", "count-45-50", "count-45-50-var"):
+        opts = {**config["train"], **config["experiments"][name]}
+        assert (opts["epochs"], opts["size"], opts["transforms"]) == (15, 224, "select"), name
+        assert (opts["head"], opts["head_dropout"], opts["precise_bn"]) == ("fastai", 0.5, 1024)
+        assert config["datasets"][name]["size"] == 224

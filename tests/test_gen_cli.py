@@ -180,9 +180,9 @@ def _gen_examples() -> list[list[str]]:
     lines = [ln for text in (readme, EXAMPLES) for ln in text.splitlines()]
     found = []
     for ln in lines:
-        ln = ln.strip().split("#")[0].split("[dim]")[0].strip()
+        ln = ln.strip().split("[dim]")[0]
         if ln.startswith("countnet gen "):
-            args = shlex.split(ln)[2:]
+            args = shlex.split(ln, comments=True)[2:]
             if args not in found:
                 found.append(args)
     return found

@@ -97,8 +97,6 @@ class RunSpec:
             raise CountnetError(f"--workers must be >= 0, got {self.workers}")
         if self.weights and not self.pretrained:
             raise CountnetError("--weights and --no-pretrained contradict each other: pick one")
-        if self.arch == "lenet" and self.head != "fastai":
-            raise CountnetError("--arch lenet has its own classifier: drop --head")
         if self.arch == "lenet" and self.weights:
             raise CountnetError("--arch lenet has no pretrained weights: drop --weights")
 
@@ -139,6 +137,9 @@ class RunSpec:
         d = self.to_dict()
         for k in RESUME_FREE:
             d.pop(k, None)
+        # The dropout actually used: `--head linear` and `--head linear --head-dropout 0`
+        # are the same run (LeNet has no head of this kind).
+        d["head_dropout"] = None if self.arch == "lenet" else self.dropout
         d["data"] = str(Path(self.data).resolve())
         return d
 
