@@ -4,8 +4,8 @@ auto picks bf16 autocast where the hardware computes bf16 natively (CUDA GPUs of
 capability 8.0+, CPUs with AVX512-BF16 or AMX), fp16 on older GPUs, fp32 otherwise.
 On CUDA fastai's MixedPrecision callback does the work; on the CPU, where fastai has none,
 ``CPUAutocast`` does. ``ChannelsLast`` keeps model and batches in NHWC memory, which the
-oneDNN (CPU) and cuDNN kernels run faster with bf16/fp16 (``use_channels_last``; measured:
-bench/train_throughput.py).
+oneDNN (CPU) and cuDNN kernels run faster with bf16/fp16 (``use_channels_last``, which
+also picks it for fp32 on x86 CPUs; measured: bench/train_throughput.py).
 """
 
 from __future__ import annotations
@@ -67,10 +67,14 @@ def resolve_precision(choice: str, device: torch.device) -> str:
 
 
 def use_channels_last(precision: str, device: torch.device) -> bool:
-    """NHWC memory where measured faster (bench/train_throughput.py): with bf16/fp16 kernels.
-    fp32 stays NCHW: on a 2-core AVX2 CPU a bare loop ran +10% in channels_last, but the
-    training path did not (bench: 51.7 vs 58.3 images/s NCHW; epochs 94-98 s vs 90 s)."""
-    return precision != "fp32"
+    """NHWC memory with bf16/fp16 kernels everywhere (+6%, bench/train_throughput.py), and
+    with fp32 on x86 CPUs, where oneDNN favours it: on a 2-core AVX2 EPYC it measured
+    between -10% and +10% against NCHW, within that host's noise, and it is what the default
+    workflow's measured runs used (BENCHMARKS.md). CUDA fp32 without tensor cores gains
+    nothing from it, and other CPUs are unmeasured: those stay NCHW."""
+    if precision != "fp32":
+        return True
+    return device.type == "cpu" and platform.machine().lower() in ("x86_64", "amd64")
 
 
 class CPUAutocast(Callback):
