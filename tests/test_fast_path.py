@@ -379,7 +379,7 @@ def test_linear_head_is_avg_pool_and_one_linear_layer(tiny_counts):
             build_model("resnet18", 3, "fastai", p).state_dict()
         )
     trained = make_learner(dls, "resnet18", None, pretrained=False, head="linear").model
-    rebuilt = build_model("resnet18", 3, "linear", 0.5)
+    rebuilt = build_model("resnet18", 3, "linear")
     assert {k: v.shape for k, v in trained.state_dict().items()} == {
         k: v.shape for k, v in rebuilt.state_dict().items()
     }

@@ -63,6 +63,30 @@ TRAIN_EXAMPLES = """
 """
 
 
+# Options that train and select-transforms share, spelled once.
+HeadOpt = Annotated[
+    str,
+    typer.Option(
+        help="fastai: concat (avg+max) pooling, BatchNorm, a 512-unit hidden layer; "
+        "linear: average pooling + one linear layer (torchvision's head; counts better)."
+    ),
+]
+HeadDropoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Dropout in the classifier head (fastai's ps) "
+        "\\[default: 0.5 with --head fastai, 0 with --head linear]."
+    ),
+]
+PreciseBNOpt = Annotated[
+    int,
+    typer.Option(
+        help="Training images that re-estimate BatchNorm statistics before each "
+        "validation (0: off, keep the running averages)."
+    ),
+]
+
+
 @app.command("train", epilog=TRAIN_EXAMPLES)
 def train_cmd(
     data: Annotated[
@@ -132,27 +156,9 @@ def train_cmd(
     lr_find_iters: Annotated[
         int, typer.Option(help="LR finder iterations (0 skips it; needs --lr VALUE).")
     ] = 100,
-    head: Annotated[
-        str,
-        typer.Option(
-            help="fastai: concat (avg+max) pooling, BatchNorm, a 512-unit hidden layer; "
-            "linear: average pooling + one linear layer (torchvision's head; counts better)."
-        ),
-    ] = "fastai",
-    head_dropout: Annotated[
-        float | None,
-        typer.Option(
-            help="Dropout in the classifier head (fastai's ps) "
-            "\\[default: 0.5 with --head fastai, 0 with --head linear]."
-        ),
-    ] = None,
-    precise_bn: Annotated[
-        int,
-        typer.Option(
-            help="Training images that re-estimate BatchNorm statistics before each "
-            "validation (0: off, keep the running averages)."
-        ),
-    ] = 1024,
+    head: HeadOpt = "fastai",
+    head_dropout: HeadDropoutOpt = None,
+    precise_bn: PreciseBNOpt = 1024,
     resume: Annotated[
         bool, typer.Option(help="Continue an interrupted run from its last epoch.")
     ] = False,
@@ -342,14 +348,9 @@ def select_transforms_cmd(
     seed: Annotated[int, typer.Option(help="Seed (the same for all).")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     workers: Annotated[int | None, typer.Option(help="DataLoader workers.")] = None,
-    head: Annotated[str, typer.Option(help="fastai | linear (as for train).")] = "fastai",
-    head_dropout: Annotated[
-        float | None,
-        typer.Option(help="Head dropout \\[default: 0.5 with --head fastai, 0 with linear]."),
-    ] = None,
-    precise_bn: Annotated[
-        int, typer.Option(help="Images that re-estimate BatchNorm statistics (as for train).")
-    ] = 1024,
+    head: HeadOpt = "fastai",
+    head_dropout: HeadDropoutOpt = None,
+    precise_bn: PreciseBNOpt = 1024,
 ) -> None:
     """Try augmentation presets on the same short budget and choose the best label-safe one.
 

@@ -103,9 +103,15 @@ class RunSpec:
     @property
     def dropout(self) -> float:
         """The head dropout actually used (see ``head_dropout``)."""
-        if self.head_dropout is not None:
-            return float(self.head_dropout)
-        return 0.0 if self.head == "linear" else 0.5
+        return head_dropout_for(self.head, self.head_dropout)
+
+    @property
+    def head_layout(self) -> dict[str, Any]:
+        """head and dropout as recorded in config.yaml, model.json and the resume key
+        (None for LeNet, which has its own classifier)."""
+        if self.arch == "lenet":
+            return {"head": None, "head_dropout": None}
+        return {"head": self.head, "head_dropout": self.dropout}
 
     @property
     def uses_pretrained(self) -> bool:
@@ -138,10 +144,17 @@ class RunSpec:
         for k in RESUME_FREE:
             d.pop(k, None)
         # The dropout actually used: `--head linear` and `--head linear --head-dropout 0`
-        # are the same run (LeNet has no head of this kind).
-        d["head_dropout"] = None if self.arch == "lenet" else self.dropout
+        # are the same run.
+        d["head_dropout"] = self.head_layout["head_dropout"]
         d["data"] = str(Path(self.data).resolve())
         return d
+
+
+def head_dropout_for(head: str, value: float | None) -> float:
+    """``value``, or the head's default: 0.5 for fastai's (its own ps), 0 for the linear head."""
+    if value is not None:
+        return float(value)
+    return 0.0 if head == "linear" else 0.5
 
 
 def parse_bs(value: str | int) -> str | int:

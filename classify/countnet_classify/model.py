@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from countnet_classify.config import head_dropout_for
 from countnet_gen.atomic import atomic_path
 from countnet_gen.errors import CountnetError
 
@@ -182,11 +183,13 @@ class _PretrainedArch:
         return model
 
 
-def head_options(head: str = "fastai", dropout: float = 0.5) -> dict:
+def head_options(head: str = "fastai", dropout: float | None = None) -> dict:
     """fastai create_head options for ``--head``. ``linear`` is torchvision's own head:
     average pooling and one linear layer, so each logit is a sum of per-location evidence
     (a count, for counting sets); fastai's adds max pooling, which sees only the strongest
-    location, and a BatchNorm + 512-unit hidden layer (BENCHMARKS.md measures both)."""
+    location, and a BatchNorm + 512-unit hidden layer (BENCHMARKS.md measures both).
+    ``dropout`` None: the head's default (config.head_dropout_for)."""
+    dropout = head_dropout_for(head, dropout)
     if head == "linear":
         return {"concat_pool": False, "lin_ftrs": [], "first_bn": False, "ps": dropout}
     if head == "fastai":
@@ -201,7 +204,7 @@ def make_learner(
     *,
     pretrained: bool,
     head: str = "fastai",
-    head_dropout: float = 0.5,
+    head_dropout: float | None = None,
     **kwargs,
 ):
     """A fastai Learner for ``arch``: vision_learner (body + a new ``head`` with dropout
@@ -221,7 +224,7 @@ def make_learner(
 
 
 def build_model(
-    arch: str, n_out: int, head: str = "fastai", head_dropout: float = 0.5
+    arch: str, n_out: int, head: str = "fastai", head_dropout: float | None = None
 ) -> nn.Module:
     """The same network make_learner trains, freshly initialised (for loading weights).
     ``head_dropout`` matters to the layout: fastai leaves out dropout layers with p = 0,

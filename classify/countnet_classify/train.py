@@ -216,8 +216,7 @@ def train(spec: RunSpec, *, say=print, figures: bool = True) -> TrainResult:
             "device": str(device),
             "precision": precision,
             "channels_last": channels_last,
-            "head": None if spec.arch == "lenet" else spec.head,
-            "head_dropout": None if spec.arch == "lenet" else spec.dropout,
+            **spec.head_layout,
             "pretrained": spec.uses_pretrained,
             "weights_source": weights_source,
             "schedule": (
@@ -329,8 +328,7 @@ def train(spec: RunSpec, *, say=print, figures: bool = True) -> TrainResult:
         learn.model,
         {
             "arch": spec.arch,
-            "head": None if spec.arch == "lenet" else spec.head,
-            "head_dropout": None if spec.arch == "lenet" else spec.dropout,
+            **spec.head_layout,
             "classes": list(learn.dls.vocab),
             "size": spec.size,
             "resize": "squish",
