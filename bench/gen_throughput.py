@@ -12,7 +12,6 @@ scaling comes from ``countnet_gen.writer.generate`` with 1..W workers.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import shutil
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from countnet_gen.cpus import usable_cpus
 from countnet_gen.spec import DatasetSpec, color_rgb
 from countnet_gen.writer import ImageJob, _init_worker, _write_chunk, generate
 
@@ -86,7 +86,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--images", type=int, default=600, help="images per per-core measurement")
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1])
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, usable_cpus()])
     ap.add_argument("--scaling-images", type=int, default=6000, help="images per scaling run")
     ap.add_argument("--dir", type=Path, default=None, help="where to write (default: $TMPDIR)")
     args = ap.parse_args()
@@ -104,7 +104,7 @@ def main() -> None:
     try:
         print(
             f"# gen_throughput: {platform.node()} {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} cores, {n} images per figure, {SIZE} px, 45-50 circles, PNGs "
+            f"{usable_cpus()} usable cores, {n} images per figure, {SIZE} px, 45-50 circles, PNGs "
             f"written to {tmp.parent}"
         )
         mpl = bench_matplotlib(max(n // 4, 50), tmp)

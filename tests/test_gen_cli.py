@@ -57,7 +57,7 @@ def test_layout_manifest_and_metadata(tmp_path):
 def test_default_out_is_derived_from_parameters(tmp_path):
     proc = run_countnet("gen", *SMALL, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    made = list((tmp_path / "datasets").iterdir())
+    made = [p for p in (tmp_path / "datasets").iterdir() if not p.name.endswith(".lock")]
     assert [p.name for p in made] == [
         DatasetSpec(counts=(2, 4), per_class=10, size=32, radius=(2, 3)).default_name()
     ]
@@ -86,7 +86,45 @@ def test_existing_dataset_needs_force(tmp_path):
     proc = run_countnet("gen", *SMALL, "--seed", "1", "--out", out, "--force")
     assert proc.returncode == 0, proc.stderr
     assert files(out) != before and read_dataset_spec(out).seed == 1
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers
+    # no leftovers but the lock file (kept: deleting a lock file races with its next taker)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".ds.lock"]
+
+
+def test_force_never_deletes_a_folder_that_is_not_a_dataset(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    proc = run_countnet("gen", *SMALL, "--out", out, "--force")
+    assert_one_line_error(proc, "--force replaces only a countnet dataset", "nothing was changed")
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]
+    assert (out / "thesis.tex").read_text() == "years of work"
+    # A folder holding a file named dataset.json that countnet did not write is no dataset.
+    (out / "dataset.json").write_text("[1, 2, 3]")
+    assert run_countnet("gen", *SMALL, "--out", out, "--force").returncode != 0
+    assert (out / "thesis.tex").is_file()
+    # An empty folder may be filled.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_countnet("gen", *SMALL, "--out", empty, "--force").returncode == 0
+    assert len(read_manifest(empty)) == 30
+
+
+def test_a_dataset_being_written_is_not_touched_by_a_second_writer(tmp_path):
+    from filelock import FileLock
+
+    out = tmp_path / "ds"
+    # Another writer (another shell, the workflow, another node) holds the dataset's lock and
+    # has its staging folder beside it; its PID means nothing on this host.
+    other = tmp_path / ".ds.partial-4194000-abcd"
+    (other / "train").mkdir(parents=True)
+    with FileLock(tmp_path / ".ds.lock"):
+        proc = run_countnet("gen", *SMALL, "--out", out, "--force")
+        assert_one_line_error(proc, "being written by another process")
+        assert other.is_dir() and not out.exists()
+    # Once it is gone (its lock released, here or by the kernel after kill -9), a new
+    # writer sweeps its leftovers and writes the set.
+    assert run_countnet("gen", *SMALL, "--out", out).returncode == 0
+    assert not other.exists() and len(read_manifest(out)) == 30
 
 
 def test_kill_9_leaves_nothing_and_rerun_succeeds(tmp_path):
@@ -123,7 +161,7 @@ def test_kill_9_leaves_nothing_and_rerun_succeeds(tmp_path):
     rerun = run_countnet("gen", *SMALL, "--out", out)
     assert rerun.returncode == 0, rerun.stderr
     assert out.is_dir() and len(read_manifest(out)) == 30
-    assert [p.name for p in tmp_path.iterdir()] == ["big"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".big.lock", "big"]
 
 
 @pytest.mark.parametrize(
@@ -164,6 +202,31 @@ def test_unwritable_out(tmp_path):
     assert blocker.read_text() == "not a folder"
 
 
+def test_layouts_are_judged_by_what_fits(tmp_path):
+    # Fits exactly: one circle as wide as the frame.
+    one = run_countnet(
+        "gen", "--range", "1-1", "--per-class", "4", "--size", "32", "--radius", "16",
+        "--no-overlap", "--out", tmp_path / "one", "--quiet",
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    # Radii up to 11 in 64 px: a large draw may not fit, so it is redrawn; the whole set
+    # is written instead of dying midway.
+    wide = run_countnet(
+        "gen", "--range", "8-10", "--per-class", "40", "--size", "64", "--radius", "2-11",
+        "--no-overlap", "--out", tmp_path / "wide", "--quiet",
+    )  # fmt: skip
+    assert wide.returncode == 0, wide.stderr
+    rows = read_manifest(tmp_path / "wide")
+    assert len(rows) == 120 and all(len(r["circles"]) == r["count"] for r in rows)
+    # Fits by area but almost never by placement: refused before anything is written.
+    dense = run_countnet(
+        "gen", "--range", "38-40", "--size", "48", "--radius", "3", "--no-overlap",
+        "--out", tmp_path / "dense",
+    )  # fmt: skip
+    assert_one_line_error(dense, "cannot be placed reliably", "trial layouts")
+    assert not (tmp_path / "dense").exists()
+
+
 def test_help_shows_examples_and_inclusive_range():
     proc = run_countnet("gen", "--help")
     assert proc.returncode == 0
@@ -196,3 +259,23 @@ def test_every_documented_gen_example_runs(tmp_path):
         proc = run_countnet("gen", *args, "--per-class", "5", "--out", tmp_path / str(i), "--quiet")
         assert proc.returncode == 0, f"countnet gen {' '.join(args)}: {proc.stderr}"
         assert (tmp_path / str(i) / "manifest.csv").is_file()
+
+
+def test_workflow_log_is_written_as_the_job_runs(tmp_path):
+    from countnet_gen.errors import CountnetError
+    from countnet_gen.writer import generate_logged
+
+    spec = DatasetSpec(counts=(2, 3), per_class=10, size=32, radius=2)
+    log = tmp_path / "logs" / "ok.log"
+    generate_logged(spec, tmp_path / "ok", workers=1, log=log)
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith("generating 20 images")
+    assert "20/20 images (100%)" in lines and lines[-1].startswith("generated 20 images")
+    # A job that fails leaves its reason in its log, not an empty file.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    bad = tmp_path / "logs" / "bad.log"
+    with pytest.raises(CountnetError):
+        generate_logged(spec, blocker / "ds", workers=1, log=bad)
+    lines = bad.read_text().splitlines()
+    assert lines[0].startswith("generating") and lines[-1].startswith("error: cannot create")

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from countnet_gen.errors import CountnetError
-from countnet_gen.sampler import GAP, check_packable, packing_density, sample_circles
+from countnet_gen.sampler import GAP, check_packable, covered_fraction, sample_circles
 
 
 @st.composite
@@ -18,7 +18,7 @@ def layouts(draw):
     r1 = draw(st.floats(r0, size / 6))
     n = draw(st.integers(1, 60))
     no_overlap = draw(st.booleans())
-    if no_overlap and packing_density(n, size, (r0, r1)) > 0.3:
+    if no_overlap and covered_fraction(n, size, r1) > 0.3:
         n = 1
     seed = draw(st.integers(0, 2**32 - 1))
     return n, size, (r0, r1), no_overlap, seed
@@ -51,6 +51,15 @@ def test_impossible_packing_is_refused_up_front():
     with pytest.raises(CountnetError, match="cannot be placed"):
         check_packable(500, 64, (5, 5), no_overlap=True)
     check_packable(500, 64, (5, 5), no_overlap=False)  # overlap allowed: anything fits
+
+
+def test_the_area_bound_refuses_only_the_impossible():
+    check_packable(1, 32, (16, 16), no_overlap=True)  # exactly as wide as the frame
+    # 45 circles of radius 1.5-30 fit by area at their smallest radius: not refused by it
+    # (the trial layouts judge them), whereas 500 of radius 5 in 64 px never fit.
+    with pytest.raises(CountnetError) as e:
+        check_packable(45, 64, (1.5, 30), no_overlap=True)
+    assert "trial layouts" in str(e.value)
 
 
 def test_dense_but_nominally_feasible_packing_fails_in_bounded_time(monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from countnet_gen.errors import CountnetError
@@ -52,8 +53,10 @@ def test_unknown_config_key_is_named():
         ({"radius": "8-4"}, "reversed"),
         ({"radius": "200"}, "too large"),
         ({"valid_pct": 1.5}, "--valid-pct"),
-        ({"fg": "#fff"}, "--fg"),
+        ({"fg": "#ggg"}, "--fg must be a colour"),
+        ({"bg": "no-such-colour"}, "--bg must be a colour"),
         ({"fg": "white"}, "same colour"),
+        ({"fg": "#fff"}, "same colour"),
         ({"counts": "400-500", "no_overlap": True, "radius": "10"}, "cannot be placed"),
     ],
 )
@@ -68,3 +71,28 @@ def test_default_name_reflects_parameters():
     b = DatasetSpec(counts="45-50")
     assert a.default_name() != b.default_name()
     assert a.default_name().startswith("count-45-50")
+    c = DatasetSpec(counts="45-50", valid_pct=0.1)
+    assert c.default_name() not in (a.default_name(), b.default_name())
+
+
+def test_sets_with_other_parameters_share_no_image():
+    from countnet_gen.writer import ImageJob, make_image
+
+    train = DatasetSpec(counts="3-4", per_class=50, size=32, radius=2, seed=0)
+    test = DatasetSpec(counts="3-4", per_class=10, size=32, radius=2, seed=0)  # same seed
+    renamed = DatasetSpec(counts="3-4", per_class=50, size=32, radius=2, seed=0, name="x")
+    for i in range(10):
+        job = ImageJob(3, i, "train")
+        a, b, c = make_image(train, job)[0], make_image(test, job)[0], make_image(renamed, job)[0]
+        assert not np.array_equal(a, b)
+        assert np.array_equal(a, c)  # the folder name is not a parameter of the pixels
+
+
+def test_colours_are_read_by_pillow():
+    from countnet_gen.spec import parse_color
+
+    assert parse_color("navy", "--fg") == "#000080"
+    assert parse_color("rgb(31,119,180)", "--fg") == "#1f77b4"
+    assert parse_color("#ABC", "--fg") == "#aabbcc"
+    with pytest.raises(CountnetError, match="opaque"):
+        parse_color("#00000080", "--fg")

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from countnet_classify.screen import Screened
-from countnet_gen.atomic import staging_dir
+from countnet_gen.atomic import exclusive, staging_dir
+from countnet_gen.cpus import usable_cpus
 from countnet_gen.progress import progress_bar
 
 FORMAT = 1  # bump when the layout or the decoding changes: old entries are never reused
@@ -89,15 +90,22 @@ def decoded_splits(
 ) -> DecodedSplits:
     """The decoded cache entry of ``sc`` at ``size``: reused when whole, else built."""
     key = cache_key(sc, size)
-    files = files_key(sc)
     final = decoded_dir() / key[:32]
     if (final / "meta.json").is_file():
         return _load(final, sc.classes, size, built=False)
+    # Another process building the same entry (two runs on one set): wait for it, then reuse.
+    with exclusive(final, "cache entry", wait=None):
+        if (final / "meta.json").is_file():
+            return _load(final, sc.classes, size, built=False)
+        _build(final, sc, size, key, workers or usable_cpus(), say, progress)
+    return _load(final, sc.classes, size, built=True)
+
+
+def _build(
+    final: Path, sc: Screened, size: int, key: str, workers: int, say, progress: bool
+) -> None:
     index = {c: i for i, c in enumerate(sc.classes)}
     by_split = {s: [(p, lbl) for p, lbl, v in sc.items if v == (s == "valid")] for s in SPLITS}
-    if not workers:  # CPUs this process may use (affinity is Linux-only)
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        workers = max(1, workers or os.cpu_count() or 1)
     t0 = time.perf_counter()
     total = sum(len(v) for v in by_split.values())
     say(f"decoding {total} images at {size} px into the cache ({final.parent}), once")
@@ -124,13 +132,12 @@ def decoded_splits(
                         update(done, total)
                 arr.flush()
                 del arr
-                np.save(
-                    tmp / f"{split}_y.npy", np.array([index[lbl] for _, lbl in entries], np.int64)
-                )
+                labels = np.array([index[lbl] for _, lbl in entries], np.int64)
+                np.save(tmp / f"{split}_y.npy", labels)
         meta = {
             "format": FORMAT,
             "key": key,
-            "files": files,
+            "files": files_key(sc),
             "root": str(sc.root.resolve()),
             "size": size,
             "classes": sc.classes,
@@ -139,8 +146,7 @@ def decoded_splits(
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")  # written last
     say(f"decoded {total} images in {time.perf_counter() - t0:.1f}s")
-    _drop_stale(final, meta["root"], size, files)
-    return _load(final, sc.classes, size, built=True)
+    _drop_stale(final, meta["root"], size, meta["files"])
 
 
 def _drop_stale(keep: Path, root: str, size: int, files: str) -> None:

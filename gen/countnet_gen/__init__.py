@@ -9,8 +9,9 @@ from countnet_gen.errors import CountnetError
 from countnet_gen.spec import DatasetSpec
 
 # Bumped whenever the same DatasetSpec and seed would render different pixels or circles
-# (2: --no-overlap gap 1 -> 2 px). Recorded in dataset.json and a parameter of the workflow's
+# (2: --no-overlap gap 1 -> 2 px; 3: radii redrawn when a layout fails, the image seed mixes
+# in the parameters). Recorded in dataset.json and a parameter of the workflow's
 # gen rule, so a generator fix regenerates the datasets made before it.
-PIXELS_VERSION = 2
+PIXELS_VERSION = 3
 
 __all__ = ["PIXELS_VERSION", "CountnetError", "DatasetSpec"]

@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from countnet_gen.errors import CountnetError
@@ -14,25 +14,41 @@ from countnet_gen.errors import CountnetError
 PARTIAL = ".partial-"
 
 
-def _pid_alive(pid: int) -> bool:
+@contextlib.contextmanager
+def exclusive(final: Path, what: str = "dataset", wait: float = 0) -> Iterator[None]:
+    """Hold the lock file ``.<name>.lock`` beside ``final`` while writing it.
+
+    An OS lock (fcntl/msvcrt via filelock): the kernel releases it when the holder dies, even
+    by kill -9, and a shared filesystem's lock manager makes it hold across nodes, so two
+    writers of one folder never race. ``wait`` seconds to wait for another holder (0: fail at
+    once with one line; None: wait as long as it takes).
+    """
+    from filelock import FileLock, Timeout
+
+    check_writable_parent(final)
+    lock = FileLock(final.parent / f".{final.name}.lock")
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        lock.acquire(timeout=-1 if wait is None else wait)
+    except Timeout:
+        raise CountnetError(
+            f"{what} {final} is being written by another process (it holds {lock.lock_file}): "
+            "wait for it to finish, or write somewhere else"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def remove_stale_partials(final: Path) -> None:
-    """Delete temp folders left by killed runs aimed at ``final`` (their pid is gone)."""
+    """Delete temp folders left by killed runs aimed at ``final``. Call it only while holding
+    ``exclusive(final)``: then no live writer of ``final`` exists on any host, so every such
+    folder is stale (a PID check could not tell, for a writer on another node)."""
     parent = final.parent
     if not parent.is_dir():
         return
     for p in parent.glob(f".{final.name}{PARTIAL}*"):
-        pid = p.name.rsplit("-", 2)[-2] if p.name.count("-") >= 2 else ""
-        if not pid.isdigit() or not _pid_alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def check_writable_parent(final: Path) -> None:
@@ -59,15 +75,30 @@ def move_into_place(src: Path, final: Path) -> None:
 
 
 @contextlib.contextmanager
-def staging_dir(final: Path, *, force: bool, what: str = "dataset") -> Iterator[Path]:
+def staging_dir(
+    final: Path,
+    *,
+    force: bool,
+    what: str = "dataset",
+    replaceable: Callable[[Path], bool] | None = None,
+) -> Iterator[Path]:
     """Yield a temp folder beside ``final``; on success it replaces ``final`` atomically.
+    Use it inside ``exclusive(final)``.
 
-    Without ``force`` an existing ``final`` is an error. On any failure (or interruption)
-    the temp folder is removed; after kill -9 it is removed by the next run.
+    Without ``force`` an existing ``final`` is an error; with it, ``final`` is replaced only
+    if it is an empty folder or ``replaceable(final)`` says it is ours (a user's folder is
+    never deleted). On any failure (or interruption) the temp folder is removed; after
+    kill -9 it is removed by the next run.
     """
     final = Path(final)
     if final.exists() and not force:
         raise CountnetError(f"{what} {final} already exists: pass --force to replace it")
+    ours = final.is_dir() and (_is_empty_dir(final) or replaceable is None or replaceable(final))
+    if final.exists() and not ours:
+        raise CountnetError(
+            f"--force replaces only a countnet {what} or an empty folder, and {final} is "
+            "neither: nothing was changed (choose another output or remove it yourself)"
+        )
     check_writable_parent(final)
     remove_stale_partials(final)
     try:
@@ -83,6 +114,10 @@ def staging_dir(final: Path, *, force: bool, what: str = "dataset") -> Iterator[
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
 
 
 def _umask() -> int:

@@ -50,11 +50,14 @@ def gen(
         float, typer.Option(help="Fraction of each class kept for validation.")
     ] = 0.2,
     seed: Annotated[int, typer.Option(help="Random seed: same parameters + seed, same bytes.")] = 0,
-    fg: Annotated[str, typer.Option(help="Circle colour (hex or name).")] = DEFAULT_FG,
-    bg: Annotated[str, typer.Option(help="Background colour (hex or name).")] = DEFAULT_BG,
+    fg: Annotated[str, typer.Option(help="Circle colour (hex, CSS name, rgb()).")] = DEFAULT_FG,
+    bg: Annotated[str, typer.Option(help="Background colour (hex, CSS name, rgb()).")] = DEFAULT_BG,
     workers: Annotated[
         int | None,
-        typer.Option(help="Worker processes \\[default: all cores]. Output does not depend on it."),
+        typer.Option(
+            help="Worker processes \\[default: the CPUs this process may use]. Output does "
+            "not depend on it."
+        ),
     ] = None,
     out: Annotated[
         Path | None,
@@ -62,7 +65,9 @@ def gen(
             help="Output folder \\[default: datasets/count-A-B_..., named from the parameters]."
         ),
     ] = None,
-    force: Annotated[bool, typer.Option(help="Replace an existing dataset at --out.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Replace an existing countnet dataset (or empty folder) at --out.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Render a synthetic counting dataset: images of N circles, one folder per count.

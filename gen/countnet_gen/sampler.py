@@ -19,34 +19,57 @@ from countnet_gen.errors import CountnetError
 # in the rendered image at any threshold above zero. At 1 px the rims touched and a quarter-
 # contrast component count matched the label on only ~40% of dense images (tests/test_gen_render).
 GAP = 2.0
-# Random sequential placement of discs jams near 55% coverage; beyond ~45% it gets slow
-# and unreliable, so such requests are refused up front instead of retried forever.
-MAX_PACKING_DENSITY = 0.45
+# No packing of equal discs covers more of a region than the hexagonal one (Fejes Toth), so
+# this bound is a proof of impossibility, never a refusal of a layout that fits. Whether a
+# layout that passes it can be found is then measured (check_packable's trial layouts).
+HEX_DENSITY = math.pi / (2 * math.sqrt(3))
 MAX_ROUNDS = 64
 CANDIDATES = 8  # positions tried per pending circle per round
-MAX_RESTARTS = 20
+STALL_ROUNDS = 16  # a layout that placed nothing new in this many rounds is given up
+# Per image, up to MAX_RESTARTS layouts, each with freshly drawn radii (an unlucky draw of
+# many large circles may not fit); a stalled layout costs a few rounds, so the bound on work
+# is MAX_RESTARTS * MAX_ROUNDS rounds but failures are cheap. check_packable asks at least
+# TRIAL_MIN_OK of TRIAL_LAYOUTS first attempts to succeed (~10%): an image then fails all
+# its restarts with odds below 0.9^200 = 7e-10, so a set never dies midway.
+MAX_RESTARTS = 200
+TRIAL_LAYOUTS = 64
+TRIAL_MIN_OK = 6
+TRIAL_SEED = 20261125
 
 
-def packing_density(n: int, size: int, radius: tuple[float, float]) -> float:
-    """Fraction of the frame covered by n circles grown by half the gap, using the
-    mean squared radius of the uniform radius distribution."""
-    r0, r1 = radius
+def covered_fraction(n: int, size: int, radius: float) -> float:
+    """Fraction of the frame (grown by half the gap on each side) that n circles of one
+    radius cover, each grown by half the gap."""
     g = GAP / 2
-    # E[(r+g)^2] for r ~ U(r0, r1)
-    mean_sq = ((r1 + g) ** 3 - (r0 + g) ** 3) / (3 * (r1 - r0)) if r1 > r0 else (r0 + g) ** 2
-    return n * math.pi * mean_sq / (size + GAP) ** 2
+    return n * math.pi * (radius + g) ** 2 / (size + GAP) ** 2
 
 
 def check_packable(n: int, size: int, radius: tuple[float, float], no_overlap: bool) -> None:
-    """Refuse a --no-overlap request that cannot be placed reliably."""
+    """Refuse, before anything is written, a --no-overlap request that cannot be placed:
+    impossible by area even with every circle at the smallest radius, or too rarely placed
+    in trial layouts of the actual radius distribution (so the set would fail midway)."""
     if not no_overlap:
         return
-    density = packing_density(n, size, radius)
-    if density > MAX_PACKING_DENSITY:
+    what = f"{n} non-overlapping circles of radius {_fmt_radius(radius)}"
+    fix = "lower the count or --radius, or raise --size"
+    r0, r1 = radius
+    limit = HEX_DENSITY if r0 == r1 else 1.0  # discs of unequal sizes can pack denser
+    cover = covered_fraction(n, size, r0)
+    if cover > limit:
         raise CountnetError(
-            f"{n} non-overlapping circles of radius {_fmt_radius(radius)} cannot be placed in a "
-            f"{size}x{size} image (they would cover {density:.0%} of it; at most "
-            f"{MAX_PACKING_DENSITY:.0%} is feasible): lower the count or --radius, or raise --size"
+            f"{what} cannot be placed in a {size}x{size} image (even at radius {r0:g} they "
+            f"would cover {cover:.0%} of it, with the {GAP:g} px gaps; at most "
+            f"{limit:.0%} is possible): {fix}"
+        )
+    rng = np.random.default_rng(TRIAL_SEED)
+    placed = sum(
+        _place_without_overlap(rng, _draw_radii(rng, n, radius), size) is not None
+        for _ in range(TRIAL_LAYOUTS)
+    )
+    if placed < TRIAL_MIN_OK:
+        raise CountnetError(
+            f"{what} cannot be placed reliably in a {size}x{size} image (only {placed} of "
+            f"{TRIAL_LAYOUTS} trial layouts fit): {fix}"
         )
 
 
@@ -70,14 +93,15 @@ def sample_circles(
     r0, r1 = radius
     if 2 * r1 > size:
         raise CountnetError(f"radius {r1:g} does not fit in a {size}px frame")
-    radii = rng.uniform(r0, r1, n) if r1 > r0 else np.full(n, float(r0))
+    radii = _draw_radii(rng, n, radius)
     if not no_overlap:
         lo = radii[:, None]
         xy = lo + rng.random((n, 2)) * (size - 2 * lo)
         return np.column_stack([xy, radii])
-    # Largest first: big circles are the hard ones to fit once the frame fills up.
-    radii = np.sort(radii)[::-1]
-    for _ in range(MAX_RESTARTS):
+    for attempt in range(MAX_RESTARTS):
+        if attempt:
+            # Redraw the radii too: the image's radii are then drawn from those that fit.
+            radii = _draw_radii(rng, n, radius)
         circles = _place_without_overlap(rng, radii, size)
         if circles is not None:
             return circles
@@ -86,6 +110,13 @@ def sample_circles(
         f"{size}x{size} image after {MAX_RESTARTS} attempts: lower the count or --radius, "
         "or raise --size"
     )
+
+
+def _draw_radii(rng: np.random.Generator, n: int, radius: tuple[float, float]) -> np.ndarray:
+    """n radii, largest first: big circles are the hard ones to fit once the frame fills."""
+    r0, r1 = radius
+    radii = rng.uniform(r0, r1, n) if r1 > r0 else np.full(n, float(r0))
+    return np.sort(radii)[::-1]
 
 
 def _place_without_overlap(
@@ -102,6 +133,7 @@ def _place_without_overlap(
     xy = np.empty((n, 2))
     accepted = np.zeros(n, bool)
     pending = np.arange(n)
+    stalled = 0
     for _ in range(MAX_ROUNDS):
         m = len(pending)
         r = radii[pending]
@@ -124,4 +156,7 @@ def _place_without_overlap(
         pending = pending[~ok]
         if pending.size == 0:
             return np.column_stack([xy, radii])
+        stalled = 0 if ok.any() else stalled + 1
+        if stalled == STALL_ROUNDS:
+            return None  # the circles placed so far leave no room: start over
     return None

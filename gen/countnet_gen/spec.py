@@ -4,6 +4,8 @@ Snakefile (config/config.yaml) and the dataset's own dataset.json."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -17,17 +19,6 @@ DEFAULT_FG = "#1f77b4"
 DEFAULT_BG = "#ffffff"
 
 _RANGE_RE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
-_HEX_RE = re.compile(r"^#?([0-9a-fA-F]{6})$")
-_NAMED = {
-    "white": "#ffffff",
-    "black": "#000000",
-    "red": "#d62728",
-    "green": "#2ca02c",
-    "blue": "#1f77b4",
-    "orange": "#ff7f0e",
-    "gray": "#7f7f7f",
-    "grey": "#7f7f7f",
-}
 
 
 def parse_int_range(
@@ -52,17 +43,20 @@ def parse_int_range(
 
 
 def parse_color(text: str, what: str) -> str:
-    """Return a colour as '#rrggbb' from a hex string or a few common names."""
-    named = _NAMED.get(str(text).strip().lower())
-    if named:
-        return named
-    m = _HEX_RE.match(str(text).strip())
-    if not m:
+    """A colour as '#rrggbb' from anything Pillow's ImageColor reads: hex (#rgb, #rrggbb),
+    CSS names (``blue`` is CSS blue, #0000ff), rgb(...), hsl(...)."""
+    from PIL import ImageColor
+
+    try:
+        rgb = ImageColor.getrgb(str(text).strip())
+    except ValueError:
         raise CountnetError(
-            f"{what} must be a hex colour like #1f77b4 or one of {', '.join(sorted(_NAMED))}; "
-            f"got {text!r}"
-        )
-    return "#" + m.group(1).lower()
+            f"{what} must be a colour: hex like #1f77b4 or #fff, a CSS name like navy, or "
+            f"rgb(31,119,180); got {text!r}"
+        ) from None
+    if len(rgb) == 4 and rgb[3] != 255:
+        raise CountnetError(f"{what} must be opaque, got {text!r}")
+    return "#{:02x}{:02x}{:02x}".format(*rgb[:3])
 
 
 def color_rgb(hex_color: str) -> tuple[int, int, int]:
@@ -155,9 +149,20 @@ class DatasetSpec:
             parts.append("nooverlap")
         if (self.fg, self.bg) != (DEFAULT_FG, DEFAULT_BG):
             parts.append(f"{self.fg.lstrip('#')}-on-{self.bg.lstrip('#')}")
+        if self.valid_pct != DatasetSpec.valid_pct:
+            parts.append(f"v{self.valid_pct:g}")
         if self.seed:
             parts.append(f"seed{self.seed}")
         return "_".join(parts)
+
+    def layout_key(self) -> int:
+        """32 bits of a hash of every parameter but the seed (and the name). Mixed into each
+        image's seed, so two sets that differ in any parameter (a smaller --per-class
+        "test" set, say) never share images, even with the same --seed."""
+        d = self.to_dict()
+        d.pop("seed"), d.pop("name")
+        digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+        return int(digest[:8], 16)
 
     def out_dir(self, root: Path | str = "datasets") -> Path:
         return Path(root) / (self.name or self.default_name())

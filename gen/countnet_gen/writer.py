@@ -1,8 +1,9 @@
 """Files: render every image of a DatasetSpec into train/<count>/ and valid/<count>/,
 with manifest.csv (one row per image, every circle) and dataset.json, atomically.
 
-Each image's randomness comes from SeedSequence(seed, spawn_key=(count, index)), so the
-bytes written do not depend on how the work is split across processes.
+Each image's randomness comes from SeedSequence(seed, spawn_key=(layout key, count, index)),
+so the pixels do not depend on how the work is split across processes, and two sets with
+different parameters (the layout key hashes them) never share an image.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import csv
 import io
 import json
 import multiprocessing as mp
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from countnet_gen import PIXELS_VERSION
-from countnet_gen.atomic import staging_dir
+from countnet_gen.atomic import exclusive, staging_dir
+from countnet_gen.cpus import usable_cpus
 from countnet_gen.errors import CountnetError
 from countnet_gen.render import coverage_u8, palette
 from countnet_gen.sampler import sample_circles
@@ -56,13 +57,14 @@ def plan_images(spec: DatasetSpec) -> list[ImageJob]:
     ]
 
 
-def image_rng(seed: int, count: int, index: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(count, index)))
+def image_rng(spec: DatasetSpec, count: int, index: int) -> np.random.Generator:
+    key = (spec.layout_key(), count, index)
+    return np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=key))
 
 
 def make_image(spec: DatasetSpec, job: ImageJob) -> tuple[np.ndarray, np.ndarray]:
     """(circles, coverage indices) for one image: a pure function of spec and job."""
-    rng = image_rng(spec.seed, job.count, job.index)
+    rng = image_rng(spec, job.count, job.index)
     circles = sample_circles(rng, job.count, spec.size, spec.radius, spec.no_overlap)
     return circles, coverage_u8(circles, spec.size)
 
@@ -120,11 +122,14 @@ def generate(
     """
     final = Path(out) if out is not None else spec.out_dir()
     if workers is None:
-        workers = os.cpu_count() or 1
+        workers = usable_cpus()
     if workers < 1:
         raise CountnetError(f"--workers must be at least 1, got {workers}")
     jobs = plan_images(spec)
-    with staging_dir(final, force=force) as tmp:
+    with (
+        exclusive(final, "dataset"),
+        staging_dir(final, force=force, replaceable=is_dataset) as tmp,
+    ):
         for split in ("train", "valid"):
             for count in spec.classes:
                 (tmp / split / str(count)).mkdir(parents=True, exist_ok=True)
@@ -171,6 +176,15 @@ def _write_manifest(path: Path, rows: list[tuple[str, str, int, str]]) -> None:
         w.writerows(rows)
 
 
+def is_dataset(folder: Path | str) -> bool:
+    """Whether ``folder`` was written by countnet gen (it has countnet's dataset.json)."""
+    try:
+        meta = json.loads((Path(folder) / DATASET_JSON).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("spec"), dict) and "classes" in meta
+
+
 def read_manifest(root: Path | str) -> list[dict]:
     """Rows of a dataset's manifest with ``circles`` decoded to an (n, 3) array."""
     path = Path(root) / MANIFEST
@@ -192,16 +206,33 @@ def read_dataset_spec(root: Path | str) -> DatasetSpec:
 
 
 def generate_logged(spec: DatasetSpec, out: Path | str, *, workers: int, log: Path | str) -> Path:
-    """``generate`` for workflow rules: a one-line summary in ``log``, replacing ``out``
-    (Snakemake owns the output path and has already cleared it)."""
+    """``generate`` for workflow rules, replacing ``out`` (Snakemake owns the output path and
+    has already cleared it). ``log`` is written as the job runs: what is being made, progress
+    every 10%, then the summary, or the error that stopped it."""
     import time
 
-    t0 = time.perf_counter()
-    path = generate(spec, out, workers=workers, force=True)
-    dt = time.perf_counter() - t0
     Path(log).parent.mkdir(parents=True, exist_ok=True)
-    Path(log).write_text(
-        f"generated {spec.n_images} images of {spec.to_dict()} into {path} "
-        f"with {workers} workers in {dt:.1f}s ({spec.n_images / dt:.0f} images/s)\n"
-    )
+    with open(log, "w") as f:
+
+        def say(text: str) -> None:
+            print(text, file=f, flush=True)
+
+        say(f"generating {spec.n_images} images of {spec.to_dict()} into {out} ({workers} workers)")
+        t0 = time.perf_counter()
+        marks = iter(range(10, 101, 10))
+        mark = next(marks)
+
+        def progress(done: int, total: int) -> None:
+            nonlocal mark
+            while mark is not None and done * 100 >= mark * total:
+                say(f"{done}/{total} images ({mark}%)")
+                mark = next(marks, None)
+
+        try:
+            path = generate(spec, out, workers=workers, force=True, progress=progress)
+        except BaseException as e:
+            say(f"error: {e}" if isinstance(e, CountnetError) else f"error: {e!r}")
+            raise
+        dt = time.perf_counter() - t0
+        say(f"generated {spec.n_images} images in {dt:.1f}s ({spec.n_images / dt:.0f} images/s)")
     return path

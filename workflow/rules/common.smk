@@ -111,4 +111,8 @@ def call_logged(log, fn, *args, **kwargs):
 
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-        return fn(*args, say=lambda m: print(m, flush=True), **kwargs)
+        try:
+            return fn(*args, say=lambda m: print(m, flush=True), **kwargs)
+        except BaseException as e:  # the log says why the job stopped, not only Snakemake
+            print(f"error: {e}", flush=True)
+            raise
