@@ -10,11 +10,15 @@ rule gen:
     resources:
         mem_mb=2000,
     params:
-        spec=lambda wc: DATASETS[wc.name],
+        # Plain data, not the DatasetSpec: Snakemake records (and compares, for its params
+        # rerun trigger) only builtin values, so a changed parameter regenerates the set.
+        spec=lambda wc: DATASETS[wc.name].to_dict(),
         # A generator fix that changes pixels bumps this, and Snakemake's params trigger
         # regenerates the sets made before it.
         pixels_version=PIXELS_VERSION,
     run:
+        from countnet_gen.spec import DatasetSpec
         from countnet_gen.writer import generate_logged
 
-        generate_logged(params.spec, output[0], workers=threads, log=log[0])
+        spec = DatasetSpec.from_dict(params.spec)
+        generate_logged(spec, output[0], workers=threads, log=log[0])

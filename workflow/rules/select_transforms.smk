@@ -21,14 +21,15 @@ rule select_transforms:
                 for k, v in config.get("select_transforms", {}).items()
                 if k not in ("candidates", "default")
             },
-        ),
-        candidates=tuple(config.get("select_transforms", {}).get("candidates", ())),
+        ).to_dict(),  # plain data: see rule gen
+        candidates=list(config.get("select_transforms", {}).get("candidates", ())),
         default=config.get("select_transforms", {}).get("default", "dihedral"),
     run:
         import torch
+        from countnet_classify.config import RunSpec
         from countnet_classify.select import select_transforms
 
         torch.set_num_threads(threads)
         kw = {"candidates": params.candidates} if params.candidates else {}
         kw["default"] = params.default
-        call_logged(log[0], select_transforms, params.spec, output[0], **kw)
+        call_logged(log[0], select_transforms, RunSpec.from_dict(params.spec), output[0], **kw)

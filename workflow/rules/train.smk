@@ -16,10 +16,11 @@ rule train:
         mem_mb=8000,
         gpu=lambda wc: int(config.get("gpu", 0)),
     params:
-        spec=lambda wc: run_spec(wc.exp, force=True),
+        spec=lambda wc: run_spec(wc.exp, force=True).to_dict(),  # plain data: see rule gen
     run:
         import torch
+        from countnet_classify.config import RunSpec
         from countnet_classify.train import train
 
         torch.set_num_threads(threads)
-        call_logged(log[0], train, params.spec)
+        call_logged(log[0], train, RunSpec.from_dict(params.spec))
