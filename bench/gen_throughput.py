@@ -1,12 +1,17 @@
 """Generation throughput at 224 px: countnet's generator vs. the blog's matplotlib way and
-a naive Pillow drawer, all measured in this run on this machine (compare ratios, not
-seconds: machines here are shared and noisy).
+a Pillow drawer, all measured in this run on this machine (compare ratios, not seconds:
+machines here are shared and noisy).
 
-    uv run python bench/gen_throughput.py [--images 600] [--workers 1 2]
+    uv run python bench/gen_throughput.py [--images 300] [--repeats 3] [--workers 1 2]
+    uv run python bench/gen_throughput.py | tee bench/results/gen_throughput_$(date +%F).txt
 
-Every method renders the same kind of image (45-50 circles, 224 px, PNG to disk) and is
-timed end to end including the PNG write. Per-core figures come from one process;
-scaling comes from ``countnet_gen.writer.generate`` with 1..W workers.
+Every method renders the same images' worth of work (45-50 circles, 224 px) and is timed end
+to end including the PNG write, on the same number of images. The baselines get countnet's
+PNG settings: the Pillow drawer writes an 8-bit palette PNG (fg/bg blend, like countnet's)
+at countnet's zlib level; matplotlib writes its own RGBA PNG (that is how the blog made its
+images). Methods run interleaved, ``--repeats`` rounds, and each figure is the median.
+Scaling runs ``countnet_gen.writer.generate`` with 1 worker (always measured: the base of
+the efficiency) and each ``--workers`` value, also interleaved with medians.
 """
 
 from __future__ import annotations
@@ -14,17 +19,22 @@ from __future__ import annotations
 import argparse
 import platform
 import shutil
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import PIL
 
 from countnet_gen.cpus import usable_cpus
+from countnet_gen.render import palette
 from countnet_gen.spec import DatasetSpec, color_rgb
-from countnet_gen.writer import ImageJob, _init_worker, _write_chunk, generate
+from countnet_gen.writer import PNG_LEVEL, ImageJob, _init_worker, _write_chunk, generate
 
 SIZE = 224
+FG = "#1f77b4"
 
 
 def bench_matplotlib(n: int, out: Path) -> float:
@@ -39,7 +49,7 @@ def bench_matplotlib(n: int, out: Path) -> float:
         k = int(rng.integers(45, 51))
         fig = plt.figure(figsize=(SIZE / 100, SIZE / 100), dpi=100)
         ax = fig.add_axes((0, 0, 1, 1))
-        ax.scatter(rng.random(k), rng.random(k), s=40)
+        ax.scatter(rng.random(k), rng.random(k), s=40, c=FG)
         ax.set_xlim(-0.05, 1.05)
         ax.set_ylim(-0.05, 1.05)
         ax.axis("off")
@@ -49,18 +59,22 @@ def bench_matplotlib(n: int, out: Path) -> float:
 
 
 def bench_pillow(n: int, out: Path) -> float:
+    """ImageDraw.ellipse per circle (radius 6, overlap allowed) into an 8-bit palette image
+    with countnet's palette, saved at countnet's zlib level: countnet's output format, drawn
+    the obvious way (Pillow's ellipses are not anti-aliased)."""
     from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(0)
-    fg = color_rgb("#1f77b4")
+    pal = palette(color_rgb(FG), color_rgb("#ffffff")).tobytes()
     t0 = time.perf_counter()
     for i in range(n):
         k = int(rng.integers(45, 51))
-        im = Image.new("RGB", (SIZE, SIZE), "white")
+        im = Image.new("P", (SIZE, SIZE), 0)
+        im.putpalette(pal)
         draw = ImageDraw.Draw(im)
         for x, y in rng.uniform(6, SIZE - 6, (k, 2)):
-            draw.ellipse((x - 6, y - 6, x + 6, y + 6), fill=fg)
-        im.save(out / f"pil_{i}.png")
+            draw.ellipse((x - 6, y - 6, x + 6, y + 6), fill=255)
+        im.save(out / f"pil_{i}.png", compress_level=PNG_LEVEL)
     return n / (time.perf_counter() - t0)
 
 
@@ -81,52 +95,74 @@ def bench_countnet_workers(spec: DatasetSpec, workers: int, out: Path) -> float:
     return spec.n_images / (time.perf_counter() - t0)
 
 
+def medians(methods: dict[str, Callable[[Path], float]], repeats: int, tmp: Path) -> dict:
+    """Run every method once per round, rounds interleaved; each one's median rate."""
+    rates: dict[str, list[float]] = {name: [] for name in methods}
+    for r in range(repeats):
+        for name, fn in methods.items():
+            d = tmp / f"r{r}" / name.replace(" ", "_").replace(",", "")
+            d.mkdir(parents=True, exist_ok=True)
+            rates[name].append(fn(d))
+            shutil.rmtree(d, ignore_errors=True)
+    return {name: (statistics.median(v), v) for name, v in rates.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--images", type=int, default=600, help="images per per-core measurement")
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, usable_cpus()])
-    ap.add_argument("--scaling-images", type=int, default=6000, help="images per scaling run")
+    ap.add_argument("--images", type=int, default=300, help="images per method per round")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (median)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[usable_cpus()])
+    ap.add_argument("--scaling-images", type=int, default=3000, help="images per scaling run")
     ap.add_argument("--dir", type=Path, default=None, help="where to write (default: $TMPDIR)")
     args = ap.parse_args()
     n = args.images
+    per_class = max(n // 6, 1)
     cases = {
-        "fixed r6, overlap allowed": DatasetSpec(counts=(45, 50), per_class=n // 6, size=SIZE),
+        "fixed r6, overlap allowed": DatasetSpec(counts=(45, 50), per_class=per_class, size=SIZE),
         "fixed r6, --no-overlap": DatasetSpec(
-            counts=(45, 50), per_class=n // 6, size=SIZE, no_overlap=True
+            counts=(45, 50), per_class=per_class, size=SIZE, no_overlap=True
         ),
         "r4-12, --no-overlap": DatasetSpec(
-            counts=(45, 50), per_class=n // 6, size=SIZE, radius=(4, 12), no_overlap=True
+            counts=(45, 50), per_class=per_class, size=SIZE, radius=(4, 12), no_overlap=True
         ),
     }
+    methods: dict[str, Callable[[Path], float]] = {
+        "matplotlib scatter + savefig (baseline)": lambda d: bench_matplotlib(n, d),
+        "Pillow ImageDraw.ellipse, palette PNG": lambda d: bench_pillow(n, d),
+    }
+    for label, spec in cases.items():
+        methods[f"countnet {label}"] = lambda d, spec=spec: bench_countnet_core(spec, n, d)
     tmp = Path(tempfile.mkdtemp(prefix="countnet-bench-", dir=args.dir))
     try:
         print(
-            f"# gen_throughput: {platform.node()} {platform.processor() or platform.machine()}, "
-            f"{usable_cpus()} usable cores, {n} images per figure, {SIZE} px, 45-50 circles, PNGs "
-            f"written to {tmp.parent}"
+            f"# gen_throughput {time.strftime('%Y-%m-%d %H:%M')}: {platform.node()} "
+            f"{platform.processor() or platform.machine()}, {usable_cpus()} usable cores, "
+            f"Python {platform.python_version()}, numpy {np.__version__}, Pillow "
+            f"{PIL.__version__}; {n} images per method per round, {args.repeats} interleaved "
+            f"rounds (median), {SIZE} px, 45-50 circles, PNGs written to {tmp.parent}"
         )
-        mpl = bench_matplotlib(max(n // 4, 50), tmp)
-        pil = bench_pillow(n, tmp)
-        print(f"{'method':44s} {'images/s/core':>14s} {'vs matplotlib':>14s}")
-        print(f"{'matplotlib scatter + savefig (baseline)':44s} {mpl:14.0f} {1.0:13.1f}x")
-        print(f"{'naive Pillow ImageDraw.ellipse':44s} {pil:14.0f} {pil / mpl:13.1f}x")
-        for label, spec in cases.items():
-            d = tmp / label.replace(" ", "_").replace(",", "")
-            rate = bench_countnet_core(spec, n, d)
-            print(f"{'countnet ' + label:44s} {rate:14.0f} {rate / mpl:13.1f}x")
+        res = medians(methods, args.repeats, tmp)
+        mpl = res["matplotlib scatter + savefig (baseline)"][0]
+        print(f"{'method':44s} {'images/s/core':>14s} {'vs matplotlib':>14s}  rounds")
+        for name, (med, runs) in res.items():
+            each = " ".join(f"{v:.0f}" for v in runs)
+            print(f"{name:44s} {med:14.0f} {med / mpl:13.1f}x  {each}")
         print()
         spec = DatasetSpec(counts=(45, 50), per_class=max(args.scaling_images // 6, 1), size=SIZE)
-        base = None
+        counts = sorted({1, *args.workers})
+        scaling = {str(w): (lambda d, w=w: bench_countnet_workers(spec, w, d)) for w in counts}
+        res = medians(scaling, args.repeats, tmp)
+        base = res["1"][0]
         print(
-            f"{'workers':>8s} {'images/s':>10s} {'speed-up':>9s} {'efficiency':>11s}  "
-            f"(generate(), {spec.n_images} images, fixed r6)"
+            f"{'workers':>8s} {'images/s':>10s} {'speed-up':>9s} {'efficiency':>11s}  rounds "
+            f"(generate(), {spec.n_images} images, fixed r6, vs 1 worker)"
         )
-        for w in args.workers:
-            rate = bench_countnet_workers(spec, w, tmp)
-            base = base or rate
-            print(f"{w:8d} {rate:10.0f} {rate / base:8.2f}x {rate / base / w:10.0%}")
+        for w in counts:
+            med, runs = res[str(w)]
+            each = " ".join(f"{v:.0f}" for v in runs)
+            print(f"{w:8d} {med:10.0f} {med / base:8.2f}x {med / base / w:10.0%}  {each}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
