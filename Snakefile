@@ -12,6 +12,13 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 
 
+# On a cluster these run where Snakemake runs: the target, and a report that only reads the
+# run folders (seconds of work, not worth a queue wait).
+localrules:
+    all,
+    report,
+
+
 rule all:
     input:
         expand("datasets/{name}", name=DATASETS),

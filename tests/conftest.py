@@ -83,3 +83,11 @@ def assert_one_line_error(proc, *fragments: str, alone: bool = True) -> None:
     assert "Traceback" not in proc.stderr
     for frag in fragments:
         assert frag in lines[0], lines[0]
+
+
+def written(folder: Path) -> list[str]:
+    """What a command left in ``folder``: every name but the run/dataset lock files, which
+    countnet keeps on purpose (deleting a lock file races with its next taker)."""
+    if not folder.exists():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.suffix != ".lock")

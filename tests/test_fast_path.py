@@ -18,7 +18,7 @@ from PIL import Image
 from countnet_classify.callbacks import read_rows
 from countnet_gen.spec import DatasetSpec
 from countnet_gen.writer import generate
-from tests.conftest import COUNTNET, assert_one_line_error
+from tests.conftest import COUNTNET, assert_one_line_error, written
 
 FAST = ["--size", "32", "--bs", "8", "--lr-find-iters", "0", "--lr", "3e-3", "--quiet"]
 
@@ -271,7 +271,7 @@ def test_auto_precision_and_batch_size_rules(monkeypatch):
 def test_bad_fast_path_options(cli, tiny_counts, tmp_path, extra, fragments):
     r = cli("train", tiny_counts, "--no-pretrained", "--runs-dir", tmp_path, *FAST[:6], *extra)
     assert_one_line_error(r, *fragments)
-    assert not list(tmp_path.iterdir())  # nothing half-written
+    assert written(tmp_path) == []  # nothing half-written
 
 
 def test_cache_info_and_clear(cli, tiny_counts, tmp_path):

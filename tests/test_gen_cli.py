@@ -114,17 +114,31 @@ def test_a_dataset_being_written_is_not_touched_by_a_second_writer(tmp_path):
 
     out = tmp_path / "ds"
     # Another writer (another shell, the workflow, another node) holds the dataset's lock and
-    # has its staging folder beside it; its PID means nothing on this host.
-    other = tmp_path / ".ds.partial-4194000-abcd"
+    # has its staging folder beside it.
+    import socket
+
+    host = socket.gethostname().split(".")[0].replace("-", "_")
+    other = tmp_path / f".ds.partial-{host}-4194000-abcd"
     (other / "train").mkdir(parents=True)
     with FileLock(tmp_path / ".ds.lock"):
         proc = run_countnet("gen", *SMALL, "--out", out, "--force")
         assert_one_line_error(proc, "being written by another process")
         assert other.is_dir() and not out.exists()
     # Once it is gone (its lock released, here or by the kernel after kill -9), a new
-    # writer sweeps its leftovers and writes the set.
+    # writer sweeps this host's leftovers and writes the set; a fresh staging folder of
+    # another host (whose locks may not reach here) is left alone.
+    elsewhere = tmp_path / ".ds.partial-othernode-77-efgh"
+    elsewhere.mkdir()
     assert run_countnet("gen", *SMALL, "--out", out).returncode == 0
-    assert not other.exists() and len(read_manifest(out)) == 30
+    assert len(read_manifest(out)) == 30
+    assert not other.exists() and elsewhere.is_dir()
+
+
+def test_a_lock_that_cannot_be_taken_is_one_line(tmp_path):
+    (tmp_path / ".ds.lock").mkdir()  # not a lockable file
+    proc = run_countnet("gen", *SMALL, "--out", tmp_path / "ds")
+    assert_one_line_error(proc, "cannot lock", "file locks")
+    assert not (tmp_path / "ds").exists()
 
 
 def test_kill_9_leaves_nothing_and_rerun_succeeds(tmp_path):
@@ -218,13 +232,21 @@ def test_layouts_are_judged_by_what_fits(tmp_path):
     assert wide.returncode == 0, wide.stderr
     rows = read_manifest(tmp_path / "wide")
     assert len(rows) == 120 and all(len(r["circles"]) == r["count"] for r in rows)
-    # Fits by area but almost never by placement: refused before anything is written.
+    # Fits by area but almost never by random placement (only with the two circles in
+    # opposite corners): refused before anything is written, saying how often it fit.
+    rare = run_countnet(
+        "gen", "--range", "2-2", "--size", "48", "--radius", "13", "--no-overlap",
+        "--out", tmp_path / "rare",
+    )  # fmt: skip
+    assert_one_line_error(rare, "cannot be placed reliably", "trial layouts fit")
+    # Beyond what random placement can reach: refused at once, without trials.
     dense = run_countnet(
         "gen", "--range", "38-40", "--size", "48", "--radius", "3", "--no-overlap",
         "--out", tmp_path / "dense",
     )  # fmt: skip
-    assert_one_line_error(dense, "cannot be placed reliably", "trial layouts")
-    assert not (tmp_path / "dense").exists()
+    assert_one_line_error(dense, "cannot be placed", "random placement jams")
+    # Refused before anything is written: not even a lock file.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".one.lock", ".wide.lock", "one", "wide"]
 
 
 def test_help_shows_examples_and_inclusive_range():

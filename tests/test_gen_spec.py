@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -96,3 +98,19 @@ def test_colours_are_read_by_pillow():
     assert parse_color("#ABC", "--fg") == "#aabbcc"
     with pytest.raises(CountnetError, match="opaque"):
         parse_color("#00000080", "--fg")
+
+
+def test_usable_cpus_honours_a_cgroup_quota(tmp_path):
+    from countnet_gen.cpus import cgroup_cpu_quota, usable_cpus
+
+    assert cgroup_cpu_quota(tmp_path) is None  # no cgroup files: no quota
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(tmp_path) is None
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # docker --cpus 1.5
+    assert cgroup_cpu_quota(tmp_path) == 2
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_quota(v1) == 1
+    assert 1 <= usable_cpus() <= (os.cpu_count() or 1)

@@ -163,3 +163,10 @@ def test_selection_keeps_the_default_within_noise_and_never_picks_unsafe():
     assert choose([row("none", 0.8), row("dihedral", 0.8)], "dihedral", 600)[0] == "dihedral"
     with pytest.raises(Exception, match="every candidate"):
         choose([row("aug", 0.0, safe=False)], "dihedral", 10)
+
+
+def test_markdown_cells_escape_pipes_once():
+    from countnet_classify.report import _md_table
+
+    table = _md_table(["note"], [["a|b"]])
+    assert table.splitlines()[-1] == "| a\\|b |"  # one backslash: a literal pipe

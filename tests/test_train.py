@@ -19,7 +19,7 @@ from PIL import Image
 from countnet_classify.callbacks import read_rows
 from countnet_gen.spec import DatasetSpec
 from countnet_gen.writer import generate
-from tests.conftest import COUNTNET, assert_one_line_error
+from tests.conftest import COUNTNET, assert_one_line_error, written
 
 FAST = ["--size", "32", "--bs", "8", "--lr-find-iters", "30", "--quiet", "--workers", "0"]
 RUN_FILES = {
@@ -74,7 +74,7 @@ def test_run_folder_and_predict_agrees_with_learner(cli, tiny, tmp_path):
     res = train(spec, say=lambda m: None)
     run = tmp_path / "r1"
     assert res.run_dir == run and {p.name for p in run.iterdir()} == RUN_FILES
-    assert not list(tmp_path.glob(".r1*"))  # no partial folder left behind
+    assert [p.name for p in tmp_path.glob(".r1*")] == [".r1.lock"]  # no partial folder left
 
     with open(run / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
@@ -202,7 +202,7 @@ def test_pretrained_weights_from_file_and_from_cache(cli, tiny, tmp_path):
 def test_offline_without_weights_fails_fast_with_guidance(cli, tiny, tmp_path):
     r = cli("train", tiny, "--runs-dir", tmp_path, *FAST)
     assert_one_line_error(r, "resnet34", "hub/checkpoints", "--weights", "--no-pretrained")
-    assert list(tmp_path.iterdir()) == []
+    assert written(tmp_path) == []
 
 
 def test_resume_after_kill_9(cli, tiny, tmp_path):
@@ -253,6 +253,10 @@ def test_resume_after_kill_9(cli, tiny, tmp_path):
     rows = read_rows(tmp_path / "k" / "metrics.csv")
     assert [r_["epoch"] for r_ in rows] == ["1", "2", "3"]
     assert rows[:2] == before
+    summary = yaml.safe_load((tmp_path / "k" / "config.yaml").read_text())["summary"]
+    total = sum(float(r_["time"]) for r_ in rows)  # both sessions' epochs
+    assert summary["train_seconds"] == pytest.approx(total, abs=0.02)
+    assert summary["session_train_seconds"] < summary["train_seconds"]
     assert not (tmp_path / ".k.partial").exists()
     assert not (tmp_path / "k" / "checkpoint.pt").exists()
     assert_one_line_error(again("--resume"), "already finished")
@@ -444,7 +448,26 @@ def test_bad_training_input(cli, tmp_path, make, extra, fragments):
     runs = tmp_path / "runs"
     r = cli("train", data, "--no-pretrained", "--runs-dir", runs, *extra, *FAST)
     assert_one_line_error(r, *fragments, alone=False)
-    assert not runs.exists() or list(runs.iterdir()) == []  # no half-written run folder
+    assert written(runs) == []  # no half-written run folder
+
+
+def test_force_replaces_only_a_run(cli, tiny, tmp_path):
+    from filelock import FileLock
+
+    runs = tmp_path / "runs"
+    mine = runs / "mine"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep me")
+    r = cli(
+        "train", tiny, "--no-pretrained", "--runs-dir", runs, "--name", "mine", "--force", *FAST
+    )
+    assert_one_line_error(r, "--force replaces only a countnet run", alone=False)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    # A run another process is writing (it holds the run's lock) is not touched either.
+    with FileLock(runs / ".busy.lock"):
+        r = cli("train", tiny, "--no-pretrained", "--runs-dir", runs, "--name", "busy", *FAST)
+        assert_one_line_error(r, "being written by another process", alone=False)
+    assert not (runs / "busy").exists() and not (runs / ".busy.partial").exists()
 
 
 def test_bad_weights_files(cli, tiny, tmp_path):
@@ -463,7 +486,7 @@ def test_bad_weights_files(cli, tiny, tmp_path):
     save_resnet_weights(r18, "resnet18")
     assert_one_line_error(train_with(r18, "resnet50"), "does not fit", "shape mismatch")
     assert_one_line_error(cli("weights", "import", txt), "not a readable weights file")
-    assert not runs.exists() or list(runs.iterdir()) == []
+    assert written(runs) == []
 
 
 def test_pickled_objects_are_refused(cli, tmp_path):

@@ -83,6 +83,9 @@ def test_tiny_workflow_end_to_end(tmp_path):
     # A changed parameter reruns what it changes (Snakemake's params trigger, which compares
     # only builtin values: the rules pass specs as plain dicts): set a, its selection and
     # run, and the report; set b is kept.
+    # Where and how a run goes (loader workers, device, quiet) is not what it computes.
+    cfg.write_text(TINY.replace("workers: 0", "workers: 1"))
+    assert planned_jobs(tmp_path, cfg) == {"train": 1, "report": 1, "all": 1, "total": 3}
     a_32 = "tiny-a: {range: 1-2, per_class: 12, size: 32"
     bigger = TINY.replace(a_32, a_32.replace("32", "40"))
     assert bigger != TINY

@@ -94,7 +94,7 @@ def decoded_splits(
     if (final / "meta.json").is_file():
         return _load(final, sc.classes, size, built=False)
     # Another process building the same entry (two runs on one set): wait for it, then reuse.
-    with exclusive(final, "cache entry", wait=None):
+    with exclusive(final, "cache entry", wait=None, say=say):
         if (final / "meta.json").is_file():
             return _load(final, sc.classes, size, built=False)
         _build(final, sc, size, key, workers or usable_cpus(), say, progress)

@@ -1,6 +1,7 @@
-"""The run folder: config.yaml, skipped.txt, weights (safetensors + model.json) and
-summary.json. A run is built in runs/.<name>.partial/ and renamed to runs/<name>/ when it
-completes, so runs/<name>/ is always whole; the partial folder is what --resume continues."""
+"""The run folder: config.yaml (with the run's summary), skipped.txt and the weights
+(safetensors + model.json). A run is built in runs/.<name>.partial/ and renamed to
+runs/<name>/ when it completes, so runs/<name>/ is always whole; the partial folder is what
+--resume continues."""
 
 from __future__ import annotations
 

@@ -231,7 +231,8 @@ def _lr_text(v: RunView) -> str:
 # -- markdown -------------------------------------------------------------------
 def _md_table(head, rows) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\\\|") for c in r) + " |" for r in rows]
+    # One backslash: "\\|" is a literal pipe in a GitHub/CommonMark table cell.
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 

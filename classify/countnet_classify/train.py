@@ -31,6 +31,7 @@ from countnet_classify.model import imagenet_state_dict, make_learner
 from countnet_classify.precision import apply_precision, resolve_precision, use_channels_last
 from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen
 from countnet_classify.transforms import resolve_transforms
+from countnet_gen.atomic import check_replaceable, exclusive
 from countnet_gen.errors import CountnetError
 from countnet_gen.versions import package_versions
 
@@ -77,6 +78,8 @@ def _prepare_folder(spec: RunSpec) -> tuple[Path, Path, dict | None]:
         return final, partial, saved
     if final.exists() and not spec.force:
         raise CountnetError(f"run {final} already exists: choose another --name or pass --force")
+    # --force replaces a finished run (it has config.yaml) or an empty folder, nothing else.
+    check_replaceable(final, force=True, what="run", replaceable=_is_run)
     if partial.exists():
         if not spec.force:
             raise CountnetError(
@@ -85,6 +88,10 @@ def _prepare_folder(spec: RunSpec) -> tuple[Path, Path, dict | None]:
             )
         shutil.rmtree(partial)
     return final, partial, None
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / outputs.CONFIG).is_file()
 
 
 def _describe_data(sc: Screened) -> dict[str, Any]:
@@ -118,7 +125,14 @@ def _dataset_params(root: Path) -> dict | None:
 
 def train(spec: RunSpec, *, say=print, figures: bool = True) -> TrainResult:
     """Train per ``spec``; returns the finished run folder and the learner. ``figures=False``
-    skips the interpretation plots (select-transforms' candidates, which nobody looks at)."""
+    skips the interpretation plots (select-transforms' candidates, which nobody looks at).
+    The run's lock (``.<name>.lock`` beside it) keeps a second process (another shell, the
+    workflow) from training, resuming or replacing the same run at the same time."""
+    with exclusive(spec.run_dir, "run"):
+        return _train(spec, say=say, figures=figures)
+
+
+def _train(spec: RunSpec, *, say, figures: bool) -> TrainResult:
     import fastai.callback.schedule  # noqa: F401  (patches fit_one_cycle/lr_find onto Learner)
     from fastai.callback.progress import ProgressCallback
     from fastai.metrics import accuracy, error_rate
@@ -345,7 +359,10 @@ def train(spec: RunSpec, *, say=print, figures: bool = True) -> TrainResult:
         "best_error_rate": min(errors),
         "best_epoch": int(metrics[errors.index(min(errors))]["epoch"]),
         "epochs": total,
-        "train_seconds": round(train_s, 2),  # this session's share when resumed
+        # Every epoch's time from metrics.csv: all sessions of a resumed run, not only this one.
+        "train_seconds": round(sum(float(m["time"]) for m in metrics), 2),
+        "session_train_seconds": round(train_s, 2),
+        # This session's: a killed session's wall time is not known.
         "wall_seconds": round(time.perf_counter() - t_start, 2),
     }
     record.update(

@@ -3,36 +3,67 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from countnet_gen.errors import CountnetError
 
 PARTIAL = ".partial-"
+# A staging folder of another host is swept only when this old: its writer may be alive on a
+# filesystem whose locks hold per host only (NFS mounted with local_lock, Lustre localflock).
+OTHER_HOST_STALE_SECONDS = 24 * 3600
+
+
+def _host() -> str:
+    return socket.gethostname().split(".")[0].replace("-", "_") or "host"
+
+
+def staging_prefix(final: Path) -> str:
+    """Name prefix of ``final``'s staging folders made by this host and process:
+    ``.<name>.partial-<host>-<pid>-``."""
+    return f".{final.name}{PARTIAL}{_host()}-{os.getpid()}-"
 
 
 @contextlib.contextmanager
-def exclusive(final: Path, what: str = "dataset", wait: float = 0) -> Iterator[None]:
+def exclusive(
+    final: Path, what: str = "dataset", wait: float | None = 0, say=None
+) -> Iterator[None]:
     """Hold the lock file ``.<name>.lock`` beside ``final`` while writing it.
 
     An OS lock (fcntl/msvcrt via filelock): the kernel releases it when the holder dies, even
     by kill -9, and a shared filesystem's lock manager makes it hold across nodes, so two
-    writers of one folder never race. ``wait`` seconds to wait for another holder (0: fail at
-    once with one line; None: wait as long as it takes).
+    writers of one folder never race. ``wait``: seconds to wait for another holder (0: fail
+    at once with one line; None: wait as long as it takes, saying so through ``say``).
     """
     from filelock import FileLock, Timeout
 
+    final = absolute(final)
     check_writable_parent(final)
     lock = FileLock(final.parent / f".{final.name}.lock")
     try:
-        lock.acquire(timeout=-1 if wait is None else wait)
+        try:
+            lock.acquire(timeout=0 if wait is None else wait)
+        except Timeout:
+            if wait is not None:
+                raise
+            if say:
+                say(f"waiting for another process writing {what} {final} ({lock.lock_file})")
+            lock.acquire(timeout=-1)
     except Timeout:
         raise CountnetError(
             f"{what} {final} is being written by another process (it holds {lock.lock_file}): "
             "wait for it to finish, or write somewhere else"
+        ) from None
+    except OSError as e:  # e.g. ENOLCK: NFS without a lock manager; a lock file of another user
+        raise CountnetError(
+            f"cannot lock {lock.lock_file} ({e.strerror or e}): countnet needs a filesystem "
+            "with working file locks (flock) and write access to the lock file"
         ) from None
     try:
         yield
@@ -41,14 +72,23 @@ def exclusive(final: Path, what: str = "dataset", wait: float = 0) -> Iterator[N
 
 
 def remove_stale_partials(final: Path) -> None:
-    """Delete temp folders left by killed runs aimed at ``final``. Call it only while holding
-    ``exclusive(final)``: then no live writer of ``final`` exists on any host, so every such
-    folder is stale (a PID check could not tell, for a writer on another node)."""
+    """Delete staging folders left by killed runs aimed at ``final``. Call it only while
+    holding ``exclusive(final)``: then no live writer of ``final`` exists on this host (so
+    this host's folders are stale), nor on any host where the filesystem's locks work across
+    nodes; another host's folder is also swept once it is OTHER_HOST_STALE_SECONDS old, in
+    case its locks were per host."""
+    final = absolute(final)
     parent = final.parent
     if not parent.is_dir():
         return
-    for p in parent.glob(f".{final.name}{PARTIAL}*"):
-        shutil.rmtree(p, ignore_errors=True)
+    mine = f".{final.name}{PARTIAL}{_host()}-"
+    for p in parent.glob(glob.escape(f".{final.name}{PARTIAL}") + "*"):
+        try:
+            old = time.time() - p.stat().st_mtime > OTHER_HOST_STALE_SECONDS
+        except OSError:
+            continue
+        if p.name.startswith(mine) or old:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def check_writable_parent(final: Path) -> None:
@@ -66,7 +106,7 @@ def move_into_place(src: Path, final: Path) -> None:
     """Rename the finished folder ``src`` to ``final``, replacing any old ``final``: the old
     one is moved aside first, so the swap is two renames, then deleted."""
     if final.exists():
-        old = final.parent / f".{final.name}{PARTIAL}{os.getpid()}-old"
+        old = final.parent / f"{staging_prefix(final)}old"
         os.replace(final, old)
         os.replace(src, final)
         shutil.rmtree(old, ignore_errors=True)
@@ -90,21 +130,12 @@ def staging_dir(
     never deleted). On any failure (or interruption) the temp folder is removed; after
     kill -9 it is removed by the next run.
     """
-    final = Path(final)
-    if final.exists() and not force:
-        raise CountnetError(f"{what} {final} already exists: pass --force to replace it")
-    ours = final.is_dir() and (_is_empty_dir(final) or replaceable is None or replaceable(final))
-    if final.exists() and not ours:
-        raise CountnetError(
-            f"--force replaces only a countnet {what} or an empty folder, and {final} is "
-            "neither: nothing was changed (choose another output or remove it yourself)"
-        )
+    final = absolute(final)
+    check_replaceable(final, force=force, what=what, replaceable=replaceable)
     check_writable_parent(final)
     remove_stale_partials(final)
     try:
-        tmp = Path(
-            tempfile.mkdtemp(prefix=f".{final.name}{PARTIAL}{os.getpid()}-", dir=final.parent)
-        )
+        tmp = Path(tempfile.mkdtemp(prefix=staging_prefix(final), dir=final.parent))
     except OSError as e:
         raise CountnetError(f"cannot write into {final.parent}: {e.strerror}") from None
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the dataset from others
@@ -114,6 +145,31 @@ def staging_dir(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_replaceable(
+    final: Path,
+    *,
+    force: bool,
+    what: str = "dataset",
+    replaceable: Callable[[Path], bool] | None = None,
+) -> None:
+    """Refuse to replace ``final`` without ``force``, or with it when ``final`` is neither an
+    empty folder nor one ``replaceable`` recognises as ours."""
+    if final.exists() and not force:
+        raise CountnetError(f"{what} {final} already exists: pass --force to replace it")
+    ours = final.is_dir() and (_is_empty_dir(final) or replaceable is None or replaceable(final))
+    if final.exists() and not ours:
+        raise CountnetError(
+            f"--force replaces only a countnet {what} or an empty folder, and {final} is "
+            "neither: nothing was changed (choose another output or remove it yourself)"
+        )
+
+
+def absolute(path: Path | str) -> Path:
+    """``path`` made absolute and normalised, without resolving symlinks: ``--out .`` names
+    the current folder, not a folder called '.'."""
+    return Path(os.path.abspath(path))
 
 
 def _is_empty_dir(path: Path) -> bool:

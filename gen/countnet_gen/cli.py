@@ -49,7 +49,9 @@ def gen(
     valid_pct: Annotated[
         float, typer.Option(help="Fraction of each class kept for validation.")
     ] = 0.2,
-    seed: Annotated[int, typer.Option(help="Random seed: same parameters + seed, same bytes.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Random seed: same parameters + seed: same pixels.")
+    ] = 0,
     fg: Annotated[str, typer.Option(help="Circle colour (hex, CSS name, rgb()).")] = DEFAULT_FG,
     bg: Annotated[str, typer.Option(help="Background colour (hex, CSS name, rgb()).")] = DEFAULT_BG,
     workers: Annotated[

@@ -6,6 +6,7 @@ Coordinates are continuous pixels: pixel (i, j) covers [j, j+1) x [i, i+1), so a
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -19,21 +20,30 @@ from countnet_gen.errors import CountnetError
 # in the rendered image at any threshold above zero. At 1 px the rims touched and a quarter-
 # contrast component count matched the label on only ~40% of dense images (tests/test_gen_render).
 GAP = 2.0
-# No packing of equal discs covers more of a region than the hexagonal one (Fejes Toth), so
-# this bound is a proof of impossibility, never a refusal of a layout that fits. Whether a
-# layout that passes it can be found is then measured (check_packable's trial layouts).
+# No packing of equal discs covers more of a region than the hexagonal one (Fejes Toth):
+# beyond it, with every circle at the smallest radius, a request is impossible. Random
+# sequential placement (what the sampler does) of many discs jams well before that: equal
+# discs stop fitting near 55% coverage, discs of varying sizes a little higher; requests of
+# more than JAMMING_MIN_COUNT circles beyond that are refused at once too (their trials
+# would be slow). Everything else is measured: check_packable's trial layouts.
 HEX_DENSITY = math.pi / (2 * math.sqrt(3))
+JAMMING_EQUAL = 0.55
+JAMMING_VARYING = 0.65
+JAMMING_MIN_COUNT = 20
 MAX_ROUNDS = 64
 CANDIDATES = 8  # positions tried per pending circle per round
 STALL_ROUNDS = 16  # a layout that placed nothing new in this many rounds is given up
-# Per image, up to MAX_RESTARTS layouts, each with freshly drawn radii (an unlucky draw of
-# many large circles may not fit); a stalled layout costs a few rounds, so the bound on work
-# is MAX_RESTARTS * MAX_ROUNDS rounds but failures are cheap. check_packable asks at least
-# TRIAL_MIN_OK of TRIAL_LAYOUTS first attempts to succeed (~10%): an image then fails all
-# its restarts with odds below 0.9^200 = 7e-10, so a set never dies midway.
+# Per image, up to MAX_RESTARTS layouts; a stalled layout costs a few rounds, so the bound
+# on work is MAX_RESTARTS * MAX_ROUNDS rounds but failures are cheap. The first
+# RADII_KEPT layouts keep the image's radii (so a feasible draw is never biased towards small
+# circles); after that they are redrawn too, for a draw of many large circles that cannot
+# fit. check_packable asks TRIAL_MIN_OK of TRIAL_LAYOUTS trial layouts to fit (a quarter):
+# the true rate is then above ~15% with 95% confidence, and an image fails all its
+# restarts with odds below 0.85^200 = 8e-15, so a set that starts also finishes.
 MAX_RESTARTS = 200
+RADII_KEPT = 20
 TRIAL_LAYOUTS = 64
-TRIAL_MIN_OK = 6
+TRIAL_MIN_OK = 16
 TRIAL_SEED = 20261125
 
 
@@ -46,31 +56,46 @@ def covered_fraction(n: int, size: int, radius: float) -> float:
 
 def check_packable(n: int, size: int, radius: tuple[float, float], no_overlap: bool) -> None:
     """Refuse, before anything is written, a --no-overlap request that cannot be placed:
-    impossible by area even with every circle at the smallest radius, or too rarely placed
-    in trial layouts of the actual radius distribution (so the set would fail midway)."""
+    beyond random placement's jamming coverage even with every circle at the smallest
+    radius, or too rarely placed in trial layouts of the actual radius distribution (so the
+    set could fail midway). Bounded work; the verdict is cached per process."""
     if not no_overlap:
         return
     what = f"{n} non-overlapping circles of radius {_fmt_radius(radius)}"
     fix = "lower the count or --radius, or raise --size"
     r0, r1 = radius
-    limit = HEX_DENSITY if r0 == r1 else 1.0  # discs of unequal sizes can pack denser
     cover = covered_fraction(n, size, r0)
-    if cover > limit:
+    bound = HEX_DENSITY if r0 == r1 else 1.0  # discs of unequal sizes can pack denser
+    jams = JAMMING_EQUAL if r0 == r1 else JAMMING_VARYING
+    if cover > bound or (n > JAMMING_MIN_COUNT and cover > jams):
+        why = (
+            f"at most {bound:.0%} is possible"
+            if cover > bound
+            else f"random placement jams near {jams:.0%}"
+        )
         raise CountnetError(
             f"{what} cannot be placed in a {size}x{size} image (even at radius {r0:g} they "
-            f"would cover {cover:.0%} of it, with the {GAP:g} px gaps; at most "
-            f"{limit:.0%} is possible): {fix}"
+            f"would cover {cover:.0%} of it, with the {GAP:g} px gaps; {why}): {fix}"
         )
-    rng = np.random.default_rng(TRIAL_SEED)
-    placed = sum(
-        _place_without_overlap(rng, _draw_radii(rng, n, radius), size) is not None
-        for _ in range(TRIAL_LAYOUTS)
-    )
+    placed, tried = _trial_layouts(n, size, (float(r0), float(r1)))
     if placed < TRIAL_MIN_OK:
         raise CountnetError(
             f"{what} cannot be placed reliably in a {size}x{size} image (only {placed} of "
-            f"{TRIAL_LAYOUTS} trial layouts fit): {fix}"
+            f"{tried} trial layouts fit; at least {TRIAL_MIN_OK} of {TRIAL_LAYOUTS} must): {fix}"
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _trial_layouts(n: int, size: int, radius: tuple[float, float]) -> tuple[int, int]:
+    """(layouts that fit, layouts tried): stops as soon as the verdict is known."""
+    rng = np.random.default_rng(TRIAL_SEED)
+    placed = tried = 0
+    while tried < TRIAL_LAYOUTS and placed < TRIAL_MIN_OK:
+        if tried - placed > TRIAL_LAYOUTS - TRIAL_MIN_OK:
+            break  # too many failures for the rest to reach TRIAL_MIN_OK
+        placed += _place_without_overlap(rng, _draw_radii(rng, n, radius), size) is not None
+        tried += 1
+    return placed, tried
 
 
 def _fmt_radius(radius: tuple[float, float]) -> str:
@@ -99,8 +124,8 @@ def sample_circles(
         xy = lo + rng.random((n, 2)) * (size - 2 * lo)
         return np.column_stack([xy, radii])
     for attempt in range(MAX_RESTARTS):
-        if attempt:
-            # Redraw the radii too: the image's radii are then drawn from those that fit.
+        if attempt >= RADII_KEPT:
+            # Redraw the radii too: such an image's radii are drawn from those that fit.
             radii = _draw_radii(rng, n, radius)
         circles = _place_without_overlap(rng, radii, size)
         if circles is not None:

@@ -66,7 +66,8 @@ def color_rgb(hex_color: str) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Everything that determines a generated dataset, byte for byte.
+    """Everything that determines a generated dataset: its circles and pixels (its PNG bytes
+    too, with the same Pillow and zlib).
 
     ``counts`` is inclusive on both ends: (45, 50) gives six classes, 45 to 50.
     ``radius`` is (min, max) in pixels; equal ends mean fixed-size circles.
@@ -171,8 +172,8 @@ class DatasetSpec:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["counts"] = f"{self.counts[0]}-{self.counts[1]}"
-        r0, r1 = self.radius
-        d["radius"] = f"{r0:g}" if r0 == r1 else f"{r0:g}-{r1:g}"
+        r0, r1 = (_exact(r) for r in self.radius)  # exact: the workflow rebuilds specs from it
+        d["radius"] = r0 if r0 == r1 else f"{r0}-{r1}"
         return d
 
     @classmethod
@@ -190,6 +191,12 @@ class DatasetSpec:
         if "counts" not in d:
             raise CountnetError("a dataset needs a count range, e.g. range: 45-50")
         return cls(**d)
+
+
+def _exact(x: float) -> str:
+    """The shortest text that reads back as exactly ``x`` (3.0 -> "3", 1.23456789 stays)."""
+    text = repr(float(x))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def parse_radius(value: Any) -> tuple[float, float]:

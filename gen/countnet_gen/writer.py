@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, features
 
 from countnet_gen import PIXELS_VERSION
-from countnet_gen.atomic import exclusive, staging_dir
+from countnet_gen.atomic import absolute, check_replaceable, exclusive, staging_dir
 from countnet_gen.cpus import usable_cpus
 from countnet_gen.errors import CountnetError
 from countnet_gen.render import coverage_u8, palette
@@ -117,15 +117,18 @@ def generate(
 ) -> Path:
     """Generate ``spec`` into ``out`` (default datasets/<derived name>) and return its path.
 
-    ``workers``: processes to use (default: all cores; 1 runs in this process).
+    ``workers``: processes to use (default: the CPUs this process may use; 1 runs in this
+    process).
     ``progress(done, total)`` is called as images complete.
     """
-    final = Path(out) if out is not None else spec.out_dir()
+    final = absolute(out if out is not None else spec.out_dir())
     if workers is None:
         workers = usable_cpus()
     if workers < 1:
         raise CountnetError(f"--workers must be at least 1, got {workers}")
     jobs = plan_images(spec)
+    # Checked before the lock (a refused run creates nothing), and again under it.
+    check_replaceable(final, force=force, replaceable=is_dataset)
     with (
         exclusive(final, "dataset"),
         staging_dir(final, force=force, replaceable=is_dataset) as tmp,
@@ -163,7 +166,8 @@ def generate(
             "image_format": "PNG, 8-bit palette (coverage index into a fg/bg blend)",
             "coordinates": "x, y, r in pixels; pixel (i, j) covers [j, j+1) x [i, i+1)",
             "pixels_version": PIXELS_VERSION,
-            "versions": package_versions(),
+            # PNG bytes depend on Pillow and its zlib; pixels do not
+            "versions": {**package_versions(), "zlib": features.version("zlib")},
         }
         (tmp / DATASET_JSON).write_text(json.dumps(meta, indent=2) + "\n")
     return final

@@ -96,6 +96,23 @@ def run_spec(exp, **overrides):
         raise WorkflowError(f"config: experiment {exp!r}: {e}") from None
 
 
+def selection_spec(exp):
+    """The RunSpec each augmentation preset is tried with: the experiment's, with
+    select_transforms:'s budget."""
+    budget = config.get("select_transforms", {})
+    opts = {k: v for k, v in budget.items() if k not in ("candidates", "default")}
+    return run_spec(exp, transforms="none", **opts)
+
+
+def recorded(spec):
+    """The options of a run that decide its result, as plain data: Snakemake records builtin
+    params only, and reruns a job when they change. Where it runs and how it reports
+    (device, workers, loader, quiet, note) do not rerun it."""
+    from countnet_classify.config import RESUME_FREE
+
+    return {k: v for k, v in spec.to_dict().items() if k not in RESUME_FREE}
+
+
 def selects_transforms(exp):
     return EXPERIMENTS[exp].get("transforms", config.get("train", {}).get("transforms", "select")) == "select"
 
@@ -103,6 +120,17 @@ def selects_transforms(exp):
 def data_input(exp):
     """Generated datasets are rule outputs (so gen runs first); user folders are plain inputs."""
     return _data_path(EXPERIMENTS[exp])
+
+
+def all_cores(cluster_default=8):
+    """A job's threads: every core Snakemake was given when it runs jobs here (--cores, the
+    default profile's `all`); on a cluster executor there is no such total (Snakemake
+    raises on workflow.cores), so `cluster_default`, which the profile's set-threads
+    overrides per rule."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return cluster_default
 
 
 def call_logged(log, fn, *args, **kwargs):
@@ -114,5 +142,5 @@ def call_logged(log, fn, *args, **kwargs):
         try:
             return fn(*args, say=lambda m: print(m, flush=True), **kwargs)
         except BaseException as e:  # the log says why the job stopped, not only Snakemake
-            print(f"error: {e}", flush=True)
+            print(f"error: {str(e) or repr(e)}", flush=True)
             raise

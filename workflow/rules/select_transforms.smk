@@ -8,28 +8,20 @@ rule select_transforms:
         "runs/select-transforms/{exp}.json",
     log:
         "logs/select_transforms/{exp}.log",
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         mem_mb=6000,
         gpu=lambda wc: int(config.get("gpu", 0)),
     params:
-        spec=lambda wc: run_spec(
-            wc.exp,
-            transforms="none",
-            **{
-                k: v
-                for k, v in config.get("select_transforms", {}).items()
-                if k not in ("candidates", "default")
-            },
-        ).to_dict(),  # plain data: see rule gen
+        spec=lambda wc: selection_spec(wc.exp),
+        options=lambda wc: recorded(selection_spec(wc.exp)),  # see rule train
         candidates=list(config.get("select_transforms", {}).get("candidates", ())),
         default=config.get("select_transforms", {}).get("default", "dihedral"),
     run:
         import torch
-        from countnet_classify.config import RunSpec
         from countnet_classify.select import select_transforms
 
         torch.set_num_threads(threads)
         kw = {"candidates": params.candidates} if params.candidates else {}
         kw["default"] = params.default
-        call_logged(log[0], select_transforms, RunSpec.from_dict(params.spec), output[0], **kw)
+        call_logged(log[0], select_transforms, params.spec, output[0], **kw)

@@ -11,16 +11,17 @@ rule train:
         directory("runs/{exp}"),
     log:
         "logs/train/{exp}.log",
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         mem_mb=8000,
         gpu=lambda wc: int(config.get("gpu", 0)),
     params:
-        spec=lambda wc: run_spec(wc.exp, force=True).to_dict(),  # plain data: see rule gen
+        spec=lambda wc: run_spec(wc.exp, force=True),
+        # What Snakemake records and compares (builtin values only): see rule gen
+        options=lambda wc: recorded(run_spec(wc.exp, force=True)),
     run:
         import torch
-        from countnet_classify.config import RunSpec
         from countnet_classify.train import train
 
         torch.set_num_threads(threads)
-        call_logged(log[0], train, RunSpec.from_dict(params.spec))
+        call_logged(log[0], train, params.spec)

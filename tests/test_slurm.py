@@ -1,0 +1,167 @@
+"""The workflow on a real SLURM cluster through profiles/slurm, as a cluster user runs it.
+
+The test starts a one-node cluster of its own (munged, slurmctld, slurmd from Debian's
+`munge` and `slurm-wlm`, private key, state and ports, no accounting daemon), runs a tiny
+config through Snakemake's SLURM executor with the shipped profile, checks the run folders
+and the report, and stops the daemons. Its config goes where a cluster's lives,
+/etc/slurm/slurm.conf (the executor's job steps drop SLURM_CONF before their nested srun),
+so the test never runs where a SLURM config already exists, and removes its own afterwards.
+It needs root (slurmd) and the daemons installed; `.ci/run` installs them when it runs as
+root, elsewhere the test is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_workflow import REPO
+
+pytestmark = pytest.mark.slurm
+
+DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo")
+SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
+TINY = """
+datasets:
+  tiny: {range: 1-2, per_class: 12, size: 32, radius: 3, valid_pct: 0.25}
+train: {arch: resnet18, size: 32, bs: 8, epochs: 1, lr: 0.001, lr_find_iters: 0, workers: 0,
+        head: linear, transforms: none}
+experiments:
+  a: {data: tiny}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _skip_reason() -> str | None:
+    missing = [d for d in DAEMONS if shutil.which(d) is None]
+    if missing:
+        return f"SLURM not installed ({', '.join(missing)} missing; .ci/run installs it as root)"
+    if os.geteuid() != 0:
+        return "slurmd needs root"
+    if SYSTEM_CONF.exists():
+        return f"{SYSTEM_CONF} exists: a real cluster's configuration is not touched"
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        return "snakemake-executor-plugin-slurm is not installed"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A running one-node cluster; yields the environment its clients need."""
+    if reason := _skip_reason():
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("slurm")
+    for d in ("state", "spool", "log", "munge"):
+        (root / d).mkdir()
+    key = root / "munge" / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o600)
+    sock = root / "munge" / "munge.sock"
+    host = socket.gethostname().split(".")[0]
+    conf = SYSTEM_CONF
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(
+        f"""ClusterName=countnet-test
+SlurmctldHost={host}
+SlurmUser=root
+SlurmctldPort={_free_port()}
+SlurmdPort={_free_port()}
+AuthType=auth/munge
+AuthInfo=socket={sock}
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmctldLogFile={root}/log/slurmctld.log
+SlurmdLogFile={root}/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MpiDefault=none
+ReturnToService=2
+MinJobAge=3600
+NodeName={host} CPUs={os.cpu_count()} RealMemory=8000 State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+"""
+    )
+    env = dict(os.environ)
+    pidfiles = [root / "munge" / "munged.pid", root / "slurmctld.pid", root / "slurmd.pid"]
+    starts = [
+        ["munged", "--force", f"--key-file={key}", f"--socket={sock}", f"--pid-file={pidfiles[0]}",
+         f"--log-file={root}/log/munged.log", f"--seed-file={root}/munge/seed"],
+        ["slurmctld", "-i", "-f", str(conf)],
+        ["slurmd", "-f", str(conf)],
+    ]  # fmt: skip
+    try:
+        for cmd in starts:
+            subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=60)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            state = subprocess.run(
+                ["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True
+            ).stdout.strip()
+            if state == "idle":
+                break
+            time.sleep(0.5)
+        else:
+            logs = "\n".join(p.read_text()[-2000:] for p in (root / "log").iterdir())
+            pytest.fail(f"the test cluster did not come up (node state {state!r}):\n{logs}")
+        yield env
+    finally:
+        for pidfile in reversed(pidfiles):
+            if pidfile.is_file():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
+        time.sleep(1)
+        conf.unlink(missing_ok=True)
+
+
+def test_workflow_runs_through_the_slurm_profile(slurm, tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    # The shipped profile as is, sized down to this 2-core node, and squeue for job status:
+    # this cluster, like many small ones, keeps no accounting database for sacct.
+    cmd = [
+        sys.executable, "-m", "snakemake", "all",
+        "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile", str(cfg),
+        "--workflow-profile", str(REPO / "profiles" / "slurm"),
+        "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
+        "--set-threads", "gen=2", "select_transforms=2", "train=2",
+        "--set-resources", "gen:mem_mb=1000", "train:mem_mb=3000", "select_transforms:mem_mb=3000",
+        "--default-resources", "mem_mb=1000", "runtime=30",
+        "--latency-wait", "5", "--slurm-keep-successful-logs",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=slurm, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    # gen and train went through sbatch (two SLURM jobs, their job logs), the target and the
+    # report ran here (localrules).
+    assert len(re.findall(r"has been submitted with SLURM jobid \d+", out)) == 2, out[-3000:]
+    logs = tmp_path / ".snakemake" / "slurm_logs"
+    assert sorted(p.name for p in logs.iterdir()) == ["rule_gen", "rule_train"]
+    assert "localrule report" in out and "localrule all" in out
+    assert len(list((tmp_path / "datasets" / "tiny").rglob("*.png"))) == 24
+    metrics = (tmp_path / "runs" / "a" / "metrics.csv").read_text().splitlines()
+    assert metrics[0].startswith("epoch,train_loss,valid_loss,error_rate") and len(metrics) == 2
+    assert (tmp_path / "runs" / "a" / "model.safetensors").is_file()
+    assert "| a | tiny |" in (tmp_path / "runs" / "report.md").read_text()
