@@ -41,10 +41,29 @@ experiments:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """n distinct free ports (held open together while chosen, so they differ)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _node_line() -> str:
+    """This machine as slurmd sees it (CPUs, memory): a node SLURM will accept."""
+    out = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, timeout=30).stdout
+    line = out.splitlines()[0]
+    return f"{line} NodeAddr=127.0.0.1 State=UNKNOWN"
+
+
+def _clean_env() -> dict[str, str]:
+    """This environment without SLURM client settings (they could point at another cluster)."""
+    prefixes = ("SLURM_", "SBATCH_", "SRUN_", "SQUEUE_", "SALLOC_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
 
 
 def _skip_reason() -> str | None:
@@ -53,8 +72,11 @@ def _skip_reason() -> str | None:
         return f"SLURM not installed ({', '.join(missing)} missing; .ci/run installs it as root)"
     if os.geteuid() != 0:
         return "slurmd needs root"
-    if SYSTEM_CONF.exists():
-        return f"{SYSTEM_CONF} exists: a real cluster's configuration is not touched"
+    if SYSTEM_CONF.exists() or os.environ.get("SLURM_CONF"):
+        return "a SLURM configuration exists here: a real cluster's setup is not touched"
+    running = subprocess.run(["pgrep", "-x", "slurmctld|slurmd|munged"], capture_output=True)
+    if running.returncode == 0:
+        return "SLURM or munge daemons already run here: a real cluster is not touched"
     try:
         import snakemake_executor_plugin_slurm  # noqa: F401
     except ImportError:
@@ -75,14 +97,15 @@ def slurm(tmp_path_factory):
     key.chmod(0o600)
     sock = root / "munge" / "munge.sock"
     host = socket.gethostname().split(".")[0]
+    ctld_port, slurmd_port = _free_ports(2)
     conf = SYSTEM_CONF
     conf.parent.mkdir(parents=True, exist_ok=True)
     conf.write_text(
         f"""ClusterName=countnet-test
-SlurmctldHost={host}
+SlurmctldHost={host}(127.0.0.1)
 SlurmUser=root
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
 AuthType=auth/munge
 AuthInfo=socket={sock}
 StateSaveLocation={root}/state
@@ -100,11 +123,11 @@ AccountingStorageType=accounting_storage/none
 MpiDefault=none
 ReturnToService=2
 MinJobAge=3600
-NodeName={host} CPUs={os.cpu_count()} RealMemory=8000 State=UNKNOWN
+{_node_line()}
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
     )
-    env = dict(os.environ)
+    env = _clean_env()
     pidfiles = [root / "munge" / "munged.pid", root / "slurmctld.pid", root / "slurmd.pid"]
     starts = [
         ["munged", "--force", f"--key-file={key}", f"--socket={sock}", f"--pid-file={pidfiles[0]}",
@@ -114,7 +137,8 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
     ]  # fmt: skip
     try:
         for cmd in starts:
-            subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=60)
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 0, f"{cmd[0]} did not start: {proc.stderr[-2000:]}"
         deadline = time.time() + 60
         while time.time() < deadline:
             state = subprocess.run(
@@ -128,12 +152,32 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             pytest.fail(f"the test cluster did not come up (node state {state!r}):\n{logs}")
         yield env
     finally:
+        # Jobs first (a timed-out run leaves them running), then the daemons, by force if
+        # they do not stop.
+        subprocess.run(["scancel", "--full", "--signal=KILL", "--user=root"], env=env,
+                       capture_output=True, timeout=30)  # fmt: skip
+        pids = []
         for pidfile in reversed(pidfiles):
-            if pidfile.is_file():
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
-        time.sleep(1)
+            with contextlib.suppress(OSError, ValueError):
+                pids.append(int(pidfile.read_text().split()[0]))
+                os.kill(pids[-1], signal.SIGTERM)
+        deadline = time.time() + 15
+        while pids and time.time() < deadline:
+            pids = [p for p in pids if _alive(p)]
+            time.sleep(0.2)
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         conf.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """Running: not gone, and not a zombie waiting for its parent to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_workflow_runs_through_the_slurm_profile(slurm, tmp_path):
@@ -151,7 +195,7 @@ def test_workflow_runs_through_the_slurm_profile(slurm, tmp_path):
         "--default-resources", "mem_mb=1000", "runtime=30",
         "--latency-wait", "5", "--slurm-keep-successful-logs",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, env=slurm, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, env=slurm, capture_output=True, text=True, timeout=420)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     # gen and train went through sbatch (two SLURM jobs, their job logs), the target and the

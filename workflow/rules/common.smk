@@ -1,5 +1,6 @@
 # Helpers shared by the rules: config validation, and config -> the library's config models
 # (DatasetSpec for generation, RunSpec for training), so rules and CLI share one model.
+import os
 import re
 import sys
 from pathlib import Path
@@ -128,9 +129,13 @@ def all_cores(cluster_default=8):
     raises on workflow.cores), so `cluster_default`, which the profile's set-threads
     overrides per rule."""
     try:
-        return workflow.cores
+        cores = workflow.cores
     except WorkflowError:
         return cluster_default
+    # Inside a SLURM job (the executor's job step runs Snakemake with --cores all), the
+    # allocation, not the node: a cluster without CPU confinement would show every core.
+    allocated = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return min(cores, int(allocated)) if allocated.isdigit() else cores
 
 
 def call_logged(log, fn, *args, **kwargs):
