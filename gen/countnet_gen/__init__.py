@@ -10,8 +10,8 @@ from countnet_gen.spec import DatasetSpec
 
 # Bumped whenever the same DatasetSpec and seed would render different pixels or circles
 # (2: --no-overlap gap 1 -> 2 px; 3: radii redrawn when a layout fails, the image seed mixes
-# in the parameters; 4: radii kept for the first 20 layouts). Recorded in dataset.json and a parameter of the workflow's
-# gen rule, so a generator fix regenerates the datasets made before it.
+# in the parameters; 4: radii kept for the first 20 layouts). Recorded in dataset.json and
+# a parameter of the workflow's gen rule, so a generator fix regenerates the sets made before.
 PIXELS_VERSION = 4
 
 __all__ = ["PIXELS_VERSION", "CountnetError", "DatasetSpec"]
