@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +207,28 @@ def test_offline_without_weights_fails_fast_with_guidance(cli, tiny, tmp_path):
     assert written(tmp_path) == []
 
 
+def kill_9_after_checkpoint(cmd: list[str], partial: Path, epoch: int, timeout: float = 600):
+    """Run ``cmd`` (countnet) in a fresh process and SIGKILL it from outside as soon as its
+    checkpoint holds ``epoch``, as a user's kill -9 would: nothing in the process knows.
+    Returns the finished process (stdout/stderr read) and the epoch the checkpoint held."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt, seen, reached = partial / "checkpoint.pt", None, 0
+    deadline = time.time() + timeout
+    while reached < epoch:
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"never reached epoch {epoch} to be killed (exit {proc.returncode}): {err}")
+        stamp = ckpt.stat().st_mtime_ns if ckpt.is_file() else None
+        if stamp is not None and stamp != seen:  # written atomically: whole when renamed
+            seen = stamp
+            reached = int(torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"])
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), reached
+
+
 def test_resume_after_kill_9(cli, tiny, tmp_path):
     args = [
         COUNTNET,
@@ -219,11 +243,11 @@ def test_resume_after_kill_9(cli, tiny, tmp_path):
         "k",
         *FAST,
     ]
-    env = {**os.environ, "COUNTNET_KILL_AFTER_EPOCH": "2"}
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    proc, reached = kill_9_after_checkpoint(args, tmp_path / ".k.partial", epoch=2)
     assert proc.returncode == -9, proc.stderr
     lines = proc.stdout.splitlines()
-    assert [ln.split()[1] for ln in lines] == ["1/3", "2/3"]  # one clean line per epoch
+    assert [ln.split()[1] for ln in lines][:2] == ["1/3", "2/3"]  # one clean line per epoch
+    assert reached == 2 and len(lines) == 2, proc.stdout  # killed during epoch 3
     assert "\r" not in proc.stdout + proc.stderr
     assert not (tmp_path / "k").exists() and (tmp_path / ".k.partial").is_dir()
 
@@ -543,11 +567,11 @@ def test_resume_fine_tune_between_frozen_and_unfrozen_phases(cli, tiny, tmp_path
         "ft",
         *FAST,
     ]
-    env = {**os.environ, "COUNTNET_KILL_AFTER_EPOCH": "1"}  # right after the frozen epoch
-    proc = subprocess.run([COUNTNET, *args], env=env, capture_output=True, text=True, timeout=600)
+    # Killed from outside once the frozen epoch is checkpointed (during the unfrozen one).
+    proc, reached = kill_9_after_checkpoint([COUNTNET, *args], tmp_path / ".ft.partial", epoch=1)
     assert proc.returncode == -9, proc.stderr
     ckpt = torch.load(tmp_path / ".ft.partial" / "checkpoint.pt", weights_only=True)
-    assert ckpt["epoch"] == 1 and ckpt["phase"] == "frozen"
+    assert reached == 1 and ckpt["epoch"] == 1 and ckpt["phase"] == "frozen"
 
     r = cli(*args, "--resume")
     assert r.returncode == 0, r.stderr

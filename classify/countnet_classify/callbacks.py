@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import signal
-import sys
 import time
 from pathlib import Path
 
@@ -20,9 +17,6 @@ from countnet_gen.atomic import atomic_path, write_text_atomic
 
 METRICS_FIELDS = ("epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "time")
 CHECKPOINT = "checkpoint.pt"
-# Test hook: COUNTNET_KILL_AFTER_EPOCH=N SIGKILLs this process right after checkpointing
-# epoch N (1-based), to prove that --resume survives kill -9 at a known point.
-KILL_ENV = "COUNTNET_KILL_AFTER_EPOCH"
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -150,9 +144,6 @@ class Checkpoint(_EpochAware):
         }
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
-        if os.environ.get(KILL_ENV) == str(self.global_epoch):
-            sys.stdout.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def load_checkpoint(run_dir: Path) -> dict | None:
