@@ -578,3 +578,17 @@ def test_resume_fine_tune_between_frozen_and_unfrozen_phases(cli, tiny, tmp_path
     assert "resuming after epoch 1/2" in r.stderr
     assert [ln.split()[1] for ln in r.stdout.splitlines()] == ["2/2"]
     assert [m["epoch"] for m in read_rows(tmp_path / "ft" / "metrics.csv")] == ["1", "2"]
+
+
+def test_transforms_that_can_change_a_count_are_warned_about(cli, tiny, tmp_path):
+    base = ["train", tiny, "--no-pretrained", "--epochs", "1", "--runs-dir", tmp_path, *FAST]
+    r = cli(*base, "--transforms", "aug", "--name", "aug")
+    assert r.returncode == 0, r.stderr
+    assert "warning: --transforms aug can change the count of" in r.stderr
+    # A selection made on another dataset is used, but not silently; flips never change a
+    # count, so no label warning.
+    sel = tmp_path / "sel.json"
+    sel.write_text(json.dumps({"data": "/elsewhere/set", "chosen": "flips"}))
+    r = cli(*base, "--transforms", sel, "--name", "sel")
+    assert r.returncode == 0, r.stderr
+    assert "was chosen on /elsewhere/set" in r.stderr and "can change the count" not in r.stderr

@@ -30,6 +30,7 @@ from countnet_classify.data import make_cached_dataloaders, make_dataloaders
 from countnet_classify.model import imagenet_state_dict, make_learner
 from countnet_classify.precision import apply_precision, resolve_precision, use_channels_last
 from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen
+from countnet_classify.select import transform_warnings
 from countnet_classify.transforms import resolve_transforms
 from countnet_gen.atomic import check_replaceable, exclusive
 from countnet_gen.errors import CountnetError
@@ -152,6 +153,8 @@ def _train(spec: RunSpec, *, say, figures: bool) -> TrainResult:
         raise CountnetError(
             f"--resume: the files under {spec.data} changed since run {spec.run_name!r} started"
         )
+    for warning in transform_warnings(spec.transforms, transforms, spec.data):
+        say(warning)
     data_info = _describe_data(sc)
     say(
         f"data: {data_info['n_images']} images in {len(sc.classes)} classes "
