@@ -2,7 +2,13 @@
 # Run: `uv run snakemake all` (cores etc. come from profiles/default/config.yaml).
 # Scale: config/config.yaml (default, 2-core CPU, offline) or --configfile config/full.yaml.
 
-configfile: "config/config.yaml"
+# The default config only when no --configfile is given: a user's config means exactly what
+# it says (Snakemake would merge it over config/config.yaml, so the default's experiments
+# and options would run beside and under the user's). --config KEY=VALUE still applies on
+# top of whichever config is used.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -112,6 +112,26 @@ def planned_jobs(workdir: Path, config: Path) -> dict[str, int]:
     return jobs
 
 
+def test_a_user_config_replaces_the_default_from_the_repository_root(tmp_path):
+    # As a user runs it: from the repository root, no -d. Snakemake alone would merge the
+    # user's config over config/config.yaml and plan the default's experiments too.
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(
+        "datasets:\n  only-mine: {range: 1-2, per_class: 8, size: 32, radius: 3}\n"
+        "experiments:\n  mine: {data: only-mine, epochs: 1, size: 32}\n"
+    )
+    cmd = [sys.executable, "-m", "snakemake", "-n", "all", "--configfile", str(mine)]
+    dry = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = dry.stdout + dry.stderr
+    assert dry.returncode == 0, out[-3000:]
+    assert "datasets/only-mine" in out and "runs/mine" in out
+    assert "count-1-5" not in out and "count-45-50" not in out
+    # Without --configfile, the default config is the plan (all of it, whatever is built).
+    default = [*cmd[:-2], "--forceall"]
+    dry = subprocess.run(default, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0 and "count-45-50-var" in dry.stdout + dry.stderr
+
+
 def test_bad_config_is_rejected_before_any_job(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("datasets:\n  broken: {range: 50-45, size: 32}\n")
