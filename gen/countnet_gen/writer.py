@@ -9,6 +9,7 @@ different parameters (the layout key hashes them) never share an image.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import multiprocessing as mp
@@ -57,8 +58,13 @@ def plan_images(spec: DatasetSpec) -> list[ImageJob]:
     ]
 
 
+@functools.lru_cache(maxsize=16)
+def _layout_key(spec: DatasetSpec) -> int:
+    return spec.layout_key()  # a hash of the whole spec: once per spec, not per image
+
+
 def image_rng(spec: DatasetSpec, count: int, index: int) -> np.random.Generator:
-    key = (spec.layout_key(), count, index)
+    key = (_layout_key(spec), count, index)
     return np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=key))
 
 
