@@ -38,7 +38,7 @@ def transform_warnings(transforms: str, preset: str, data: Path | str) -> list[s
     path = Path(transforms)
     if preset != transforms and path.is_file():
         made_on = json.loads(path.read_text()).get("data")
-        if made_on and Path(made_on) != data:
+        if isinstance(made_on, str) and made_on and Path(made_on).resolve() != data:
             warnings.append(
                 f"warning: --transforms {path} was chosen on {made_on}, not on {data}: "
                 f"its preset {preset!r} is used as is"
