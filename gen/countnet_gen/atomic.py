@@ -24,10 +24,15 @@ def _host() -> str:
     return socket.gethostname().split(".")[0].replace("-", "_") or "host"
 
 
+def _host_prefix(final: Path) -> str:
+    """Name prefix of ``final``'s staging folders made by this host: ``.<name>.partial-<host>-``."""
+    return f".{final.name}{PARTIAL}{_host()}-"
+
+
 def staging_prefix(final: Path) -> str:
     """Name prefix of ``final``'s staging folders made by this host and process:
     ``.<name>.partial-<host>-<pid>-``."""
-    return f".{final.name}{PARTIAL}{_host()}-{os.getpid()}-"
+    return f"{_host_prefix(final)}{os.getpid()}-"
 
 
 @contextlib.contextmanager
@@ -81,7 +86,7 @@ def remove_stale_partials(final: Path) -> None:
     parent = final.parent
     if not parent.is_dir():
         return
-    mine = f".{final.name}{PARTIAL}{_host()}-"
+    mine = _host_prefix(final)
     for p in parent.glob(glob.escape(f".{final.name}{PARTIAL}") + "*"):
         try:
             old = time.time() - p.stat().st_mtime > OTHER_HOST_STALE_SECONDS
