@@ -91,3 +91,24 @@ def written(folder: Path) -> list[str]:
     if not folder.exists():
         return []
     return sorted(p.name for p in folder.iterdir() if p.suffix != ".lock")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """3 classes x 12 images (9 train / 3 valid each), 32 px: countnet gen's layout."""
+    from countnet_gen.spec import DatasetSpec
+    from countnet_gen.writer import generate
+
+    spec = DatasetSpec(counts=(1, 3), per_class=12, size=32, radius=(3, 5), valid_pct=0.25)
+    return generate(spec, tmp_path_factory.mktemp("data") / "tiny", workers=1)
+
+
+def save_resnet_weights(path: Path, arch: str = "resnet18") -> dict:
+    """What a user would download: a torchvision ImageNet-shaped state dict (random here)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(1)
+    sd = getattr(torchvision.models, arch)(weights=None).state_dict()
+    torch.save(sd, path)
+    return sd

@@ -6,22 +6,16 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torchvision
 import yaml
 from PIL import Image
 
 from countnet_classify.callbacks import read_rows
-from countnet_gen.spec import DatasetSpec
-from countnet_gen.writer import generate
-from tests.conftest import COUNTNET, assert_one_line_error, written
+from tests.conftest import assert_one_line_error, save_resnet_weights, written
 
 FAST = ["--size", "32", "--bs", "8", "--lr-find-iters", "30", "--quiet", "--workers", "0"]
 RUN_FILES = {
@@ -38,21 +32,6 @@ RUN_FILES = {
     "model.json",
     "skipped.txt",
 }
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """3 classes x 12 images (9 train / 3 valid each), 32 px: countnet gen's layout."""
-    spec = DatasetSpec(counts=(1, 3), per_class=12, size=32, radius=(3, 5), valid_pct=0.25)
-    return generate(spec, tmp_path_factory.mktemp("data") / "tiny", workers=1)
-
-
-def save_resnet_weights(path: Path, arch: str = "resnet18") -> dict:
-    """What a user would download: a torchvision ImageNet-shaped state dict (random here)."""
-    torch.manual_seed(1)
-    sd = getattr(torchvision.models, arch)(weights=None).state_dict()
-    torch.save(sd, path)
-    return sd
 
 
 def test_run_folder_and_predict_agrees_with_learner(cli, tiny, tmp_path):
@@ -128,7 +107,13 @@ def test_run_folder_and_predict_agrees_with_learner(cli, tiny, tmp_path):
 
 
 def test_pretrained_weights_from_file_and_from_cache(cli, tiny, tmp_path):
-    from countnet_classify.model import expected_weights_path, imagenet_state_dict, make_learner
+    from countnet_classify.model import (
+        expected_weights_path,
+        file_sha256,
+        imagenet_state_dict,
+        make_learner,
+        published_sha256_prefix,
+    )
 
     wfile = tmp_path / "resnet18-imagenet.pth"
     sd = save_resnet_weights(wfile)
@@ -150,6 +135,7 @@ def test_pretrained_weights_from_file_and_from_cache(cli, tiny, tmp_path):
     assert r.returncode == 0, r.stderr
     cfg = yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())
     assert cfg["resolved"]["weights_source"] == str(wfile.resolve())
+    assert cfg["resolved"]["weights_sha256"] == file_sha256(wfile)
     assert cfg["resolved"]["pretrained"] is True
     assert "fine_tune" in cfg["resolved"]["schedule"]
     assert [int(m["epoch"]) for m in read_rows(tmp_path / "ft" / "metrics.csv")] == [1, 2]
@@ -180,6 +166,9 @@ def test_pretrained_weights_from_file_and_from_cache(cli, tiny, tmp_path):
     assert r.returncode == 0, r.stderr
     cached = expected_weights_path("resnet18")
     assert cached.is_file() and str(cached).startswith(os.environ["TORCH_HOME"])
+    # Random weights are not torchvision's published file: filed, but not silently.
+    assert "is not torchvision's published resnet18 weights" in r.stderr
+    assert published_sha256_prefix("resnet18") in r.stderr  # resnet18-f37072fd.pth
     r = cli(
         "train",
         tiny,
@@ -201,91 +190,26 @@ def test_pretrained_weights_from_file_and_from_cache(cli, tiny, tmp_path):
     cached.unlink()
 
 
+def test_a_download_that_is_not_torchvisions_file_is_refused(tmp_path, monkeypatch):
+    """The downloaded file's sha256 must start with the prefix in torchvision's file name
+    (torch.hub's check_hash); otherwise nothing lands in the cache. Served from a local
+    file: URL, as a mirror would serve it (no network here)."""
+    from countnet_classify.model import _download, expected_weights_path
+    from countnet_gen.errors import CountnetError
+
+    monkeypatch.delenv("COUNTNET_OFFLINE")
+    fake = tmp_path / "resnet18-f37072fd.pth"
+    save_resnet_weights(fake)
+    dest = expected_weights_path("resnet18")
+    with pytest.raises(CountnetError, match="is not torchvision's f37072fd"):
+        _download("resnet18", dest, url=fake.as_uri())
+    assert not dest.exists() and not list(dest.parent.glob(".*tmp"))
+
+
 def test_offline_without_weights_fails_fast_with_guidance(cli, tiny, tmp_path):
     r = cli("train", tiny, "--runs-dir", tmp_path, *FAST)
     assert_one_line_error(r, "resnet34", "hub/checkpoints", "--weights", "--no-pretrained")
     assert written(tmp_path) == []
-
-
-def checkpoint_epoch(partial: Path) -> int:
-    """The epoch a run's checkpoint holds (0 without one); memory-mapped: read in ms."""
-    ckpt = partial / "checkpoint.pt"
-    try:
-        return int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["epoch"])
-    except FileNotFoundError:
-        return 0
-
-
-def kill_9_after_checkpoint(cmd: list, partial: Path, epoch: int, timeout: float = 600):
-    """Run ``cmd`` (countnet) in a fresh process and SIGKILL it from outside as soon as its
-    checkpoint holds ``epoch``, as a user's kill -9 would: nothing in the process knows.
-    Returns the killed process (its output read from files, so a chatty child never blocks
-    on a full pipe) and the epoch its checkpoint held when it died."""
-    out_path, err_path = partial.parent / "kill9.out", partial.parent / "kill9.err"
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        proc = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=err, text=True)
-    seen, deadline = None, time.time() + timeout
-    while True:
-        try:  # checkpoint.pt is replaced atomically: whole whenever it exists
-            stamp = (partial / "checkpoint.pt").stat().st_mtime_ns
-        except FileNotFoundError:
-            stamp = None
-        if stamp is not None and stamp != seen:
-            seen = stamp
-            if checkpoint_epoch(partial) >= epoch:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            proc.wait()
-            pytest.fail(f"never reached epoch {epoch} to be killed: {err_path.read_text()}")
-        time.sleep(0.005)
-    proc.wait(timeout=60)
-    done = subprocess.CompletedProcess(
-        cmd, proc.returncode, out_path.read_text(), err_path.read_text()
-    )
-    out_path.unlink()
-    err_path.unlink()
-    return done, checkpoint_epoch(partial)
-
-
-def test_resume_after_kill_9(cli, tiny, tmp_path):
-    # 5 epochs, killed from outside once epoch 2 is checkpointed: wherever the kill lands
-    # (during epoch 3, or rarely after it), the resumed run must continue from the checkpoint.
-    n = 5
-    args = [COUNTNET, "train", tiny, "--no-pretrained", "--epochs", str(n), "--device", "cpu",
-            "--runs-dir", tmp_path, "--name", "k", *FAST]  # fmt: skip
-    proc, e = kill_9_after_checkpoint(args, tmp_path / ".k.partial", epoch=2)
-    assert proc.returncode == -9, proc.stderr
-    printed = [ln.split()[1] for ln in proc.stdout.splitlines()]  # one clean line per epoch
-    assert 2 <= e < n and printed[:e] == [f"{i}/{n}" for i in range(1, e + 1)], proc.stdout
-    assert len(printed) in (e, e + 1)  # the next epoch's line may precede its checkpoint
-    assert "\r" not in proc.stdout + proc.stderr
-    assert not (tmp_path / "k").exists() and (tmp_path / ".k.partial").is_dir()
-
-    def again(*extra: str, epochs: int = n):
-        return cli("train", tiny, "--no-pretrained", "--epochs", str(epochs), "--device", "cpu",
-                   "--runs-dir", tmp_path, "--name", "k", *extra, *FAST)  # fmt: skip
-
-    assert_one_line_error(again(), "interrupted run", "--resume")
-    assert_one_line_error(again("--resume", epochs=n + 1), "different options", "epochs")
-
-    before = read_rows(tmp_path / ".k.partial" / "metrics.csv")
-    r = again("--resume")
-    assert r.returncode == 0, r.stderr
-    assert f"resuming after epoch {e}/{n}" in r.stderr
-    resumed = [ln.split()[1] for ln in r.stdout.splitlines()]
-    assert resumed == [f"{i}/{n}" for i in range(e + 1, n + 1)]  # only the missing epochs
-    rows = read_rows(tmp_path / "k" / "metrics.csv")
-    assert [r_["epoch"] for r_ in rows] == [str(i) for i in range(1, n + 1)]
-    assert rows[:e] == before[:e]
-    summary = yaml.safe_load((tmp_path / "k" / "config.yaml").read_text())["summary"]
-    total = sum(float(r_["time"]) for r_ in rows)  # both sessions' epochs
-    assert summary["train_seconds"] == pytest.approx(total, abs=0.02)
-    assert summary["session_train_seconds"] < summary["train_seconds"]
-    assert not (tmp_path / ".k.partial").exists()
-    assert not (tmp_path / "k" / "checkpoint.pt").exists()
-    assert_one_line_error(again("--resume"), "already finished")
 
 
 def _write_odd_images(folder: Path, rng: np.random.Generator) -> None:
@@ -376,44 +300,136 @@ def test_imbalance_is_flagged(cli, tmp_path):
     assert cfg["data"]["imbalanced"] is True
 
 
-def test_lenet_with_caffe_step_policy(cli, tiny, tmp_path):
-    r = cli(
-        "train",
-        tiny,
-        "--arch",
-        "lenet",
-        "--lr-policy",
-        "step",
-        "--lr",
-        "0.01",
-        "--lr-step",
-        "2",
-        "--epochs",
-        "2",
-        "--runs-dir",
-        tmp_path,
-        "--name",
-        "le",
-        *FAST,
-    )
-    assert r.returncode == 0, r.stderr
-    cfg = yaml.safe_load((tmp_path / "le" / "config.yaml").read_text())
-    assert cfg["lr"]["used"] == 0.01 and cfg["lr"]["source"] == "--lr"
-    assert cfg["resolved"]["schedule"] == "step for 2 epoch(s)"
+@pytest.mark.parametrize("policy", ["step", "inv"])
+def test_caffe_policies_drive_the_optimizer(tiny, tmp_path, policy):
+    """The LR the optimizer used at every iteration (fastai's Recorder) is Caffe's formula
+    of that iteration: step drops exactly at multiples of --lr-step, inv decays."""
+    from countnet_classify.config import RunSpec
+    from countnet_classify.train import train
+
+    spec = RunSpec(
+        data=str(tiny), arch="lenet", lr_policy=policy, lr=0.01, lr_step=2, lr_gamma=0.5,
+        epochs=2, size=32, bs=8, lr_find_iters=0, quiet=True, workers=0,
+        runs_dir=str(tmp_path), name=policy,
+    )  # fmt: skip
+    res = train(spec, say=lambda m: None, figures=False)
+    lrs = res.learner.recorder.lrs
+    assert len(lrs) == 6  # 27 training images in batches of 8 (last dropped), 2 epochs
+    if policy == "step":
+        assert lrs == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025, 0.0025])
+    else:
+        assert lrs == pytest.approx([0.01 * (1 + 0.5 * i) ** -0.75 for i in range(6)])
+    cfg = res.record
+    assert cfg["resolved"]["schedule"] == f"{policy} for 2 epoch(s)"
     assert cfg["resolved"]["pretrained"] is False  # lenet has no ImageNet weights
+    assert cfg["resolved"]["phases"] == [
+        {"name": "main", "epochs": 2, "frozen": None, "policy": policy, "lr": 0.01}
+    ]
+
+
+def test_fine_tune_phases_and_natural_class_order(tmp_path):
+    """fine_tune: in phase 1 only BatchNorm and the head train (the body's weights do not
+    move); each phase's per-group peak LRs are the ones config.yaml records. Classes 8-12
+    keep natural order in config.yaml, model.json, predictions and the confusion matrix,
+    and predict on the validation images reproduces the final error_rate."""
+    from fastai.callback.core import Callback
+    from fastai.callback.schedule import combined_cos
+    from fastai.interpret import ClassificationInterpretation
+
+    from countnet_classify.config import RunSpec
+    from countnet_classify.predict import predict
+    from countnet_classify.train import train
+    from countnet_gen.spec import DatasetSpec
+    from countnet_gen.writer import generate
+
+    data = generate(
+        DatasetSpec(counts=(8, 12), per_class=8, size=32, radius=(1, 2), valid_pct=0.25),
+        tmp_path / "c812", workers=1,
+    )  # fmt: skip
+    wfile = tmp_path / "r18.pth"
+    save_resnet_weights(wfile)
+
+    class Watch(Callback):
+        """Per fit: trainable parameters, the body's weights before and after, peak LRs."""
+
+        def __init__(self):
+            self.fits = []
+
+        def before_fit(self):
+            body = self.learn.model[0]
+            self.fits.append(
+                {
+                    "trainable": {n: p.requires_grad for n, p in body.named_parameters()},
+                    "before": {n: p.detach().clone() for n, p in body.named_parameters()},
+                    "lrs": [],
+                }
+            )
+
+        def after_batch(self):
+            if self.training:
+                self.fits[-1]["lrs"].append([h["lr"] for h in self.opt.hypers])
+
+        def after_fit(self):
+            body = self.learn.model[0]
+            self.fits[-1]["after"] = {n: p.detach().clone() for n, p in body.named_parameters()}
+
+    watch = Watch()
+    spec = RunSpec(
+        data=str(data), arch="resnet18", weights=str(wfile), freeze_epochs=1, epochs=1,
+        lr=2e-3, lr_find_iters=0, size=32, bs=8, quiet=True, workers=0, device="cpu",
+        runs_dir=str(tmp_path), name="ft",
+    )  # fmt: skip
+    res = train(spec, say=lambda m: None, cbs=(watch,))
+    phases = res.record["resolved"]["phases"]
+    assert [(p["name"], p["frozen"]) for p in phases] == [("frozen", True), ("unfrozen", False)]
+    assert phases[1]["lr"] == pytest.approx([1e-5, 1e-4, 1e-3])  # slice(lr/200, lr/2)
+    assert phases[0]["lr"] == pytest.approx([2e-4, 2e-4, 2e-3])  # slice(lr)
+    assert len(watch.fits) == 2
+    for fit, phase in zip(watch.fits, phases, strict=True):
+        # Every batch's per-group LR is fastai's one-cycle curve over the recorded peaks.
+        n = len(fit["lrs"])
+        div = phase.get("div", 25.0)
+        for i, used in enumerate(fit["lrs"]):
+            want = [combined_cos(phase["pct_start"], lr / div, lr, lr / 1e5)(i / n)
+                    for lr in phase["lr"]]  # fmt: skip
+            assert used == pytest.approx(want, rel=1e-6), (phase["name"], i)
+    frozen = watch.fits[0]
+    is_bn = {n: ".bn" in n or "downsample.1" in n or n.startswith("1.") for n in frozen["before"]}
+    assert any(is_bn.values()) and not all(is_bn.values())
+    moved = {n: not torch.equal(frozen["before"][n], frozen["after"][n]) for n in is_bn}
+    for n, trainable in frozen["trainable"].items():
+        assert trainable == is_bn[n], n  # BatchNorm trains, nothing else in the body
+        assert is_bn[n] or not moved[n], n
+    assert any(moved[n] for n in is_bn if is_bn[n])
+    assert all(watch.fits[1]["trainable"].values())  # phase 2: everything trains
+
+    natural = ["8", "9", "10", "11", "12"]
+    run = tmp_path / "ft"
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["classes"] == natural
+    assert json.loads((run / "model.json").read_text())["classes"] == natural
+    interp = ClassificationInterpretation.from_learner(res.learner)
+    assert list(interp.vocab) == natural
+    images = sorted((data / "valid").rglob("*.png"))
+    preds = predict(run, images)
+    assert all(list(p.probs) == natural for p in preds)
+    truth = [natural.index(Path(i).parent.name) for i in images]
+    cm = interp.confusion_matrix()  # rows: actual class in vocab order
+    assert cm.sum(axis=1).tolist() == [truth.count(k) for k in range(5)]
+    wrong = sum(p.label != Path(p.path).parent.name for p in preds)
+    final = float(read_rows(run / "metrics.csv")[-1]["error_rate"])
+    assert wrong / len(images) == pytest.approx(final, abs=1e-6)
 
 
 def test_caffe_schedules_match_their_formulas():
     from countnet_classify.schedules import sched_inv, sched_step
 
-    inv = sched_inv(0.01, 1e-4, 0.75, total_iters=10000)
+    inv = sched_inv(0.01, 1e-4, 0.75)
     for it in (0, 1, 500, 9999):
-        assert inv(it / 10000) == pytest.approx(0.01 * (1 + 1e-4 * it) ** -0.75)
-    step = sched_step(0.1, 0.1, stepsize=100, total_iters=300)
-    assert step(0.0) == pytest.approx(0.1)
-    assert step(99 / 300) == pytest.approx(0.1)
-    assert step(100 / 300) == pytest.approx(0.01)
-    assert step(250 / 300) == pytest.approx(0.001)
+        assert inv(it) == pytest.approx(0.01 * (1 + 1e-4 * it) ** -0.75)
+    step = sched_step(0.1, 0.1, stepsize=100)
+    assert [step(i) for i in (0, 99, 100, 199, 200, 250)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
 
 
 def _one_class(tmp_path):
@@ -549,41 +565,6 @@ def test_resume_and_predict_bad_input(cli, tiny, tmp_path):
     (tmp_path / "fake-run").mkdir()
     r = cli("predict", tmp_path / "fake-run", "x.png")
     assert_one_line_error(r, "missing")
-
-
-def test_resume_fine_tune_between_frozen_and_unfrozen_phases(cli, tiny, tmp_path):
-    wfile = tmp_path / "r18.pth"
-    save_resnet_weights(wfile)
-    args = [
-        "train",
-        str(tiny),
-        "--arch",
-        "resnet18",
-        "--weights",
-        str(wfile),
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-        "--runs-dir",
-        str(tmp_path),
-        "--name",
-        "ft",
-        *FAST,
-    ]
-    # Killed from outside once the frozen epoch is checkpointed (during the unfrozen one).
-    proc, reached = kill_9_after_checkpoint([COUNTNET, *args], tmp_path / ".ft.partial", epoch=1)
-    assert proc.returncode == -9, proc.stderr
-    ckpt = torch.load(tmp_path / ".ft.partial" / "checkpoint.pt", weights_only=True)
-    # ResNet-18's unfrozen epoch takes seconds here, the kill milliseconds after the frozen
-    # epoch's checkpoint appears: the run dies at the phase boundary.
-    assert reached == 1 and ckpt["epoch"] == 1 and ckpt["phase"] == "frozen"
-
-    r = cli(*args, "--resume")
-    assert r.returncode == 0, r.stderr
-    assert "resuming after epoch 1/2" in r.stderr
-    assert [ln.split()[1] for ln in r.stdout.splitlines()] == ["2/2"]
-    assert [m["epoch"] for m in read_rows(tmp_path / "ft" / "metrics.csv")] == ["1", "2"]
 
 
 def test_transforms_that_can_change_a_count_are_warned_about(cli, tiny, tmp_path):

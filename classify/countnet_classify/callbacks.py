@@ -123,8 +123,44 @@ def _plain(obj):
     return obj
 
 
+def rng_state(dls) -> dict:
+    """Every random stream training draws from: Python's, NumPy's, torch's (CPU and CUDA)
+    and each DataLoader's own shuffling RNG — as plain values torch can save weights-only."""
+    import random
+
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+        "loaders": [dl.rng.getstate() for dl in dls.loaders],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, dls) -> None:
+    import random
+
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for dl, s in zip(dls.loaders, state["loaders"], strict=True):
+        dl.rng.setstate(s)
+
+
 class Checkpoint(_EpochAware):
-    """checkpoint.pt after every epoch: model, optimizer and the epoch reached."""
+    """checkpoint.pt: model, optimizer, GradScaler and RNG state and the epoch reached —
+    after every epoch, and once before the first (epoch 0), so that --resume continues
+    exactly where the uninterrupted run would be.
+
+    Not fastai's SaveModelCallback: its files are pickles of fastai objects (read back only
+    by unpickling), written in place, without the RNG or the phase; this file is replaced
+    atomically and read weights-only (``load_checkpoint``)."""
 
     order = 70
 
@@ -133,21 +169,65 @@ class Checkpoint(_EpochAware):
         self.path = Path(run_dir) / CHECKPOINT
         self.phase = phase
 
+    def before_fit(self):
+        if self.offset == 0 and not self.path.exists():
+            self._save(0)
+
     def after_epoch(self):
-        if self._cancelled:
-            return
+        if not self._cancelled:
+            self._save(self.global_epoch)
+
+    def _save(self, epoch: int) -> None:
         state = {
-            "epoch": self.global_epoch,
+            "epoch": epoch,
             "phase": self.phase,
             "model": self.learn.model.state_dict(),
             "opt": _plain(self.learn.opt.state_dict()),
+            "rng": rng_state(self.learn.dls),
         }
+        recorder = getattr(self.learn, "recorder", None)
+        if recorder is not None:  # the smoothed train_loss runs on across a phase's epochs
+            sl = recorder.smooth_loss
+            val = torch.as_tensor(sl.val).detach().cpu().as_subclass(torch.Tensor)  # no fastai type
+            state["smooth_loss"] = {"count": sl.count, "val": val}
+        scaler = getattr(self.learn, "scaler", None)
+        if scaler is not None and scaler.is_enabled():  # fp16 only; bf16 needs no scaling
+            state["scaler"] = scaler.state_dict()
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
 
 
+class RestoreState(Callback):
+    """On resume, the checkpoint's RNG state, and within a phase its optimizer, GradScaler
+    and smoothed-loss state, put back when the fit starts (after MixedPrecision has made its
+    scaler and the Recorder has reset its smoothed loss), on the training device."""
+
+    order = 75
+
+    def __init__(self, checkpoint: dict, *, optimizer: bool):
+        self.checkpoint, self.optimizer = checkpoint, optimizer
+
+    def before_fit(self):
+        from fastai.torch_core import to_device
+
+        ckpt = self.checkpoint
+        if self.optimizer:
+            device = next(self.learn.model.parameters()).device
+            self.learn.opt.load_state_dict(to_device(ckpt["opt"], device))
+            scaler = getattr(self.learn, "scaler", None)
+            if scaler is not None and "scaler" in ckpt:
+                scaler.load_state_dict(ckpt["scaler"])
+            recorder = getattr(self.learn, "recorder", None)
+            if recorder is not None and "smooth_loss" in ckpt:
+                recorder.smooth_loss.count = ckpt["smooth_loss"]["count"]
+                recorder.smooth_loss.val = ckpt["smooth_loss"]["val"]  # CPU, as fastai keeps it
+        if "rng" in ckpt:  # checkpoints written before countnet saved it have none
+            set_rng_state(ckpt["rng"], self.learn.dls)
+
+
 def load_checkpoint(run_dir: Path) -> dict | None:
-    """Our own checkpoint, still read weights-only (plain tensors and numbers)."""
+    """Our own checkpoint, still read weights-only (plain tensors and numbers), on the CPU
+    (RestoreState moves the optimizer state to the training device)."""
     from fastcore.foundation import L
 
     path = Path(run_dir) / CHECKPOINT

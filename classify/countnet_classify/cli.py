@@ -275,7 +275,9 @@ def weights_import_cmd(
             f"--arch {arch!r} has no ImageNet weights; choose one of "
             f"{', '.join(a for a in ARCHS if a != 'lenet')}"
         )
-    dest = import_weights(file, arch)
+    dest, warning = import_weights(file, arch)
+    if warning:
+        typer.echo(warning, err=True)
     typer.echo(f"verified {file} as {arch} ImageNet weights; cached at {dest}", err=True)
 
 

@@ -70,8 +70,14 @@ def make_dataloaders(
 
 def seed_loaders(dls: DataLoaders, seed: int) -> DataLoaders:
     """Seed each loader's own shuffling RNG (fastai's DataLoader keeps a random.Random that
-    ``dataloaders(seed=...)`` does not reach): both loaders shuffle identically."""
+    ``dataloaders(seed=...)`` does not reach): both loaders shuffle identically.
+
+    Each loader's one trial batch (``n_inp``, which fastai otherwise makes at the first
+    training batch, augmented, drawing on the global RNGs) is made here, before training:
+    so a run resumed in a fresh process draws the same random numbers as the uninterrupted
+    one, which made it long before the epoch it resumes at."""
     for i, dl in enumerate(dls.loaders):
+        dl.n_inp  # noqa: B018  (computed and cached on first access)
         dl.rng.seed(seed + i)
     return dls
 

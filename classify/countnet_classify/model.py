@@ -9,6 +9,7 @@ Weight files are read with ``torch.load(weights_only=True)`` or safetensors: nev
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import urllib.request
@@ -128,8 +129,31 @@ def imagenet_state_dict(arch: str, weights_file: str | None) -> tuple[dict, str]
     return sd, str(path)
 
 
-def _download(arch: str, path: Path) -> None:
+class _BadHash(Exception):
+    """A download that is not the file torchvision published."""
+
+
+def published_sha256_prefix(arch: str) -> str | None:
+    """The sha256 prefix torchvision puts in its weights' file name (resnet34-b627a593.pth),
+    read with torch.hub's own pattern; what its download checks with check_hash=True."""
     _, w = torchvision_builder(arch)
+    m = torch.hub.HASH_REGEX.search(Path(w.url).name)
+    return m.group(1) if m else None
+
+
+def file_sha256(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _download(arch: str, path: Path, url: str | None = None) -> None:
+    """torchvision's weights for ``arch`` into ``path``, checked against the published
+    sha256 prefix (``url``: another source of the same file, e.g. a mirror)."""
+    _, w = torchvision_builder(arch)
+    url = url or w.url
     hint = (
         f"no ImageNet weights for {arch}: expected {path} (not cached, download failed: "
         "{why}). Pass --weights FILE (a torchvision state dict; `countnet weights import FILE` "
@@ -138,28 +162,45 @@ def _download(arch: str, path: Path) -> None:
     if os.environ.get("COUNTNET_OFFLINE"):
         raise CountnetError(hint.format(why="COUNTNET_OFFLINE is set"))
     path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = published_sha256_prefix(arch)
     try:
-        with (
-            atomic_path(path) as tmp,
-            urllib.request.urlopen(w.url, timeout=download_timeout()) as r,
-            open(tmp, "wb") as f,
-        ):
-            shutil.copyfileobj(r, f)
+        with atomic_path(path) as tmp:
+            with (
+                urllib.request.urlopen(url, timeout=download_timeout()) as r,
+                open(tmp, "wb") as f,
+            ):
+                shutil.copyfileobj(r, f)
+            digest = file_sha256(tmp)
+            if prefix and not digest.startswith(prefix):  # torch.hub's check_hash, as one line
+                raise _BadHash(f"sha256 {digest[:12]}... is not torchvision's {prefix}...")
     except Exception as e:
         why = getattr(e, "reason", None) or e
         raise CountnetError(hint.format(why=str(why)[:80])) from None
 
 
-def import_weights(file: Path | str, arch: str) -> Path:
-    """Verify ``file`` as ``arch``'s ImageNet weights and place it in the torch hub cache."""
+def import_weights(file: Path | str, arch: str) -> tuple[Path, str | None]:
+    """Verify ``file`` as ``arch``'s ImageNet weights and place it in the torch hub cache.
+    Returns where, and a warning when the file is not torchvision's published one (its
+    sha256 differs from the prefix in torchvision's file name): such weights still fit the
+    model, but a run started from them is not the fastai/torchvision baseline."""
     fn, _ = torchvision_builder(arch)
     sd = load_state_dict_file(file)
     check_state_dict(sd, fn(weights=None), str(file))
     dest = expected_weights_path(arch)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    prefix, digest = published_sha256_prefix(arch), file_sha256(file)
     with atomic_path(dest) as tmp:
-        torch.save(sd, tmp)  # plain tensors only: loadable with weights_only=True
-    return dest
+        if prefix and digest.startswith(prefix):
+            shutil.copyfile(file, tmp)  # torchvision's own file, byte for byte
+        else:
+            torch.save(sd, tmp)  # plain tensors only: loadable with weights_only=True
+    if prefix and not digest.startswith(prefix):
+        return dest, (
+            f"warning: {file} is not torchvision's published {arch} weights (its sha256 "
+            f"starts {digest[:8]}, torchvision's {prefix}): cached under torchvision's name "
+            "because names and shapes fit; runs record this file's sha256"
+        )
+    return dest, None
 
 
 class _PretrainedArch:

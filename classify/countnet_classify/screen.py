@@ -74,10 +74,9 @@ def _check_image(path: Path) -> str | None:
     try:
         if path.stat().st_size == 0:
             return "zero-byte file"
-        with Image.open(path) as im:
-            im.load()  # full decode: catches truncation, not just a bad header
-            if im.size[0] < 1 or im.size[1] < 1:
-                return "empty image"
+        im = open_rgb(path)  # full decode as training decodes: catches truncation too
+        if im.size[0] < 1 or im.size[1] < 1:
+            return "empty image"
     except UnidentifiedImageError:
         return "not an image"
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
@@ -101,10 +100,12 @@ def _files(folder: Path) -> list[Path]:
 
 
 def fingerprint(root: Path, paths: list[Path]) -> str:
-    """sha256 over the sorted (relative path, size) list: changes when files do."""
+    """sha256 over the sorted (relative path, size, mtime) list: changes when a file is
+    added, removed, resized or rewritten (a rewrite of the same size changes its mtime)."""
     h = hashlib.sha256()
     for p in sorted(paths):
-        h.update(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}\n".encode())
+        st = p.stat()
+        h.update(f"{p.relative_to(root).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 

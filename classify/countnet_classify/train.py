@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
-from countnet_classify import outputs, plots
+from countnet_classify import outputs, phases, plots
 from countnet_classify.cache import decoded_splits
 from countnet_classify.callbacks import (
+    CHECKPOINT,
     Checkpoint,
     MetricsTable,
     PreciseBN,
@@ -27,8 +28,9 @@ from countnet_classify.callbacks import (
 )
 from countnet_classify.config import RunSpec, auto_batch_size
 from countnet_classify.data import make_cached_dataloaders, make_dataloaders
-from countnet_classify.model import imagenet_state_dict, make_learner
+from countnet_classify.model import file_sha256, imagenet_state_dict, make_learner
 from countnet_classify.precision import apply_precision, resolve_precision, use_channels_last
+from countnet_classify.schedules import caffe_scheduler  # also patches fit_one_cycle onto Learner
 from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen
 from countnet_classify.select import transform_warnings
 from countnet_classify.transforms import resolve_transforms
@@ -56,9 +58,17 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def _prepare_folder(spec: RunSpec) -> tuple[Path, Path, dict | None]:
+def _prepare_folder(spec: RunSpec, say) -> tuple[Path, Path, dict | None]:
     final = spec.run_dir
     partial = outputs.partial_dir(final)
+    # A partial folder without config.yaml was interrupted before training started (while
+    # screening or finding the LR): nothing in it is worth keeping, so it never blocks.
+    if partial.is_dir() and not (partial / outputs.CONFIG).is_file():
+        if spec.resume:
+            say(f"run {spec.run_name!r} was interrupted before its first epoch: starting over")
+        shutil.rmtree(partial)
+        if spec.resume and not final.exists():
+            return final, partial, None
     if spec.resume:
         if not partial.is_dir():
             if final.is_dir():
@@ -124,27 +134,69 @@ def _dataset_params(root: Path) -> dict | None:
     return None
 
 
-def train(spec: RunSpec, *, say=print, figures: bool = True) -> TrainResult:
+def train(spec: RunSpec, *, say=print, figures: bool = True, cbs: tuple = ()) -> TrainResult:
     """Train per ``spec``; returns the finished run folder and the learner. ``figures=False``
-    skips the interpretation plots (select-transforms' candidates, which nobody looks at).
-    The run's lock (``.<name>.lock`` beside it) keeps a second process (another shell, the
-    workflow) from training, resuming or replacing the same run at the same time."""
+    skips the interpretation plots (select-transforms' candidates, which nobody looks at);
+    ``cbs``: extra fastai callbacks for every phase. The run's lock (``.<name>.lock`` beside
+    it) keeps a second process (another shell, the workflow) from training, resuming or
+    replacing the same run at the same time."""
     with exclusive(spec.run_dir, "run"):
-        return _train(spec, say=say, figures=figures)
+        t_start = time.perf_counter()
+        run = prepare_run(spec, say)
+        learn = build_learner(spec, run)
+        record = run_record(spec, run, learn)
+        # Found once and recorded: --resume reuses it instead of running the finder again.
+        record["lr"] = (run.saved or {}).get("lr") or _find_lr(learn, spec, run.partial, run.quiet)
+        base_lr = float(record["lr"]["used"])
+        schedule = plan_phases(spec, base_lr)
+        record["resolved"]["phases"] = [
+            p.to_dict(len(learn.splitter(learn.model))) for p in schedule
+        ]
+        outputs.write_config(run.partial, record)
+        say(f"learning rate: {base_lr:.3g} ({record['lr']['source']})")
+
+        t_train = time.perf_counter()
+        fit_run(spec, run, learn, schedule, say=say, cbs=cbs)
+        return finish_run(
+            spec,
+            run,
+            learn,
+            record,
+            say=say,
+            figures=figures,
+            session={"train": time.perf_counter() - t_train, "wall": t_start},
+        )
 
 
-def _train(spec: RunSpec, *, say, figures: bool) -> TrainResult:
-    import fastai.callback.schedule  # noqa: F401  (patches fit_one_cycle/lr_find onto Learner)
-    from fastai.callback.progress import ProgressCallback
-    from fastai.metrics import accuracy, error_rate
-    from fastai.torch_core import set_seed
+@dataclass
+class PreparedRun:
+    """Everything known before the model exists: folders, the vetted data, the device."""
 
-    t_start = time.perf_counter()
+    final: Path
+    partial: Path
+    saved: dict | None  # the interrupted run's config.yaml, on --resume
+    screened: Screened
+    data_info: dict
+    dls: Any
+    file_dls: Any  # () -> fastai's file DataLoaders (figures need file items)
+    transforms: str
+    device: torch.device
+    precision: str
+    channels_last: bool
+    bs: int
+    workers: int
+    quiet: bool
+    state_dict: dict | None
+    weights_source: str | None
+
+
+def prepare_run(spec: RunSpec, say) -> PreparedRun:
+    """Resolve the options, check the run folder and the data, build the DataLoaders."""
     transforms = resolve_transforms(spec.transforms)
     device = resolve_device(spec.device)
     precision = resolve_precision(spec.precision, device)
     channels_last = use_channels_last(precision, device)
-    final, partial, saved = _prepare_folder(spec)
+    final, partial, saved = _prepare_folder(spec, say)
     state_dict, weights_source = None, None
     if spec.uses_pretrained:  # before screening: a missing weights file fails fast
         state_dict, weights_source = imagenet_state_dict(spec.arch, spec.weights)
@@ -167,10 +219,10 @@ def _train(spec: RunSpec, *, say, figures: bool) -> TrainResult:
             f"warning: classes are imbalanced (largest/smallest = {sc.imbalance:.1f} > "
             f"{IMBALANCE_RATIO:g}); error_rate may flatter the majority class"
         )
-
+    quiet = spec.quiet or not _is_tty()
     # Decoded before the run folder exists: an interrupted build leaves no run to resume.
     decoded = (
-        decoded_splits(sc, spec.size, say=say, progress=not (spec.quiet or not _is_tty()))
+        decoded_splits(sc, spec.size, say=say, progress=not quiet)
         if spec.loader == "cache"
         else None
     )
@@ -184,162 +236,141 @@ def _train(spec: RunSpec, *, say, figures: bool) -> TrainResult:
 
     def file_dls():
         return make_dataloaders(
-            sc,
-            size=spec.size,
-            bs=bs,
-            transforms=transforms,
-            workers=workers,
-            device=device,
+            sc, size=spec.size, bs=bs, transforms=transforms, workers=workers, device=device,
             seed=spec.seed,
-        )
+        )  # fmt: skip
 
     if decoded is not None:
         dls = make_cached_dataloaders(
-            decoded,
-            bs=bs,
-            transforms=transforms,
-            device=device,
-            seed=spec.seed,
+            decoded, bs=bs, transforms=transforms, device=device, seed=spec.seed,
             channels_last=channels_last,
-        )
+        )  # fmt: skip
     else:
         dls = file_dls()
-    set_seed(spec.seed, reproducible=True)  # after the loaders: both start the model alike
+    return PreparedRun(
+        final, partial, saved, sc, data_info, dls, file_dls, transforms, device, precision,
+        channels_last, bs, workers, quiet, state_dict, weights_source,
+    )  # fmt: skip
+
+
+def build_learner(spec: RunSpec, run: PreparedRun):
+    """The fastai Learner: model (seeded after the loaders, so both loaders start it
+    alike), metrics, precision and memory layout, and a quiet logger for logs."""
+    from fastai.callback.progress import ProgressCallback
+    from fastai.metrics import accuracy, error_rate
+    from fastai.torch_core import set_seed
+
+    set_seed(spec.seed, reproducible=True)
     learn = make_learner(
-        dls,
+        run.dls,
         spec.arch,
-        state_dict,
+        run.state_dict,
         pretrained=spec.uses_pretrained,
         head=spec.head,
         head_dropout=spec.dropout,
         metrics=[error_rate, accuracy],
-        path=partial,
+        path=run.partial,
         model_dir=".tmp",
     )
-    quiet = spec.quiet or not _is_tty()
-    if quiet:
+    if run.quiet:
         learn.remove_cb(ProgressCallback)
         learn.logger = _no_log  # fastai prints raw log lists when no progress bar is shown
-    apply_precision(learn, precision, device, channels_last=channels_last)
+    apply_precision(learn, run.precision, run.device, channels_last=run.channels_last)
+    return learn
 
+
+def plan_phases(spec: RunSpec, lr: float) -> list[phases.Phase]:
+    return phases.plan(
+        policy=spec.lr_policy,
+        pretrained=spec.uses_pretrained,
+        epochs=spec.epochs,
+        freeze_epochs=spec.freeze_epochs,
+        lr=lr,
+    )
+
+
+def run_record(spec: RunSpec, run: PreparedRun, learn) -> dict[str, Any]:
+    """What config.yaml records: options, what they resolved to, data, versions."""
     fine_tune = spec.lr_policy == "one-cycle" and spec.uses_pretrained
     freeze_epochs = spec.freeze_epochs if fine_tune else 0
-    total = freeze_epochs + spec.epochs
-    record: dict[str, Any] = {
+    return {
         "run": spec.to_dict(),
         "resolved": {
             "name": spec.run_name,
-            "transforms": transforms,
-            "device": str(device),
-            "precision": precision,
-            "channels_last": channels_last,
+            "transforms": run.transforms,
+            "device": str(run.device),
+            "precision": run.precision,
+            "channels_last": run.channels_last,
             **spec.head_layout,
             "pretrained": spec.uses_pretrained,
-            "weights_source": weights_source,
+            "weights_source": run.weights_source,
+            "weights_sha256": file_sha256(run.weights_source) if run.weights_source else None,
             "schedule": (
                 f"fine_tune: {freeze_epochs} frozen epoch(s) + {spec.epochs} unfrozen"
                 if fine_tune
                 else f"{spec.lr_policy} for {spec.epochs} epoch(s)"
             ),
-            "total_epochs": total,
-            "batch_size": bs,
+            "total_epochs": freeze_epochs + spec.epochs,
+            "batch_size": run.bs,
             "loader": spec.loader,
-            "dataloader_workers": workers if spec.loader == "files" else 0,
+            "dataloader_workers": run.workers if spec.loader == "files" else 0,
         },
         "seed": spec.seed,
-        "data": data_info,
-        "dataset_params": _dataset_params(sc.root),
+        "data": run.data_info,
+        "dataset_params": _dataset_params(run.screened.root),
         "versions": package_versions(),
         "resume_key": spec.resume_key(),
-        "started": (saved or {}).get("started") or datetime.now(UTC).isoformat(timespec="seconds"),
+        "started": (run.saved or {}).get("started")
+        or datetime.now(UTC).isoformat(timespec="seconds"),
         "status": "running",
     }
 
-    # -- learning rate -------------------------------------------------------
-    # Found once and recorded: --resume reuses it instead of running the finder again.
-    record["lr"] = (saved or {}).get("lr") or _find_lr(learn, spec, partial, quiet)
-    outputs.write_config(partial, record)
-    base_lr = float(record["lr"]["used"])
-    say(f"learning rate: {base_lr:.3g} ({record['lr']['source']})")
 
-    # -- resume point ----------------------------------------------------------
-    ckpt = load_checkpoint(partial) if spec.resume else None
-    done = int(ckpt["epoch"]) if ckpt else 0
+def fit_run(
+    spec: RunSpec, run: PreparedRun, learn, schedule: list[phases.Phase], *, say, cbs=()
+) -> None:
+    """Train through the phases, continuing from the checkpoint on --resume; afterwards
+    the learner holds the final weights."""
+    total = phases.total_epochs(schedule)
+    ckpt = load_checkpoint(run.partial) if spec.resume else None
     if ckpt:
+        done = int(ckpt["epoch"])
         say(f"resuming after epoch {done}/{total}")
-    if done >= total:
-        say("all epochs were already completed")
+        if done >= total:
+            say("all epochs were already completed")
 
-    def callbacks(offset: int, phase: str) -> list:
+    def callbacks(phase: phases.Phase, offset: int) -> list:
         return [
             PreciseBN(spec.precise_bn),
-            MetricsTable(partial, offset, total, echo=quiet),
-            Checkpoint(partial, offset, phase),
+            MetricsTable(run.partial, offset, total, echo=run.quiet),
+            Checkpoint(run.partial, offset, phase.name),
+            *cbs,
         ]
 
-    def restore(unfrozen: bool) -> None:
-        """Set the phase's freezing; on resume, load the checkpoint's model and optimizer
-        (create_opt makes a fresh, fully trainable optimizer, so freezing comes after it)."""
-        if ckpt:
-            learn.model.load_state_dict(ckpt["model"])
-            learn.create_opt()
-        if spec.uses_pretrained:
-            learn.unfreeze() if unfrozen else learn.freeze()
-        if ckpt:
-            learn.opt.load_state_dict(ckpt["opt"])
+    def caffe(phase: phases.Phase, n_iter: int):
+        return caffe_scheduler(
+            phase.policy, float(phase.lr), phase.epochs * n_iter, gamma=spec.lr_gamma,
+            power=spec.lr_power, stepsize=spec.lr_step,
+        )  # fmt: skip
 
-    t_train = time.perf_counter()
-    if fine_tune:
-        if done < freeze_epochs:
-            restore(False)
-            learn.fit_one_cycle(
-                freeze_epochs,
-                slice(base_lr),
-                pct_start=0.99,
-                cbs=callbacks(0, "frozen"),
-                start_epoch=done,
-            )
-            ckpt = None
-        half = base_lr / 2
-        if done < total:
-            restore(True)
-            learn.fit_one_cycle(
-                spec.epochs,
-                slice(half / 100, half),
-                pct_start=0.3,
-                div=5.0,
-                cbs=callbacks(freeze_epochs, "unfrozen"),
-                start_epoch=max(0, done - freeze_epochs),
-            )
-    elif done < total:
-        restore(True)
-        if spec.lr_policy == "one-cycle":
-            learn.fit_one_cycle(spec.epochs, base_lr, cbs=callbacks(0, "main"), start_epoch=done)
-        else:
-            from countnet_classify.schedules import caffe_scheduler
+    phases.fit_phases(learn, schedule, callbacks, checkpoint=ckpt, schedule=caffe)
 
-            sched = caffe_scheduler(
-                spec.lr_policy,
-                base_lr,
-                spec.epochs * len(dls.train),
-                gamma=spec.lr_gamma,
-                power=spec.lr_power,
-                stepsize=spec.lr_step,
-            )
-            learn.fit(spec.epochs, lr=base_lr, cbs=[sched, *callbacks(0, "main")], start_epoch=done)
-    train_s = time.perf_counter() - t_train
 
-    # -- outputs -----------------------------------------------------------------
+def finish_run(
+    spec: RunSpec, run: PreparedRun, learn, record: dict, *, say, figures: bool, session: dict
+) -> TrainResult:
+    """Figures, weights, the summary; then the partial folder becomes the run folder."""
+    partial = run.partial
     metrics = read_rows(partial / "metrics.csv")
+    total = record["resolved"]["total_epochs"]
     if len(metrics) != total:
         raise CountnetError(f"internal: {len(metrics)} epochs recorded, {total} expected")
     if figures:
         if spec.loader == "cache":
             # Figures through fastai's own file pipeline: interpretation and show_batch need
             # the file items, and the pixels are the same (the cache holds exactly them).
-            learn.dls = _with_same_normalization(file_dls(), learn.dls)
+            learn.dls = _with_same_normalization(run.file_dls(), learn.dls)
         _write_figures(learn, partial, metrics)
-    stats = _normalize_stats(learn)
     outputs.export_weights(
         partial,
         learn.model,
@@ -349,7 +380,7 @@ def _train(spec: RunSpec, *, say, figures: bool) -> TrainResult:
             "classes": list(learn.dls.vocab),
             "size": spec.size,
             "resize": "squish",
-            "normalize": stats,
+            "normalize": _normalize_stats(learn),
             "n_in": 3,
             "format": "safetensors state dict of countnet_classify.model.build_model"
             "(arch, n, head, head_dropout)",
@@ -364,20 +395,20 @@ def _train(spec: RunSpec, *, say, figures: bool) -> TrainResult:
         "epochs": total,
         # Every epoch's time from metrics.csv: all sessions of a resumed run, not only this one.
         "train_seconds": round(sum(float(m["time"]) for m in metrics), 2),
-        "session_train_seconds": round(train_s, 2),
+        "session_train_seconds": round(session["train"], 2),
         # This session's: a killed session's wall time is not known.
-        "wall_seconds": round(time.perf_counter() - t_start, 2),
+        "wall_seconds": round(time.perf_counter() - session["wall"], 2),
     }
     record.update(
         status="complete", summary=summary, finished=datetime.now(UTC).isoformat(timespec="seconds")
     )
     outputs.write_config(partial, record)
-    (partial / "checkpoint.pt").unlink(missing_ok=True)
+    (partial / CHECKPOINT).unlink(missing_ok=True)
     shutil.rmtree(partial / ".tmp", ignore_errors=True)
-    outputs.finish(partial, final)
-    learn.path = final
-    say(f"done: final error_rate {errors[-1]:.4f} (best {min(errors):.4f}); run folder {final}")
-    return TrainResult(final, learn, metrics, record)
+    outputs.finish(partial, run.final)
+    learn.path = run.final
+    say(f"done: final error_rate {errors[-1]:.4f} (best {min(errors):.4f}); run folder {run.final}")
+    return TrainResult(run.final, learn, metrics, record)
 
 
 def _no_log(*args, **kwargs) -> None:

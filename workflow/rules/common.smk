@@ -85,14 +85,16 @@ def run_spec(exp, **overrides):
     from countnet_classify.config import RunSpec
 
     entry = {k: v for k, v in EXPERIMENTS[exp].items() if k not in ("data", "optional")}
-    opts = {**config.get("train", {}), **entry}
+    # The overrides (select-transforms' budget) first: `pretrained: auto` is decided for the
+    # arch that will run, whose weights the cache may or may not hold.
+    opts = {**config.get("train", {}), **entry, **overrides}
     pretrained, note = _pretrained(opts.get("arch", "resnet34"), opts.pop("pretrained", "auto"))
     if opts.get("transforms", "select") == "select":
         opts["transforms"] = f"runs/select-transforms/{exp}.json"
     fields = dict(data=_data_path(EXPERIMENTS[exp]), name=exp, runs_dir="runs", quiet=True,
                   pretrained=pretrained, note=opts.pop("note", None) or note)
     try:
-        return RunSpec.from_dict({**opts, **fields, **overrides})
+        return RunSpec.from_dict({**opts, **fields})
     except CountnetError as e:
         raise WorkflowError(f"config: experiment {exp!r}: {e}") from None
 
