@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import PIL
 
-from countnet_gen.cpus import usable_cpus
+from countnet.cpus import usable_cpus
 from countnet_gen.render import palette
 from countnet_gen.spec import DatasetSpec, color_rgb
 from countnet_gen.writer import PNG_LEVEL, ImageJob, _init_worker, _write_chunk, generate

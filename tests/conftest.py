@@ -56,7 +56,7 @@ class Result:
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """``countnet`` in this process (heavy imports paid once), through the same main()."""
-    from countnet_classify.cli import main
+    from countnet.cli import main
 
     def run(*args) -> Result:
         monkeypatch.setattr(sys, "argv", ["countnet", *map(str, args)])

@@ -284,7 +284,7 @@ def test_every_documented_gen_example_runs(tmp_path):
 
 
 def test_workflow_log_is_written_as_the_job_runs(tmp_path):
-    from countnet_gen.errors import CountnetError
+    from countnet.errors import CountnetError
     from countnet_gen.writer import generate_logged
 
     spec = DatasetSpec(counts=(2, 3), per_class=10, size=32, radius=2)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from countnet_gen.errors import CountnetError
+from countnet.errors import CountnetError
 from countnet_gen.sampler import GAP, check_packable, covered_fraction, sample_circles
 
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from countnet_gen.errors import CountnetError
+from countnet.errors import CountnetError
 from countnet_gen.spec import DatasetSpec, parse_int_range
 
 
@@ -101,7 +101,7 @@ def test_colours_are_read_by_pillow():
 
 
 def test_usable_cpus_honours_a_cgroup_quota(tmp_path):
-    from countnet_gen.cpus import cgroup_cpu_quota, usable_cpus
+    from countnet.cpus import cgroup_cpu_quota, usable_cpus
 
     assert cgroup_cpu_quota(tmp_path) is None  # no cgroup files: no quota
     (tmp_path / "cpu.max").write_text("max 100000\n")

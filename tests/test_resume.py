@@ -62,7 +62,7 @@ def kill_9_after_checkpoint(cmd: list, partial: Path, epoch: int, timeout: float
     return done, checkpoint_epoch(partial)
 
 
-def test_resume_after_kill_9(tiny, tmp_path):
+def test_resume_after_kill_9(cli, tiny, tmp_path):
     # 5 epochs, killed from outside once epoch 2 is checkpointed: wherever the kill lands
     # (during epoch 3, or rarely after it), the resumed run must continue from the checkpoint.
     n = 5
@@ -79,14 +79,15 @@ def test_resume_after_kill_9(tiny, tmp_path):
     assert "\r" not in proc.stdout + proc.stderr
     assert not (tmp_path / "k").exists() and (tmp_path / ".k.partial").is_dir()
 
-    assert_one_line_error(run_countnet(*args()), "interrupted run", "--resume")
-    assert_one_line_error(run_countnet(*args("--resume", epochs=n + 1)), "different options")
+    # Refusals need no fresh process (they stop before any training): in-process, faster.
+    assert_one_line_error(cli(*args()), "interrupted run", "--resume")
+    assert_one_line_error(cli(*args("--resume", epochs=n + 1)), "different options")
 
     # A training image rewritten in place (same name, same size) is a changed dataset.
     img = next((tiny / "train").rglob("*.png"))
     st = img.stat()
     os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    assert_one_line_error(run_countnet(*args("--resume")), "changed since run 'k' started")
+    assert_one_line_error(cli(*args("--resume")), "changed since run 'k' started")
     os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     before = read_rows(tmp_path / ".k.partial" / "metrics.csv")
@@ -104,10 +105,10 @@ def test_resume_after_kill_9(tiny, tmp_path):
     assert summary["session_train_seconds"] < summary["train_seconds"]
     assert not (tmp_path / ".k.partial").exists()
     assert not (tmp_path / "k" / "checkpoint.pt").exists()
-    assert_one_line_error(run_countnet(*args("--resume")), "already finished")
+    assert_one_line_error(cli(*args("--resume")), "already finished")
 
 
-def test_resumed_run_equals_the_uninterrupted_run(tiny, tmp_path):
+def test_resumed_run_equals_the_uninterrupted_run(cli, tiny, tmp_path):
     """fine_tune (2 frozen + 2 unfrozen epochs), killed after epoch 1 (within the frozen
     phase), after epoch 2 (the phase boundary) and after the last epoch (while its figures
     are drawn), each time resumed in a fresh process: the finished run is the one that was
@@ -155,7 +156,7 @@ def test_resumed_run_equals_the_uninterrupted_run(tiny, tmp_path):
     # The trained weights were exported (not a fresh model): predict reproduces the error.
     images = sorted((tiny / "valid").rglob("*.png"))
     out = tmp_path / "preds.csv"
-    p = run_countnet("predict", tmp_path / "cut", *images, "--out", out)
+    p = cli("predict", tmp_path / "cut", *images, "--out", out)
     assert p.returncode == 0, p.stderr
     wrong = sum(row["prediction"] != Path(row["path"]).parent.name for row in read_rows(out))
     assert wrong / len(images) == pytest.approx(float(got[-1]["error_rate"]), abs=1e-6)

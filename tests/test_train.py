@@ -194,8 +194,8 @@ def test_a_download_that_is_not_torchvisions_file_is_refused(tmp_path, monkeypat
     """The downloaded file's sha256 must start with the prefix in torchvision's file name
     (torch.hub's check_hash); otherwise nothing lands in the cache. Served from a local
     file: URL, as a mirror would serve it (no network here)."""
+    from countnet.errors import CountnetError
     from countnet_classify.model import _download, expected_weights_path
-    from countnet_gen.errors import CountnetError
 
     monkeypatch.delenv("COUNTNET_OFFLINE")
     fake = tmp_path / "resnet18-f37072fd.pth"

@@ -3,7 +3,8 @@
 ``config`` (RunSpec), ``screen`` (vet images), ``data`` (DataLoaders), ``transforms``
 (augmentation presets and their label safety), ``model`` (archs and weights),
 ``schedules`` (Caffe LR policies), ``callbacks`` (tables, checkpoints), ``train``,
-``predict``, ``select`` (transform selection), ``report``, ``cli`` (the `countnet` command).
+``predict``, ``select`` (transform selection), ``report``. The `countnet` command is
+``countnet.cli``, over both halves.
 """
 
 import warnings

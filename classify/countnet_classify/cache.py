@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from countnet.atomic import exclusive, staging_dir
+from countnet.cpus import usable_cpus
+from countnet.progress import progress_bar
 from countnet_classify.screen import Screened
-from countnet_gen.atomic import exclusive, staging_dir
-from countnet_gen.cpus import usable_cpus
-from countnet_gen.progress import progress_bar
 
 FORMAT = 1  # bump when the layout or the decoding changes: old entries are never reused
 SPLITS = ("train", "valid")

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from fastai.callback.core import Callback
 
+from countnet.atomic import atomic_path, write_text_atomic
 from countnet_classify.outputs import metrics_markdown
-from countnet_gen.atomic import atomic_path, write_text_atomic
 
 METRICS_FIELDS = ("epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "time")
 CHECKPOINT = "checkpoint.pt"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from countnet_gen.errors import CountnetError
+from countnet.errors import CountnetError
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "squeezenet1_1", "lenet")
 LR_POLICIES = ("one-cycle", "inv", "step")

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from countnet.atomic import atomic_path
+from countnet.errors import CountnetError
 from countnet_classify.config import head_dropout_for
-from countnet_gen.atomic import atomic_path
-from countnet_gen.errors import CountnetError
 
 
 def download_timeout() -> float:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import yaml
 
-from countnet_gen.atomic import atomic_path, move_into_place, write_text_atomic
+from countnet.atomic import atomic_path, move_into_place, write_text_atomic
 
 WEIGHTS = "model.safetensors"
 MODEL_JSON = "model.json"

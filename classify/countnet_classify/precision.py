@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from fastai.callback.core import Callback
 
+from countnet.errors import CountnetError
 from countnet_classify.config import PRECISIONS
-from countnet_gen.errors import CountnetError
 
 
 def cpu_has_native_bf16() -> bool:

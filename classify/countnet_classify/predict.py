@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
+from countnet.atomic import write_text_atomic
+from countnet.errors import CountnetError
 from countnet_classify.model import build_model, check_state_dict, load_state_dict_file
 from countnet_classify.outputs import MODEL_JSON, WEIGHTS
-from countnet_gen.atomic import write_text_atomic
-from countnet_gen.errors import CountnetError
 
 
 @dataclass

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from countnet.atomic import write_text_atomic
+from countnet.errors import CountnetError
 from countnet_classify.callbacks import read_rows
 from countnet_classify.outputs import CONFIG, format_time, read_config
-from countnet_gen.atomic import write_text_atomic
-from countnet_gen.errors import CountnetError
 
 BLOG_COLUMNS = ("epoch", "train_loss", "valid_loss", "error_rate", "time")
 FIGURES = (

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from countnet_gen.errors import CountnetError
+from countnet.errors import CountnetError
 
 IMBALANCE_RATIO = 3.0  # largest / smallest class above this is flagged
 

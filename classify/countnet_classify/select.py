@@ -14,10 +14,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from countnet.atomic import write_text_atomic
+from countnet.errors import CountnetError
 from countnet_classify.config import RunSpec
 from countnet_classify.transforms import PRESETS, label_safety
-from countnet_gen.atomic import write_text_atomic
-from countnet_gen.errors import CountnetError
 
 
 def counting_metadata(data: Path) -> tuple[list[dict], int] | None:

@@ -16,6 +16,9 @@ from typing import Any
 
 import torch
 
+from countnet.atomic import check_replaceable, exclusive
+from countnet.errors import CountnetError
+from countnet.versions import package_versions
 from countnet_classify import outputs, phases, plots
 from countnet_classify.cache import decoded_splits
 from countnet_classify.callbacks import (
@@ -34,9 +37,6 @@ from countnet_classify.schedules import caffe_scheduler  # also patches fit_one_
 from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen
 from countnet_classify.select import transform_warnings
 from countnet_classify.transforms import resolve_transforms
-from countnet_gen.atomic import check_replaceable, exclusive
-from countnet_gen.errors import CountnetError
-from countnet_gen.versions import package_versions
 
 AUTO_SCRATCH_RULE = "slide"
 AUTO_FALLBACK = ("valley", "minimum")  # when the sweep was too short for the rule above

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from countnet_gen.errors import CountnetError
+from countnet.errors import CountnetError
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ The pipeline is split so each piece is testable on its own:
 ``writer`` (files, manifest, atomic rename).
 """
 
-from countnet_gen.errors import CountnetError
+from countnet.errors import CountnetError
 from countnet_gen.spec import DatasetSpec
 
 # Bumped whenever the same DatasetSpec and seed would render different pixels or circles

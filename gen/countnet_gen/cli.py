@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from countnet_gen.progress import progress_bar
+from countnet.progress import progress_bar
 from countnet_gen.spec import DEFAULT_BG, DEFAULT_FG, DatasetSpec, parse_int_range
 from countnet_gen.writer import generate
 

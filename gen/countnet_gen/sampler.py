@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from countnet_gen.errors import CountnetError
+from countnet.errors import CountnetError
 
 # Minimum gap between non-overlapping circles, edge to edge in output pixels. The renderer's
 # anti-aliased rim reaches half a pixel beyond each edge (coverage clip(r - d + 0.5, 0, 1)), so

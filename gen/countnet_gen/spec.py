@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from countnet_gen.errors import CountnetError
+from countnet.errors import CountnetError
 
 # matplotlib's default scatter colour on white, as in the blog's images.
 DEFAULT_FG = "#1f77b4"

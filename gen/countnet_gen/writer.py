@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, features
 
+from countnet.atomic import absolute, check_replaceable, exclusive, staging_dir
+from countnet.cpus import usable_cpus
+from countnet.errors import CountnetError
+from countnet.versions import package_versions
 from countnet_gen import PIXELS_VERSION
-from countnet_gen.atomic import absolute, check_replaceable, exclusive, staging_dir
-from countnet_gen.cpus import usable_cpus
-from countnet_gen.errors import CountnetError
 from countnet_gen.render import coverage_u8, palette
 from countnet_gen.sampler import sample_circles
 from countnet_gen.spec import DatasetSpec, color_rgb
-from countnet_gen.versions import package_versions
 
 MANIFEST = "manifest.csv"
 DATASET_JSON = "dataset.json"

@@ -9,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from countnet_gen import PIXELS_VERSION
-from countnet_gen.errors import CountnetError
+from countnet.errors import CountnetError
 from countnet_gen.spec import DatasetSpec
 
 validate(config, workflow.source_path("../../config/schemas/config.schema.yaml"))

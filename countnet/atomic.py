@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from countnet_gen.errors import CountnetError
+from countnet.errors import CountnetError
 
 PARTIAL = ".partial-"
 # A staging folder of another host is swept only when this old: its writer may be alive on a

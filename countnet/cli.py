@@ -1,4 +1,5 @@
-"""The `countnet` command: one verb per stage, each a thin wrapper over a library function.
+"""The `countnet` command over both halves: one verb per stage, each a thin wrapper over
+a library function (`gen` from countnet_gen, the rest from countnet_classify).
 
 Errors users can act on (CountnetError, missing files, permissions) end as one line on
 stderr and exit code 2; set COUNTNET_DEBUG=1 to see the traceback instead.
@@ -13,9 +14,9 @@ from typing import Annotated
 
 import typer
 
+from countnet.errors import CountnetError
 from countnet_gen.cli import EXAMPLES as GEN_EXAMPLES
 from countnet_gen.cli import gen
-from countnet_gen.errors import CountnetError
 
 app = typer.Typer(
     name="countnet",
