@@ -279,7 +279,8 @@ def weights_import_cmd(
     dest, warning = import_weights(file, arch)
     if warning:
         typer.echo(warning, err=True)
-    typer.echo(f"verified {file} as {arch} ImageNet weights; cached at {dest}", err=True)
+    what = "names and shapes fit" if warning else "verified as"
+    typer.echo(f"{file}: {what} {arch}'s ImageNet weights; cached at {dest}", err=True)
 
 
 def main() -> None:

@@ -29,36 +29,47 @@ def checkpoint_epoch(partial: Path) -> int:
         return 0
 
 
-def kill_9_after_checkpoint(cmd: list, partial: Path, epoch: int, timeout: float = 600):
-    """Run ``cmd`` (countnet) in a fresh process and SIGKILL it from outside as soon as its
-    checkpoint holds ``epoch``, as a user's kill -9 would: nothing in the process knows.
-    Returns the killed process (its output read from files, so a chatty child never blocks
-    on a full pipe) and the epoch its checkpoint held when it died."""
-    out_path, err_path = partial.parent / "kill9.out", partial.parent / "kill9.err"
+def kill_9_when(cmd: list, ready, scratch: Path, what: str, timeout: float = 600):
+    """Run ``cmd`` (countnet) in a fresh process and SIGKILL it from outside as soon as
+    ``ready()`` is true, as a user's kill -9 would: nothing in the process knows. Returns
+    the killed process, its output read from files (a chatty child never blocks on a full
+    pipe)."""
+    out_path, err_path = scratch / "kill9.out", scratch / "kill9.err"
     with open(out_path, "w") as out, open(err_path, "w") as err:
         proc = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=err, text=True)
-    seen, deadline = None, time.time() + timeout
-    while True:
-        try:  # checkpoint.pt is replaced atomically: whole whenever it exists
-            stamp = (partial / "checkpoint.pt").stat().st_mtime_ns
-        except FileNotFoundError:
-            stamp = None
-        if stamp is not None and stamp != seen:
-            seen = stamp
-            if checkpoint_epoch(partial) >= epoch:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
+    deadline = time.time() + timeout
+    while not ready():
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
             proc.wait()
-            pytest.fail(f"never reached epoch {epoch} to be killed: {err_path.read_text()}")
+            pytest.fail(f"never got to {what} to be killed: {err_path.read_text()}")
         time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     done = subprocess.CompletedProcess(
         cmd, proc.returncode, out_path.read_text(), err_path.read_text()
     )
     out_path.unlink()
     err_path.unlink()
+    return done
+
+
+def kill_9_after_checkpoint(cmd: list, partial: Path, epoch: int):
+    """``kill_9_when`` the run's checkpoint holds ``epoch``; also returns the epoch its
+    checkpoint held when it died."""
+    seen = [None]
+
+    def ready() -> bool:
+        try:  # checkpoint.pt is replaced atomically: whole whenever it exists
+            stamp = (partial / "checkpoint.pt").stat().st_mtime_ns
+        except FileNotFoundError:
+            return False
+        if stamp == seen[0]:
+            return False
+        seen[0] = stamp
+        return checkpoint_epoch(partial) >= epoch
+
+    done = kill_9_when(cmd, ready, partial.parent, f"epoch {epoch}")
     return done, checkpoint_epoch(partial)
 
 
@@ -163,14 +174,22 @@ def test_resumed_run_equals_the_uninterrupted_run(cli, tiny, tmp_path):
 
 
 def test_run_interrupted_before_its_first_epoch_starts_over(cli, tiny, tmp_path):
-    """Killed while screening or finding the LR: no config.yaml yet, nothing to resume. The
-    partial folder neither blocks a new run nor makes --resume fail."""
-    base = ["train", tiny, "--no-pretrained", "--epochs", "1", "--runs-dir", tmp_path, *FAST]
-    for name, extra in (("a", []), ("b", ["--resume"])):
-        partial = tmp_path / f".{name}.partial"
-        partial.mkdir()
-        (partial / "skipped.txt").write_text("")
-        r = cli(*base, "--name", name, *extra)
-        assert r.returncode == 0, r.stderr
-        assert ("starting over" in r.stderr) == bool(extra)
-        assert (tmp_path / name / "config.yaml").is_file() and not partial.exists()
+    """Killed while finding the LR (its partial folder exists, config.yaml not yet): nothing
+    to resume. --resume in a fresh process starts over and says so; a new run is not
+    blocked by such a folder either."""
+    base = ["train", tiny, "--no-pretrained", "--epochs", "1", "--runs-dir", tmp_path,
+            "--name", "b", *FAST]  # fmt: skip
+    partial = tmp_path / ".b.partial"
+    proc = kill_9_when(
+        [COUNTNET, *base], lambda: (partial / "skipped.txt").is_file(), tmp_path, "the LR finder"
+    )
+    assert proc.returncode == -9 and not (partial / "config.yaml").exists()
+    r = run_countnet(*base, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "was interrupted before its first epoch: starting over" in r.stderr
+    assert (tmp_path / "b" / "config.yaml").is_file() and not partial.exists()
+
+    (tmp_path / ".a.partial").mkdir()  # the same leftover, then a plain run: not in the way
+    r = cli(*[a if a != "b" else "a" for a in base])
+    assert r.returncode == 0, r.stderr
+    assert "starting over" not in r.stderr and not (tmp_path / ".a.partial").exists()

@@ -135,8 +135,9 @@ def rng_state(dls) -> dict:
         "torch": torch.get_rng_state(),
         "loaders": [dl.rng.getstate() for dl in dls.loaders],
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    device = torch.device(dls.device or "cpu")
+    if device.type == "cuda":  # the training GPU's only: a resume may see fewer GPUs
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
@@ -147,8 +148,9 @@ def set_rng_state(state: dict, dls) -> None:
     name, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    device = torch.device(dls.device or "cpu")
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
     for dl, s in zip(dls.loaders, state["loaders"], strict=True):
         dl.rng.setstate(s)
 

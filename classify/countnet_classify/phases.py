@@ -8,6 +8,10 @@ load, continue": the checkpoint's model always; within a phase its optimizer and
 too; at a phase boundary a fresh optimizer state, as fastai's ``unfreeze()`` gives. The RNG
 state is restored either way, so the resumed epochs draw the same batches and augmentations
 as the uninterrupted run.
+
+Not fastai's ``fine_tune`` itself: it runs both phases in one call and cannot start in the
+second one, or partway through either; the phases here are its two ``fit_one_cycle`` calls
+with its arguments, each resumable through fastai's ``start_epoch``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import fastai.callback.schedule  # noqa: F401  (patches fit_one_cycle onto Learner)
 
 from countnet_classify.callbacks import RestoreState
 

@@ -304,7 +304,7 @@ def run_record(spec: RunSpec, run: PreparedRun, learn) -> dict[str, Any]:
             **spec.head_layout,
             "pretrained": spec.uses_pretrained,
             "weights_source": run.weights_source,
-            "weights_sha256": file_sha256(run.weights_source) if run.weights_source else None,
+            "weights_sha256": _weights_sha256(run),
             "schedule": (
                 f"fine_tune: {freeze_epochs} frozen epoch(s) + {spec.epochs} unfrozen"
                 if fine_tune
@@ -324,6 +324,14 @@ def run_record(spec: RunSpec, run: PreparedRun, learn) -> dict[str, Any]:
         or datetime.now(UTC).isoformat(timespec="seconds"),
         "status": "running",
     }
+
+
+def _weights_sha256(run: PreparedRun) -> str | None:
+    """The sha256 of the ImageNet weights the run started from (on --resume, as recorded
+    then: the checkpoint, not today's file, holds the weights)."""
+    if run.saved:
+        return run.saved["resolved"].get("weights_sha256")
+    return file_sha256(run.weights_source) if run.weights_source else None
 
 
 def fit_run(
@@ -403,9 +411,11 @@ def finish_run(
         status="complete", summary=summary, finished=datetime.now(UTC).isoformat(timespec="seconds")
     )
     outputs.write_config(partial, record)
-    (partial / CHECKPOINT).unlink(missing_ok=True)
     shutil.rmtree(partial / ".tmp", ignore_errors=True)
     outputs.finish(partial, run.final)
+    # After the rename: a run killed just before it still has the checkpoint, so --resume
+    # loads the trained weights and finishes instead of retraining from nothing.
+    (run.final / CHECKPOINT).unlink(missing_ok=True)
     learn.path = run.final
     say(f"done: final error_rate {errors[-1]:.4f} (best {min(errors):.4f}); run folder {run.final}")
     return TrainResult(run.final, learn, metrics, record)

@@ -85,8 +85,8 @@ def run_spec(exp, **overrides):
     from countnet_classify.config import RunSpec
 
     entry = {k: v for k, v in EXPERIMENTS[exp].items() if k not in ("data", "optional")}
-    # The overrides (select-transforms' budget) first: `pretrained: auto` is decided for the
-    # arch that will run, whose weights the cache may or may not hold.
+    # The overrides (select-transforms' budget) win, and are merged before `pretrained: auto`
+    # is decided: for the arch that will run, whose weights the cache may or may not hold.
     opts = {**config.get("train", {}), **entry, **overrides}
     pretrained, note = _pretrained(opts.get("arch", "resnet34"), opts.pop("pretrained", "auto"))
     if opts.get("transforms", "select") == "select":
