@@ -113,7 +113,9 @@ def test_resume_after_kill_9(cli, tiny, tmp_path):
     summary = yaml.safe_load((tmp_path / "k" / "config.yaml").read_text())["summary"]
     total = sum(float(r_["time"]) for r_ in rows)  # both sessions' epochs
     assert summary["train_seconds"] == pytest.approx(total, abs=0.02)
-    assert summary["session_train_seconds"] < summary["train_seconds"]
+    # This session trained (at least) the resumed epochs, not the killed session's ones.
+    resumed_s = sum(float(r_["time"]) for r_ in rows[e:])
+    assert resumed_s - 0.05 <= summary["session_train_seconds"] < resumed_s + 60
     assert not (tmp_path / ".k.partial").exists()
     assert not (tmp_path / "k" / "checkpoint.pt").exists()
     assert_one_line_error(cli(*args("--resume")), "already finished")
@@ -170,7 +172,9 @@ def test_resumed_run_equals_the_uninterrupted_run(cli, tiny, tmp_path):
     p = cli("predict", tmp_path / "cut", *images, "--out", out)
     assert p.returncode == 0, p.stderr
     wrong = sum(row["prediction"] != Path(row["path"]).parent.name for row in read_rows(out))
-    assert wrong / len(images) == pytest.approx(float(got[-1]["error_rate"]), abs=1e-6)
+    # to one image: metrics come from the training precision's forwards (bf16 autocast where
+    # the CPU has it), predict runs fp32
+    assert abs(wrong / len(images) - float(got[-1]["error_rate"])) <= 1 / len(images) + 1e-9
 
 
 def test_run_interrupted_before_its_first_epoch_starts_over(cli, tiny, tmp_path):

@@ -337,6 +337,7 @@ def test_fine_tune_phases_and_natural_class_order(tmp_path):
     from fastai.interpret import ClassificationInterpretation
 
     from countnet_classify.config import RunSpec
+    from countnet_classify.precision import CPUAutocast
     from countnet_classify.predict import predict
     from countnet_classify.train import train
     from countnet_gen.spec import DatasetSpec
@@ -407,7 +408,10 @@ def test_fine_tune_phases_and_natural_class_order(tmp_path):
     run = tmp_path / "ft"
     assert yaml.safe_load((run / "config.yaml").read_text())["data"]["classes"] == natural
     assert json.loads((run / "model.json").read_text())["classes"] == natural
-    interp = ClassificationInterpretation.from_learner(res.learner)
+    learn = res.learner
+    autocast = [cb for cb in learn.cbs if isinstance(cb, CPUAutocast)]
+    with learn.removed_cbs(autocast):  # fp32 forwards, as predict's (where bf16 trained it)
+        interp = ClassificationInterpretation.from_learner(learn)
     assert list(interp.vocab) == natural
     images = sorted((data / "valid").rglob("*.png"))
     preds = predict(run, images)
@@ -421,7 +425,7 @@ def test_fine_tune_phases_and_natural_class_order(tmp_path):
     assert not np.array_equal(want, np.diag(np.diag(want)))  # some mistakes: order shows
     wrong = sum(p.label != Path(p.path).parent.name for p in preds)
     final = float(read_rows(run / "metrics.csv")[-1]["error_rate"])
-    assert wrong / len(images) == pytest.approx(final, abs=1e-6)
+    assert abs(wrong / len(images) - final) <= 1 / len(images) + 1e-9  # to one image (bf16)
 
 
 def test_caffe_schedules_match_their_formulas():
