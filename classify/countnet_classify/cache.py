@@ -28,7 +28,7 @@ import numpy as np
 from countnet.atomic import exclusive, staging_dir
 from countnet.cpus import usable_cpus
 from countnet.progress import progress_bar
-from countnet_classify.screen import Screened
+from countnet_classify.screen import Screened, stat_digest
 
 FORMAT = 1  # bump when the layout or the decoding changes: old entries are never reused
 SPLITS = ("train", "valid")
@@ -160,12 +160,8 @@ def _drop_stale(keep: Path, root: str, size: int, files: str) -> None:
 
 
 def files_key(sc: Screened) -> str:
-    """sha256 over the screened files alone (path, size, mtime), without the split."""
-    h = hashlib.sha256()
-    for path in sorted(p for p, _, _ in sc.items):
-        st = path.stat()
-        h.update(f"{path.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+    """``stat_digest`` over the screened files alone (absolute paths), without the split."""
+    return stat_digest((p for p, _, _ in sc.items), lambda p: str(p.resolve()))
 
 
 def cache_entries() -> list[dict]:

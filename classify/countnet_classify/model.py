@@ -189,12 +189,13 @@ def import_weights(file: Path | str, arch: str) -> tuple[Path, str | None]:
     dest = expected_weights_path(arch)
     dest.parent.mkdir(parents=True, exist_ok=True)
     prefix, digest = published_sha256_prefix(arch), file_sha256(file)
+    published = bool(prefix) and digest.startswith(prefix)
     with atomic_path(dest) as tmp:
-        if prefix and digest.startswith(prefix):
+        if published:
             shutil.copyfile(file, tmp)  # torchvision's own file, byte for byte
         else:
             torch.save(sd, tmp)  # plain tensors only: loadable with weights_only=True
-    if prefix and not digest.startswith(prefix):
+    if prefix and not published:
         return dest, (
             f"warning: {file} is not torchvision's published {arch} weights (its sha256 "
             f"starts {digest[:8]}, torchvision's {prefix}): cached under torchvision's name "

@@ -41,11 +41,9 @@ class Phase:
         return slice(*self.lr) if isinstance(self.lr, tuple) else self.lr
 
     def group_lrs(self, n_groups: int) -> list[float]:
-        """The peak LR of each parameter group, as fastai's Optimizer spreads a slice."""
+        """The peak LR of each parameter group, as fastai's Optimizer spreads the slice."""
         from fastai.torch_core import even_mults
 
-        if not isinstance(self.lr, tuple):
-            return [float(self.lr)] * n_groups
         start, stop = self.lr
         if start:
             return [float(v) for v in even_mults(start, stop, n_groups)]
@@ -83,6 +81,18 @@ def plan(*, policy: str, pretrained: bool, epochs: int, freeze_epochs: int, lr: 
 
 def total_epochs(phases: list[Phase]) -> int:
     return sum(p.epochs for p in phases)
+
+
+def describe(phases: list[Phase]) -> str:
+    """One line for config.yaml and the report: "fine_tune: 1 frozen epoch(s) + 4 unfrozen"
+    or "one-cycle for 5 epoch(s)"."""
+    if phases[0].name in ("frozen", "unfrozen"):
+        frozen, unfrozen = (
+            sum(p.epochs for p in phases if p.name == n) for n in ("frozen", "unfrozen")
+        )
+        return f"fine_tune: {frozen} frozen epoch(s) + {unfrozen} unfrozen"
+    (main,) = phases
+    return f"{main.policy} for {main.epochs} epoch(s)"
 
 
 def fit_phases(

@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,14 +100,20 @@ def _files(folder: Path) -> list[Path]:
     )
 
 
-def fingerprint(root: Path, paths: list[Path]) -> str:
-    """sha256 over the sorted (relative path, size, mtime) list: changes when a file is
-    added, removed, resized or rewritten (a rewrite of the same size changes its mtime)."""
+def stat_digest(paths: Iterable[Path], name: Callable[[Path], str]) -> str:
+    """sha256 over the sorted (name(path), size, mtime) lines: changes when a file is added,
+    removed, resized or rewritten (a rewrite of the same size changes its mtime)."""
     h = hashlib.sha256()
     for p in sorted(paths):
         st = p.stat()
-        h.update(f"{p.relative_to(root).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        h.update(f"{name(p)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
+
+
+def fingerprint(root: Path, paths: list[Path]) -> str:
+    """The dataset's fingerprint for the run record: ``stat_digest`` over every file found
+    (readable or not), named relative to ``root`` so a moved set keeps it."""
+    return stat_digest(paths, lambda p: p.relative_to(root).as_posix())
 
 
 def screen(data: Path | str, *, valid_pct: float, seed: int, threads: int = 8) -> Screened:

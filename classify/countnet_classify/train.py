@@ -144,14 +144,11 @@ def train(spec: RunSpec, *, say=print, figures: bool = True, cbs: tuple = ()) ->
         t_start = time.perf_counter()
         run = prepare_run(spec, say)
         learn = build_learner(spec, run)
-        record = run_record(spec, run, learn)
         # Found once and recorded: --resume reuses it instead of running the finder again.
-        record["lr"] = (run.saved or {}).get("lr") or _find_lr(learn, spec, run.partial, run.quiet)
-        base_lr = float(record["lr"]["used"])
+        lr = (run.saved or {}).get("lr") or _find_lr(learn, spec, run.partial, run.quiet)
+        base_lr = float(lr["used"])
         schedule = plan_phases(spec, base_lr)
-        record["resolved"]["phases"] = [
-            p.to_dict(len(learn.splitter(learn.model))) for p in schedule
-        ]
+        record = run_record(spec, run, learn, lr, schedule)
         outputs.write_config(run.partial, record)
         say(f"learning rate: {base_lr:.3g} ({record['lr']['source']})")
 
@@ -289,10 +286,12 @@ def plan_phases(spec: RunSpec, lr: float) -> list[phases.Phase]:
     )
 
 
-def run_record(spec: RunSpec, run: PreparedRun, learn) -> dict[str, Any]:
-    """What config.yaml records: options, what they resolved to, data, versions."""
-    fine_tune = spec.lr_policy == "one-cycle" and spec.uses_pretrained
-    freeze_epochs = spec.freeze_epochs if fine_tune else 0
+def run_record(
+    spec: RunSpec, run: PreparedRun, learn, lr: dict, schedule: list[phases.Phase]
+) -> dict[str, Any]:
+    """What config.yaml records: options, what they resolved to (the phases among them),
+    data, versions, the learning rate."""
+    n_groups = len(learn.splitter(learn.model))
     return {
         "run": spec.to_dict(),
         "resolved": {
@@ -305,15 +304,12 @@ def run_record(spec: RunSpec, run: PreparedRun, learn) -> dict[str, Any]:
             "pretrained": spec.uses_pretrained,
             "weights_source": run.weights_source,
             "weights_sha256": _weights_sha256(run),
-            "schedule": (
-                f"fine_tune: {freeze_epochs} frozen epoch(s) + {spec.epochs} unfrozen"
-                if fine_tune
-                else f"{spec.lr_policy} for {spec.epochs} epoch(s)"
-            ),
-            "total_epochs": freeze_epochs + spec.epochs,
+            "schedule": phases.describe(schedule),
+            "total_epochs": phases.total_epochs(schedule),
             "batch_size": run.bs,
             "loader": spec.loader,
             "dataloader_workers": run.workers if spec.loader == "files" else 0,
+            "phases": [p.to_dict(n_groups) for p in schedule],
         },
         "seed": spec.seed,
         "data": run.data_info,
@@ -323,6 +319,7 @@ def run_record(spec: RunSpec, run: PreparedRun, learn) -> dict[str, Any]:
         "started": (run.saved or {}).get("started")
         or datetime.now(UTC).isoformat(timespec="seconds"),
         "status": "running",
+        "lr": lr,
     }
 
 
