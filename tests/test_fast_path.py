@@ -338,6 +338,43 @@ def test_precise_bn_re_estimates_statistics_before_validation():
     assert torch.equal(bn.running_mean, before)
 
 
+def test_precise_bn_sees_the_pixels_training_sees_under_bf16_autocast():
+    """PreciseBN draws its batches outside autocast, as training does: each image reaching
+    the model is exactly one of the eight symmetries of a training image. Drawn under bf16
+    autocast, the dihedral transform's sampling grid was bf16 and blurred them, which skewed
+    the BatchNorm statistics of every bf16 run."""
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+    from fastai.torch_core import TensorImage
+
+    from countnet_classify.callbacks import PreciseBN
+    from countnet_classify.precision import CPUAutocast
+    from countnet_classify.transforms import batch_transforms
+
+    torch.manual_seed(0)
+    xs = torch.randint(0, 256, (16, 3, 24, 24)).float() / 255
+    ds = list(zip((TensorImage(x) for x in xs), torch.zeros(16, dtype=torch.long), strict=True))
+    dls = DataLoaders.from_dsets(
+        ds, ds, bs=8, shuffle=False, device="cpu", after_batch=batch_transforms("dihedral")
+    )
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+    )  # fmt: skip
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    learn = Learner(dls, model, loss_func=torch.nn.CrossEntropyLoss(), cbs=[CPUAutocast()])
+    cb = PreciseBN(n_images=16)
+    learn.add_cb(cb)
+    cb.before_validate()
+    got = torch.cat(seen)
+    assert got.shape == xs.shape
+    for src, img in zip(xs, got, strict=True):
+        syms = [torch.rot90(src, k, (1, 2)) for k in range(4)]
+        syms += [torch.rot90(src.flip(2), k, (1, 2)) for k in range(4)]
+        assert min((s - img).abs().max().item() for s in syms) < 1e-5
+
+
 def test_head_dropout_reaches_the_head(tiny_counts):
     from countnet_classify.cache import decoded_splits
     from countnet_classify.data import make_cached_dataloaders

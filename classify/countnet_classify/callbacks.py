@@ -275,11 +275,16 @@ class PreciseBN(Callback):
         seen = 0
         self.learn.model.train()
         try:
-            with torch.no_grad(), autocast_for(self.learn):
+            with torch.no_grad():
+                # Batches are drawn outside autocast, as training draws them: under bf16
+                # autocast the batch transforms' sampling grid is bf16 and blurs the images
+                # (dihedral at 64 px: pixel std -4%), which skewed these statistics enough
+                # to lift the varying-size set's error from 0.06 to 0.39 (BENCHMARKS.md).
                 for xb, *_ in self.learn.dls.train:
                     if channels_last:
                         xb = xb.contiguous(memory_format=torch.channels_last)
-                    self.learn.model(xb)
+                    with autocast_for(self.learn):
+                        self.learn.model(xb)
                     seen += len(xb)
                     if seen >= self.n_images:
                         break
