@@ -3,14 +3,17 @@ ceiling, all in this run, on the same data, model and batch size (compare ratios
 
     uv run python bench/train_throughput.py [--size 64] [--bs 64] [--arch resnet34]
 
-(a) files: fastai's DataBlock over the PNG files (decode + resize every batch), fp32;
+(a) files: fastai's DataBlock over the PNG files (decode + resize every batch), fp32,
+    fastai's own Adam — the path before countnet's fast path;
 (b) countnet's default: the decoded uint8 cache, batch transforms on the device,
-    --precision auto with channels_last (what `countnet train` does);
+    --precision auto with channels_last, fastai's Adam on PyTorch's fused kernel
+    (countnet_classify.optim.FusedAdam) — what `countnet train` does;
 (c) ceiling: the same model and optimizer fed in-memory random tensors at (b)'s precision
     and layout, in a bare PyTorch loop (no data loading, no fastai callbacks).
 
-Each is timed over the same number of training steps after warm-up steps, repeated
-(interleaved) --repeats times; the median is reported. The last line is
+Two more rows say where (b)'s gain comes from: (b) in plain NCHW memory, and (b) with
+fastai's own Adam. Each is timed over the same number of training steps after warm-up
+steps, repeated (interleaved) --repeats times; the median is reported. The last line is
 ``ratios: b/a=... b/c=...``. On a GPU the same script runs unchanged (--size 224 there).
 """
 
@@ -27,6 +30,7 @@ from pathlib import Path
 import fastai.callback.progress  # noqa: F401  (Learner.no_bar)
 import torch
 from fastai.callback.core import Callback, CancelFitException
+from fastai.optimizer import Adam
 
 from countnet_classify.cache import decoded_splits
 from countnet_classify.data import make_cached_dataloaders, make_dataloaders
@@ -65,8 +69,11 @@ class StepTimer(Callback):
             torch.cuda.synchronize()
 
 
-def learner_rate(dls, arch, precision, device, warm, timed, bs, channels_last=None) -> float:
-    learn = make_learner(dls, arch, None, pretrained=False)
+def learner_rate(
+    dls, arch, precision, device, warm, timed, bs, channels_last=None, opt_func=None
+) -> float:
+    extra = {"opt_func": opt_func} if opt_func is not None else {}
+    learn = make_learner(dls, arch, None, pretrained=False, **extra)
     learn.logger = lambda *a, **k: None
     cl = use_channels_last(precision, device) if channels_last is None else channels_last
     apply_precision(learn, precision, device, channels_last=cl)
@@ -77,7 +84,7 @@ def learner_rate(dls, arch, precision, device, warm, timed, bs, channels_last=No
 
 
 def ceiling_rate(dls, arch, precision, device, warm, timed, bs, size) -> float:
-    """The same model and fastai optimizer, random in-memory batches, no data loading."""
+    """The same model and optimizer as (b), random in-memory batches, no data loading."""
     learn = make_learner(dls, arch, None, pretrained=False)
     model = learn.model.to(device).train()
     cl = use_channels_last(precision, device)
@@ -179,11 +186,13 @@ def main() -> None:
             f"{' + channels_last' if channels_last else ''}; {timed} timed steps after "
             f"{warm}, median of {args.repeats}"
         )
-        rates = {"a": [], "b": [], "c": [], "b_nchw": []}
+        rates = {"a": [], "b": [], "c": [], "b_nchw": [], "b_fastai_adam": []}
         for r in range(args.repeats):
             torch.manual_seed(r)
             rates["a"].append(
-                learner_rate(file_dls, args.arch, "fp32", device, warm, timed, bs, False)
+                learner_rate(
+                    file_dls, args.arch, "fp32", device, warm, timed, bs, False, opt_func=Adam
+                )
             )
             rates["b"].append(
                 learner_rate(cache_dls, args.arch, precision, device, warm, timed, bs)
@@ -197,6 +206,11 @@ def main() -> None:
                         nchw_dls, args.arch, precision, device, warm, timed, bs, channels_last=False
                     )
                 )
+            rates["b_fastai_adam"].append(
+                learner_rate(
+                    cache_dls, args.arch, precision, device, warm, timed, bs, opt_func=Adam
+                )
+            )
             print(f"  repeat {r + 1}: " + "  ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items()))
         med = {k: statistics.median(v) for k, v in rates.items() if v}
         print(f"(a) files, fp32                     {med['a']:8.1f} images/s")
@@ -204,6 +218,7 @@ def main() -> None:
         print(f"(c) in-memory random tensors        {med['c']:8.1f} images/s")
         if "b_nchw" in med:
             print(f"(b) without channels_last           {med['b_nchw']:8.1f} images/s")
+        print(f"(b) with fastai's Adam              {med['b_fastai_adam']:8.1f} images/s")
         print(f"ratios: b/a={med['b'] / med['a']:.2f} b/c={med['b'] / med['c']:.2f}")
 
 

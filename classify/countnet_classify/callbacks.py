@@ -214,8 +214,13 @@ class RestoreState(Callback):
 
         ckpt = self.checkpoint
         if self.optimizer:
+            from countnet_classify.optim import FusedAdam, from_fastai_state
+
             device = next(self.learn.model.parameters()).device
-            self.learn.opt.load_state_dict(to_device(ckpt["opt"], device))
+            opt_state = ckpt["opt"]
+            if "hypers" in opt_state and isinstance(self.learn.opt, FusedAdam):
+                opt_state = from_fastai_state(opt_state, self.learn.opt)  # an older countnet's
+            self.learn.opt.load_state_dict(to_device(opt_state, device))
             scaler = getattr(self.learn, "scaler", None)
             if scaler is not None and "scaler" in ckpt:
                 scaler.load_state_dict(ckpt["scaler"])
@@ -236,7 +241,8 @@ def load_checkpoint(run_dir: Path) -> dict | None:
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
-    state["opt"]["hypers"] = L(state["opt"]["hypers"])  # fastai's optimizer keeps an L
+    if "hypers" in state["opt"]:  # written by fastai's own Optimizer, which keeps an L
+        state["opt"]["hypers"] = L(state["opt"]["hypers"])
     return state
 
 

@@ -250,10 +250,14 @@ def make_learner(
     **kwargs,
 ):
     """A fastai Learner for ``arch``: vision_learner (body + a new ``head`` with dropout
-    ``head_dropout``) for torchvision archs, a plain Learner for LeNet."""
+    ``head_dropout``) for torchvision archs, a plain Learner for LeNet. The optimizer is
+    fastai's Adam on a fused kernel (optim.FusedAdam) unless ``opt_func`` says otherwise."""
     from fastai.learner import Learner
     from fastai.vision.learner import vision_learner
 
+    from countnet_classify.optim import FusedAdam
+
+    kwargs.setdefault("opt_func", FusedAdam)
     if arch == "lenet":
         return Learner(dls, LeNet(len(dls.vocab)), **kwargs)
     return vision_learner(

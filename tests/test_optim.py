@@ -1,0 +1,128 @@
+"""FusedAdam is fastai's Adam: same updates under a fastai schedule, same weight-decay rule,
+and an older checkpoint's fastai optimizer state carries over."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+from torch import nn
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)
+    )
+
+
+def _learner(opt_func):
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    from fastai.learner import Learner
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 3, 8, 8, generator=g), torch.randint(0, 3, (64,), generator=g)
+    items = list(zip(x, y, strict=True))
+    dls = DataLoaders(DataLoader(items, bs=8), DataLoader(items[:16], bs=8))
+    model = _model()
+    learn = Learner(
+        dls, model, loss_func=nn.functional.cross_entropy, opt_func=opt_func,
+        splitter=lambda m: [list(m[:2].parameters()), list(m[4].parameters())],
+    )  # fmt: skip
+    learn.remove_cbs(learn.cbs[1:])  # no progress bar or recorder output; the training loop only
+    return learn
+
+
+def test_fused_adam_trains_like_fastais_adam_under_one_cycle():
+    """Two parameter groups at discriminative LRs, one-cycle's LR and momentum schedule,
+    fastai's default weight decay (none on BatchNorm and biases): the weights after 24 steps
+    equal fastai's Adam's to float rounding, and they moved far more than that."""
+    from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learner)
+    from fastai.optimizer import Adam
+
+    from countnet_classify.optim import FusedAdam
+
+    start = copy.deepcopy(_model().state_dict())
+    ref, fused = _learner(Adam), _learner(FusedAdam)
+    for learn in (ref, fused):
+        learn.fit_one_cycle(3, slice(1e-3, 3e-2))
+    assert isinstance(fused.opt, FusedAdam) and fused.opt.opt.defaults["fused"]
+    got, want = fused.model.state_dict(), ref.model.state_dict()
+    for name, a in want.items():
+        assert torch.allclose(a.float(), got[name].float(), atol=2e-5), name
+    moved = max((want[k].float() - v.float()).abs().max() for k, v in start.items())
+    assert moved > 0.05
+
+
+def test_weight_decay_spares_batchnorm_and_biases():
+    """With zero gradients Adam's step is zero, so what changes is weight decay alone:
+    conv and linear weights shrink by exactly (1 - lr*wd); BatchNorm and biases do not."""
+    from countnet_classify.optim import FusedAdam
+
+    learn = _learner(FusedAdam)
+    learn.create_opt()
+    learn.opt.set_hypers(lr=0.1, wd=0.5)
+    model = learn.model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    learn.opt.step()
+    for n, p in model.named_parameters():
+        decayed = n in ("0.weight", "4.weight")
+        want = before[n] * (1 - 0.1 * 0.5) if decayed else before[n]
+        assert torch.allclose(p, want, atol=1e-7), n
+        assert decayed == (not torch.equal(p, before[n])), n
+
+
+def test_a_fastai_adam_checkpoint_resumes_into_fused_adam():
+    """A run interrupted under countnet's former optimizer (fastai's Adam) resumes with its
+    moments: converted, the next steps equal fastai's Adam continuing on its own."""
+    from fastai.optimizer import Adam
+
+    from countnet_classify.callbacks import _plain
+    from countnet_classify.optim import FusedAdam, from_fastai_state
+
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 3, (16,), generator=g)
+
+    def steps(model, opt, n):
+        for _ in range(n):
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+
+    m_ref = _model()
+    ref = Adam(list(m_ref.parameters()), lr=1e-2)
+    steps(m_ref, ref, 5)
+    buf = io.BytesIO()  # through a file, as a checkpoint is: its own tensors, read weights-only
+    torch.save(_plain(ref.state_dict()), buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    m_new, m_cold = copy.deepcopy(m_ref), copy.deepcopy(m_ref)
+    new = FusedAdam(list(m_new.parameters()), lr=1e-2)
+    new.load_state_dict(from_fastai_state(saved, new))
+    assert new.opt.state_dict()["state"][0]["step"].item() == 5
+    steps(m_ref, ref, 5)
+    steps(m_new, new, 5)
+    steps(m_cold, FusedAdam(list(m_cold.parameters()), lr=1e-2), 5)  # the moments dropped
+    for a, b in zip(m_ref.parameters(), m_new.parameters(), strict=True):
+        assert (a - b).abs().max() < 5e-5  # float rounding; the steps move ~1e-2 each
+    assert any(
+        not torch.allclose(a, c, atol=1e-3)
+        for a, c in zip(m_ref.parameters(), m_cold.parameters(), strict=True)
+    )
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "lenet"])
+def test_learners_use_fused_adam(arch):
+    from countnet_classify.model import make_learner
+    from countnet_classify.optim import FusedAdam
+
+    dls = _learner(FusedAdam).dls
+    dls.vocab, dls.c = ["a", "b", "c"], 3
+    learn = make_learner(dls, arch, None, pretrained=False, loss_func=nn.CrossEntropyLoss())
+    learn.create_opt()
+    assert isinstance(learn.opt, FusedAdam)
