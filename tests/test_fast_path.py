@@ -361,14 +361,20 @@ def test_precise_bn_sees_the_pixels_training_sees_under_bf16_autocast():
         torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.AdaptiveAvgPool2d(1),
         torch.nn.Flatten(),
     )  # fmt: skip
-    seen = []
-    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    seen, autocast = [], []
+
+    def record(module, args):
+        seen.append(args[0].detach().clone())
+        autocast.append(torch.is_autocast_enabled("cpu"))
+
+    model.register_forward_pre_hook(record)
     learn = Learner(dls, model, loss_func=torch.nn.CrossEntropyLoss(), cbs=[CPUAutocast()])
     cb = PreciseBN(n_images=16)
     learn.add_cb(cb)
     cb.before_validate()
     got = torch.cat(seen)
     assert got.shape == xs.shape
+    assert autocast == [True, True]  # the forwards themselves run as training's do: bf16
     for src, img in zip(xs, got, strict=True):
         syms = [torch.rot90(src, k, (1, 2)) for k in range(4)]
         syms += [torch.rot90(src.flip(2), k, (1, 2)) for k in range(4)]

@@ -70,6 +70,9 @@ def test_run_folder_and_predict_agrees_with_learner(cli, tiny, tmp_path):
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["seed"] == 3 and cfg["run"]["epochs"] == 2 and cfg["status"] == "complete"
     assert cfg["resolved"]["device"] == "cpu" and cfg["resolved"]["pretrained"] is False
+    assert cfg["resolved"]["optimizer"] == {
+        "name": "FusedAdam", "sqr_mom": 0.99, "eps": 1e-5, "wd": 0.01
+    }  # fmt: skip
     assert len(cfg["data"]["fingerprint"]) == 64 and cfg["data"]["n_valid"] == 9
     assert {"torch", "fastai", "numpy"} <= set(cfg["versions"])
     # --lr auto from scratch: the slide suggestion (BENCHMARKS.md), or valley when a short

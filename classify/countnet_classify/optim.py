@@ -9,13 +9,17 @@ square root, mom 0.9, sqr_mom 0.99, eps 1e-5, wd 0.01 — and its hyper-paramete
 fastai's schedulers (one-cycle's LR and momentum), ``freeze``/``unfreeze`` and
 discriminative LRs drive it unchanged, but does the update in one fused kernel per step
 (``torch.optim.AdamW(fused=True)``, CPU and CUDA) and the weight decay in one foreach op per
-parameter group.
+parameter group. One difference: gradients are reset to None, not zeroed, so a parameter
+frozen after it has trained is no longer moved by its old momentum (countnet never freezes
+after training: fine_tune freezes first).
 """
 
 from __future__ import annotations
 
 import torch
 from fastai.optimizer import OptimWrapper
+
+from countnet.errors import CountnetError
 
 # PyTorch param-group keys -> fastai hyper-parameter names. Weight decay is kept under its
 # own key ("wd"), which torch.optim ignores: applying it here, per parameter, is how
@@ -60,6 +64,16 @@ class FusedAdam(OptimWrapper):
             weight_decay=0.0,
         )
 
+    def load_state_dict(self, sd: dict) -> None:
+        """Also gives each loaded moment its parameter's memory layout: the fused CPU kernel
+        walks raw memory, so NCHW moments beside channels_last weights (a checkpoint from
+        a host or version that laid them out otherwise) would pair up the wrong elements."""
+        self.opt.load_state_dict(sd)
+        for p, st in self.opt.state.items():
+            for k, t in st.items():
+                if torch.is_tensor(t) and t.shape == p.shape and t.stride() != p.stride():
+                    st[k] = torch.empty_like(p, dtype=t.dtype).copy_(t)
+
     @torch.no_grad()
     def step(self, closure=None):
         for pg in self.opt.param_groups:
@@ -77,6 +91,12 @@ def from_fastai_state(fastai_sd: dict, opt: FusedAdam) -> dict:
     """A checkpoint's fastai ``Adam`` state (countnet before FusedAdam) as ``opt``'s
     state dict, so a run interrupted under the old optimizer resumes with its moments."""
     sd = opt.state_dict()
+    n_params = sum(len(g["params"]) for g in sd["param_groups"])
+    if len(fastai_sd["state"]) != n_params:
+        raise CountnetError(
+            f"the checkpoint's optimizer holds {len(fastai_sd['state'])} parameters, the model "
+            f"{n_params}: not this run's checkpoint; start over with --force"
+        )
     sd["state"] = {
         i: {
             "step": torch.tensor(float(s["step"])),
@@ -87,3 +107,22 @@ def from_fastai_state(fastai_sd: dict, opt: FusedAdam) -> dict:
         if "grad_avg" in s
     }
     return sd
+
+
+def describe(opt_func) -> dict:
+    """What config.yaml records of a Learner's optimizer: its name and the hypers no
+    schedule changes (the phases record the learning rate; one-cycle also cycles the
+    momentum, 0.95 -> 0.85 -> 0.95, else it is 0.9)."""
+    import inspect
+
+    fn = getattr(opt_func, "func", opt_func)  # a functools.partial names its function
+    try:
+        params = inspect.signature(opt_func).parameters.values()
+    except (TypeError, ValueError):  # an already-built optimizer, which fastai also takes
+        return {"name": type(opt_func).__name__}
+    hypers = {
+        p.name: p.default
+        for p in params
+        if isinstance(p.default, int | float) and p.name not in ("lr", "mom")
+    }
+    return {"name": getattr(fn, "__name__", type(fn).__name__), **hypers}

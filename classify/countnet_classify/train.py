@@ -19,7 +19,7 @@ import torch
 from countnet.atomic import check_replaceable, exclusive
 from countnet.errors import CountnetError
 from countnet.versions import package_versions
-from countnet_classify import outputs, phases, plots
+from countnet_classify import optim, outputs, phases, plots
 from countnet_classify.cache import decoded_splits
 from countnet_classify.callbacks import (
     CHECKPOINT,
@@ -307,6 +307,7 @@ def run_record(
             "schedule": phases.describe(schedule),
             "total_epochs": phases.total_epochs(schedule),
             "batch_size": run.bs,
+            "optimizer": optim.describe(learn.opt_func),
             "loader": spec.loader,
             "dataloader_workers": run.workers if spec.loader == "files" else 0,
             "phases": [p.to_dict(n_groups) for p in schedule],
