@@ -11,10 +11,11 @@ ceiling, all in this run, on the same data, model and batch size (compare ratios
 (c) ceiling: the same model and optimizer fed in-memory random tensors at (b)'s precision
     and layout, in a bare PyTorch loop (no data loading, no fastai callbacks).
 
-Two more rows say where (b)'s gain comes from: (b) in plain NCHW memory, and (b) with
-fastai's own Adam. Each is timed over the same number of training steps after warm-up
-steps, repeated (interleaved) --repeats times; the median is reported. The last line is
-``ratios: b/a=... b/c=...``. On a GPU the same script runs unchanged (--size 224 there).
+Extra rows say where (b)'s gain comes from: (b) with fastai's own Adam, and (b) in plain
+NCHW memory when (b) uses channels_last. Each is timed over the same number of training
+steps after warm-up steps, repeated (interleaved) --repeats times; the median is
+reported. The last line is ``ratios: b/a=... b/c=...``. On a GPU the same script runs
+unchanged (--size 224 there).
 """
 
 from __future__ import annotations
