@@ -451,7 +451,7 @@ def test_linear_head_run_predicts_its_own_validation_error(tiny_counts, tmp_path
         preds = list(csv.DictReader(f))
     wrong = sum(Path(row["path"]).parent.name != row["prediction"] for row in preds)
     final = float(read_rows(run / "metrics.csv")[-1]["error_rate"])
-    assert abs(wrong / len(images) - final) <= 1 / len(images) + 1e-9
+    assert abs(wrong / len(images) - final) <= 1 / len(images) + 1e-5  # csv: 6 decimals
 
 
 def test_head_dropout_default_follows_the_head_and_resume_sees_the_value_used():

@@ -19,6 +19,7 @@ def _model() -> nn.Module:
 
 
 def _learner(opt_func):
+    from fastai.callback.progress import ProgressCallback
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
     from fastai.learner import Learner
@@ -32,7 +33,8 @@ def _learner(opt_func):
         dls, model, loss_func=nn.functional.cross_entropy, opt_func=opt_func,
         splitter=lambda m: [list(m[:2].parameters()), list(m[4].parameters())],
     )  # fmt: skip
-    learn.remove_cbs(learn.cbs[1:])  # no progress bar or recorder output; the training loop only
+    learn.remove_cb(ProgressCallback)
+    learn.logger = lambda *a, **k: None
     return learn
 
 
@@ -186,7 +188,10 @@ def test_loaded_moments_take_their_parameters_memory_layout():
         opt = FusedAdam([p], lr=1e-2)
         sd = opt.state_dict()
         sd["state"] = {
-            0: {k: v.clone().contiguous(memory_format=moment_layout) for k, v in state.items()}
+            0: {
+                k: v.clone().contiguous(memory_format=moment_layout) if v.dim() == 4 else v.clone()
+                for k, v in state.items()  # cloned: the kernel counts "step" up in place
+            }
         }
         opt.load_state_dict(sd)
         p.grad = grad.clone().contiguous(memory_format=weight_layout)
@@ -197,3 +202,31 @@ def test_loaded_moments_take_their_parameters_memory_layout():
     mixed = stepped(torch.channels_last, torch.contiguous_format)
     assert torch.allclose(same, stepped(torch.contiguous_format, torch.contiguous_format))
     assert torch.allclose(mixed, same)
+
+
+def test_a_run_checkpointed_under_fastais_adam_resumes_through_restore_state(tmp_path):
+    """The resume path as train() takes it: checkpoint.pt written with fastai's Adam (two
+    parameter groups, BatchNorm without weight decay), read back weights-only by
+    load_checkpoint, restored by RestoreState into a FusedAdam learner: its next epoch
+    equals fastai's Adam's own next epoch."""
+    from fastai.optimizer import Adam
+
+    from countnet_classify.callbacks import CHECKPOINT, RestoreState, _plain, load_checkpoint
+    from countnet_classify.optim import FusedAdam
+
+    ref = _learner(Adam)
+    ref.fit(1, 1e-2)
+    torch.save(
+        {"epoch": 1, "model": ref.model.state_dict(), "opt": _plain(ref.opt.state_dict())},
+        tmp_path / CHECKPOINT,
+    )
+    ckpt = load_checkpoint(tmp_path)
+    resumed = _learner(FusedAdam)
+    resumed.model.load_state_dict(ckpt["model"])
+    resumed.fit(1, 1e-2, cbs=[RestoreState(ckpt, optimizer=True)])
+    ref.fit(1, 1e-2)
+    got = dict(resumed.model.named_parameters())
+    for name, a in ref.model.named_parameters():
+        assert torch.allclose(a, got[name], atol=5e-5), name
+    steps = {int(s["step"]) for s in resumed.opt.opt.state.values()}
+    assert steps == {16}  # 8 batches before the checkpoint, 8 after: the moments carried on

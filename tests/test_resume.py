@@ -174,7 +174,7 @@ def test_resumed_run_equals_the_uninterrupted_run(cli, tiny, tmp_path):
     wrong = sum(row["prediction"] != Path(row["path"]).parent.name for row in read_rows(out))
     # to one image: metrics come from the training precision's forwards (bf16 autocast where
     # the CPU has it), predict runs fp32
-    assert abs(wrong / len(images) - float(got[-1]["error_rate"])) <= 1 / len(images) + 1e-9
+    assert abs(wrong / len(images) - float(got[-1]["error_rate"])) <= 1 / len(images) + 1e-5
 
 
 def test_run_interrupted_before_its_first_epoch_starts_over(cli, tiny, tmp_path):

@@ -428,7 +428,7 @@ def test_fine_tune_phases_and_natural_class_order(tmp_path):
     assert not np.array_equal(want, np.diag(np.diag(want)))  # some mistakes: order shows
     wrong = sum(p.label != Path(p.path).parent.name for p in preds)
     final = float(read_rows(run / "metrics.csv")[-1]["error_rate"])
-    assert abs(wrong / len(images) - final) <= 1 / len(images) + 1e-9  # to one image (bf16)
+    assert abs(wrong / len(images) - final) <= 1 / len(images) + 1e-5  # one image (bf16)
 
 
 def test_caffe_schedules_match_their_formulas():
