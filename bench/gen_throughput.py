@@ -8,10 +8,11 @@ machines here are shared and noisy).
 Every method renders the same images' worth of work (45-50 circles, 224 px) and is timed end
 to end including the PNG write, on the same number of images. The baselines get countnet's
 PNG settings: the Pillow drawer writes an 8-bit palette PNG (fg/bg blend, like countnet's)
-at countnet's zlib level; matplotlib writes its own RGBA PNG (that is how the blog made its
-images). Methods run interleaved, ``--repeats`` rounds, and each figure is the median.
-Scaling runs ``countnet_gen.writer.generate`` with 1 worker (always measured: the base of
-the efficiency) and each ``--workers`` value, also interleaved with medians.
+with countnet's zlib level and strategy; matplotlib writes its own RGBA PNG (that is how
+the blog made its images). Methods run interleaved, ``--repeats`` rounds, and each figure
+is the median. Scaling runs ``countnet_gen.writer.generate`` with 1 worker (always
+measured: the base of the efficiency) and each ``--workers`` value, also interleaved with
+medians.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ import PIL
 from countnet.cpus import usable_cpus
 from countnet_gen.render import palette
 from countnet_gen.spec import DatasetSpec, color_rgb
-from countnet_gen.writer import PNG_LEVEL, ImageJob, _init_worker, _write_chunk, generate
+from countnet_gen.writer import (
+    PNG_LEVEL,
+    PNG_STRATEGY,
+    ImageJob,
+    _init_worker,
+    _write_chunk,
+    generate,
+)
 
 SIZE = 224
 FG = "#1f77b4"
@@ -60,8 +68,8 @@ def bench_matplotlib(n: int, out: Path) -> float:
 
 def bench_pillow(n: int, out: Path) -> float:
     """ImageDraw.ellipse per circle (radius 6, overlap allowed) into an 8-bit palette image
-    with countnet's palette, saved at countnet's zlib level: countnet's output format, drawn
-    the obvious way (Pillow's ellipses are not anti-aliased)."""
+    with countnet's palette, saved with countnet's zlib level and strategy: countnet's output
+    format, drawn the obvious way (Pillow's ellipses are not anti-aliased)."""
     from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(0)
@@ -74,7 +82,7 @@ def bench_pillow(n: int, out: Path) -> float:
         draw = ImageDraw.Draw(im)
         for x, y in rng.uniform(6, SIZE - 6, (k, 2)):
             draw.ellipse((x - 6, y - 6, x + 6, y + 6), fill=255)
-        im.save(out / f"pil_{i}.png", compress_level=PNG_LEVEL)
+        im.save(out / f"pil_{i}.png", compress_level=PNG_LEVEL, compress_type=PNG_STRATEGY)
     return n / (time.perf_counter() - t0)
 
 

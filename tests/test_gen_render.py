@@ -64,3 +64,45 @@ def test_no_overlap_circles_are_distinct_objects_in_the_written_pixels(tmp_path,
         for level in (0.25, 0.1, 0.01):
             n = measure.label(contrast > level, connectivity=1).max()
             assert n == label, f"{path.name}: {n} components at {level:.0%} contrast, {label}"
+
+
+# sha256 of the circles and coverage indices of the images below, as PIXELS_VERSION 4 makes
+# them. A change that moves a circle or a pixel must bump PIXELS_VERSION (so the workflow
+# regenerates its datasets) and this digest with it; a speed-up must leave it alone.
+PIXELS_DIGEST = "d319ebd7379fb3979a7f961715b6be28338445d7b75e28953d1d5d8c290f0169"
+
+
+def test_disjoint_coverage_equals_the_summed_coverage():
+    """--no-overlap images take the disjoint fast path: the same indices as summing."""
+    from countnet_gen.render import coverage_u8
+    from countnet_gen.sampler import sample_circles
+
+    for size, radius, n in ((224, (6, 6), 50), (224, (4, 12), 45), (64, (1.5, 3), 48)):
+        for seed in range(20):
+            c = sample_circles(np.random.default_rng(seed), n, size, radius, no_overlap=True)
+            fast = coverage_u8(c, size, disjoint=True)
+            assert np.array_equal(fast, coverage_u8(c, size)) and fast.max() == 255
+
+
+def test_pixels_are_those_of_this_pixels_version():
+    import hashlib
+
+    from countnet_gen import PIXELS_VERSION
+    from countnet_gen.spec import DatasetSpec
+    from countnet_gen.writer import ImageJob, make_image
+
+    h = hashlib.sha256()
+    for kw in (
+        {"counts": (45, 50), "size": 224, "no_overlap": True},
+        {"counts": (45, 50), "size": 224, "radius": (4, 12), "no_overlap": True},
+        {"counts": (45, 50), "size": 64, "radius": (1.5, 3), "no_overlap": True},
+        {"counts": (1, 9), "size": 40, "radius": (2, 5)},
+    ):
+        spec = DatasetSpec(per_class=4, seed=7, **kw)
+        for i in range(6):
+            circles, idx = make_image(
+                spec, ImageJob(spec.classes[i % len(spec.classes)], i, "train")
+            )
+            h.update(np.round(circles, 9).tobytes())
+            h.update(idx.tobytes())
+    assert PIXELS_VERSION == 4 and h.hexdigest() == PIXELS_DIGEST

@@ -17,12 +17,11 @@ import math
 import numpy as np
 
 
-def coverage(circles: np.ndarray, size: int) -> np.ndarray:
-    """(size, size) float32 map in [0, 1]: how much of each pixel the circles cover."""
-    if len(circles) == 0:
-        return np.zeros((size, size), np.float32)
+def _patches(circles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Each circle's square patch of pixels (disc plus its AA rim): rows (n, p), columns
+    (n, p) and coverage values (n, p, p) float32, and the patch side p."""
     x, y, r = circles[:, 0], circles[:, 1], circles[:, 2]
-    p = int(math.ceil(r.max())) * 2 + 3  # patch side: whole disc plus its AA rim
+    p = int(math.ceil(r.max())) * 2 + 3
     x0 = np.floor(x - r - 1).astype(np.int64)
     y0 = np.floor(y - r - 1).astype(np.int64)
     steps = np.arange(p)
@@ -30,8 +29,21 @@ def coverage(circles: np.ndarray, size: int) -> np.ndarray:
     rows = y0[:, None] + steps[None, :]
     dx = (cols + 0.5 - x[:, None]).astype(np.float32)
     dy = (rows + 0.5 - y[:, None]).astype(np.float32)
-    d = np.sqrt(dy[:, :, None] ** 2 + dx[:, None, :] ** 2)  # (n, p, p)
-    vals = np.clip(r[:, None, None].astype(np.float32) - d + 0.5, 0.0, 1.0)
+    # vals = clip(r - d + 0.5, 0, 1), evaluated in that order but in place: same numbers,
+    # three fewer (n, p, p) temporaries
+    vals = dy[:, :, None] ** 2 + dx[:, None, :] ** 2  # (n, p, p)
+    np.sqrt(vals, out=vals)
+    np.subtract(r[:, None, None].astype(np.float32), vals, out=vals)
+    vals += np.float32(0.5)
+    np.clip(vals, 0.0, 1.0, out=vals)
+    return rows, cols, vals, p
+
+
+def coverage(circles: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) float32 map in [0, 1]: how much of each pixel the circles cover."""
+    if len(circles) == 0:
+        return np.zeros((size, size), np.float32)
+    rows, cols, vals, p = _patches(circles)
     # Accumulate on a canvas with a margin of p on every side, so every patch pixel has a
     # bin (no masking: 1.3-1.6x faster at 224 px), then crop; pixels off the frame carry
     # zero ramp anyway. Sums are in the same order as before, so the pixels are identical.
@@ -41,9 +53,22 @@ def coverage(circles: np.ndarray, size: int) -> np.ndarray:
     return np.minimum(cov[p : p + size, p : p + size], 1.0).astype(np.float32)
 
 
-def coverage_u8(circles: np.ndarray, size: int) -> np.ndarray:
-    """Coverage quantised to 0..255: the index into ``palette``."""
-    return np.rint(coverage(circles, size) * 255).astype(np.uint8)
+def coverage_u8(circles: np.ndarray, size: int, *, disjoint: bool = False) -> np.ndarray:
+    """Coverage quantised to 0..255: the index into ``palette``.
+
+    ``disjoint``: no pixel is covered by two circles — true of ``--no-overlap`` layouts,
+    whose 2 px gaps keep the anti-aliased rims apart (sampler.GAP). Each covered pixel then
+    takes its one circle's value, quantised first, as the largest of the (zero elsewhere)
+    patch values landing on it, instead of summing a float canvas: the same pixels, ~2x
+    faster at 224 px."""
+    if not disjoint or len(circles) == 0:
+        return np.rint(coverage(circles, size) * 255).astype(np.uint8)
+    rows, cols, vals, p = _patches(circles)
+    w = size + 2 * p  # a margin canvas, as in coverage(): every patch pixel has a place
+    flat = (rows + p)[:, :, None] * w + (cols + p)[:, None, :]
+    out = np.zeros(w * w, np.uint8)
+    np.maximum.at(out, flat.ravel(), np.rint(vals.ravel() * 255).astype(np.uint8))
+    return out.reshape(w, w)[p : p + size, p : p + size]
 
 
 def palette(fg: tuple[int, int, int], bg: tuple[int, int, int]) -> np.ndarray:

@@ -158,24 +158,30 @@ def _place_without_overlap(
     xy = np.empty((n, 2))
     accepted = np.zeros(n, bool)
     pending = np.arange(n)
+    earlier = np.triu(np.ones((n, n), bool), 1)  # [i, j]: pending circle i precedes j
     stalled = 0
+    # x and y are kept apart: a squared distance as dx*dx + dy*dy is the same number as a
+    # sum over a length-2 axis, without NumPy's slow reduction over a tiny axis.
     for _ in range(MAX_ROUNDS):
         m = len(pending)
         r = radii[pending]
         cand = r[:, None, None] + rng.random((m, CANDIDATES, 2)) * (size - 2 * r[:, None, None])
         acc = np.flatnonzero(accepted)
         if acc.size:
-            d2 = ((cand[:, :, None, :] - xy[None, None, acc]) ** 2).sum(-1)  # (m, K, a)
-            free = (d2 >= (r[:, None, None] + radii[acc] + GAP) ** 2).all(axis=2)  # (m, K)
+            dx = cand[:, :, 0, None] - xy[acc, 0]  # (m, K, a)
+            dy = cand[:, :, 1, None] - xy[acc, 1]
+            free = (dx * dx + dy * dy >= (r[:, None, None] + radii[acc] + GAP) ** 2).all(axis=2)
             ok = free.any(axis=1)
             cand = cand[np.arange(m), free.argmax(axis=1)]
         else:
             ok = np.ones(m, bool)
             cand = cand[:, 0]
         if m > 1:
-            d2 = ((cand[:, None, :] - cand[None, :, :]) ** 2).sum(-1)
-            clash = (d2 < (r[:, None] + r[None, :] + GAP) ** 2) & ok[:, None] & ok[None, :]
-            ok &= ~np.triu(clash, 1).any(axis=0)  # lose to any earlier pending circle
+            dx = cand[:, None, 0] - cand[None, :, 0]
+            dy = cand[:, None, 1] - cand[None, :, 1]
+            clash = (dx * dx + dy * dy < (r[:, None] + r[None, :] + GAP) ** 2) & earlier[:m, :m]
+            clash &= ok[:, None] & ok[None, :]
+            ok &= ~clash.any(axis=0)  # lose to any earlier pending circle
         xy[pending[ok]] = cand[ok]
         accepted[pending[ok]] = True
         pending = pending[~ok]

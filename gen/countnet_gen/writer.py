@@ -13,6 +13,7 @@ import functools
 import io
 import json
 import multiprocessing as mp
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,12 @@ from countnet_gen.spec import DatasetSpec, color_rgb
 MANIFEST = "manifest.csv"
 DATASET_JSON = "dataset.json"
 MANIFEST_FIELDS = ("path", "split", "count", "circles")
-# PNG zlib level 1: lossless like any level, 2x faster to write than the default 6,
-# files ~20% larger (they are a few KB each).
+# PNG zlib level 1 with the run-length strategy: lossless like any setting. These images
+# are long runs of background between short anti-aliased rims, which Z_RLE codes as well
+# as deflate's string matching at a third less time: 224 px, 45-50 circles, 0.17 ms and
+# ~5 KB an image against 0.26 ms and ~6-7.5 KB at level 1 (6, the default: 2x slower still).
 PNG_LEVEL = 1
+PNG_STRATEGY = zlib.Z_RLE
 
 
 @dataclass(frozen=True)
@@ -72,14 +76,14 @@ def make_image(spec: DatasetSpec, job: ImageJob) -> tuple[np.ndarray, np.ndarray
     """(circles, coverage indices) for one image: a pure function of spec and job."""
     rng = image_rng(spec, job.count, job.index)
     circles = sample_circles(rng, job.count, spec.size, spec.radius, spec.no_overlap)
-    return circles, coverage_u8(circles, spec.size)
+    return circles, coverage_u8(circles, spec.size, disjoint=spec.no_overlap)
 
 
 def encode_png(index_img: np.ndarray, pal: bytes) -> bytes:
     im = Image.frombytes("P", index_img.shape[::-1], index_img.tobytes())
     im.putpalette(pal)
     buf = io.BytesIO()
-    im.save(buf, format="PNG", compress_level=PNG_LEVEL)
+    im.save(buf, format="PNG", compress_level=PNG_LEVEL, compress_type=PNG_STRATEGY)
     return buf.getvalue()
 
 
