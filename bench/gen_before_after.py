@@ -1,0 +1,135 @@
+"""Generator speed, before and after a change, in one process: the sampler, renderer and PNG
+encoder of a git revision (default HEAD) against the working tree's, interleaved rounds,
+medians. The only way to see a 10-50% change on a VM whose speed moves 2x within minutes
+(bench/gen_throughput.py measures against other drawers; this one against countnet itself).
+
+    uv run python bench/gen_before_after.py [--rev HEAD~1] [--images 300] [--repeats 7]
+
+Per image, as countnet gen does it: placement, coverage indices, PNG encoding, the file
+write and the manifest's circle list; 224 px, 45-50 circles, --no-overlap. Both paths get
+the same seeds and must produce the same pixels (checked on the first round's images),
+since a change of pixels needs PIXELS_VERSION, not a benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import io
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from countnet_gen import render, sampler, writer
+from countnet_gen.spec import DatasetSpec, color_rgb
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZE = 224
+
+
+def module_at(rev: str, relpath: str, tmp: Path):
+    """``relpath`` as it was at ``rev``, imported under a private name."""
+    src = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:{relpath}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    path = tmp / f"{rev.replace('~', '_').replace('/', '_')}_{Path(relpath).name}"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location(f"old_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def png_encoder(writer_mod, pal: bytes):
+    """The revision's PNG settings (level, and strategy where it had one)."""
+    kw = {"compress_level": writer_mod.PNG_LEVEL}
+    if hasattr(writer_mod, "PNG_STRATEGY"):
+        kw["compress_type"] = writer_mod.PNG_STRATEGY
+
+    def encode(idx: np.ndarray) -> bytes:
+        im = Image.frombytes("P", idx.shape[::-1], idx.tobytes())
+        im.putpalette(pal)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG", **kw)
+        return buf.getvalue()
+
+    return encode
+
+
+def path_of(sampler_mod, render_mod, writer_mod, pal: bytes):
+    encode = png_encoder(writer_mod, pal)
+    disjoint = "disjoint" in inspect.signature(render_mod.coverage_u8).parameters
+    kw = {"disjoint": True} if disjoint else {}
+
+    def one(rng, n: int, radius, out: Path) -> np.ndarray:
+        circles = sampler_mod.sample_circles(rng, n, SIZE, radius, True)
+        idx = render_mod.coverage_u8(circles, SIZE, **kw)
+        out.write_bytes(encode(idx))
+        writer._circles_json(circles)
+        return idx
+
+    return one
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rev", default="HEAD", help="the 'before' revision (default HEAD)")
+    ap.add_argument("--images", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args()
+    pal = render.palette(color_rgb("#1f77b4"), color_rgb("#ffffff")).tobytes()
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        before = path_of(
+            module_at(args.rev, "gen/countnet_gen/sampler.py", tmp),
+            module_at(args.rev, "gen/countnet_gen/render.py", tmp),
+            module_at(args.rev, "gen/countnet_gen/writer.py", tmp),
+            pal,
+        )
+        after = path_of(sampler, render, writer, pal)
+        print(
+            f"# gen_before_after {time.strftime('%Y-%m-%d %H:%M')}: {args.rev} vs working "
+            f"tree, Python {sys.version.split()[0]}, numpy {np.__version__}; {args.images} "
+            f"images per path per round, {args.repeats} interleaved rounds (median), {SIZE} "
+            "px, 45-50 circles, --no-overlap, one process"
+        )
+        for label, radius in (("fixed r6", (6.0, 6.0)), ("r4-12", (4.0, 12.0))):
+            spec = DatasetSpec(counts=(45, 50), per_class=50, size=SIZE, radius=radius)
+            rates: dict[str, list[float]] = {"before": [], "after": []}
+            for r in range(args.repeats):
+                for name, one in (("before", before), ("after", after)):
+                    t0 = time.perf_counter()
+                    images = []
+                    for i in range(args.images):
+                        n = spec.classes[i % len(spec.classes)]
+                        rng = writer.image_rng(spec, n, i)
+                        images.append(one(rng, n, radius, tmp / f"{name}_{i}.png"))
+                    rates[name].append(args.images / (time.perf_counter() - t0))
+                    if r == 0:
+                        rates.setdefault(f"pixels_{name}", images)
+            if not all(
+                np.array_equal(a, b)
+                for a, b in zip(rates.pop("pixels_before"), rates.pop("pixels_after"), strict=True)
+            ):
+                raise SystemExit(f"{label}: the two revisions draw different pixels")
+            b, a = statistics.median(rates["before"]), statistics.median(rates["after"])
+            per_round = " ".join(
+                f"{y / x:.2f}" for x, y in zip(rates["before"], rates["after"], strict=True)
+            )
+            print(
+                f"{label:9s} before {b:6.0f}  after {a:6.0f} images/s/core  after/before "
+                f"{a / b:.2f} (per round: {per_round})"
+            )
+
+
+if __name__ == "__main__":
+    main()
