@@ -1,7 +1,8 @@
 """Generator speed, before and after a change, in one process: the sampler, renderer and PNG
 encoder of a git revision (default HEAD) against the working tree's, interleaved rounds,
 medians. The only way to see a 10-50% change on a VM whose speed moves 2x within minutes
-(bench/gen_throughput.py measures against other drawers; this one against countnet itself).
+(bench/gen_throughput.py measures against other drawers; this one against countnet
+itself). Rounds alternate which path goes first.
 
     uv run python bench/gen_before_after.py [--rev HEAD~1] [--images 300] [--repeats 7]
 
@@ -17,11 +18,13 @@ import argparse
 import importlib.util
 import inspect
 import io
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +37,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SIZE = 224
 
 
-def module_at(rev: str, relpath: str, tmp: Path):
-    """``relpath`` as it was at ``rev``, imported under a private name."""
-    src = subprocess.run(
+def source_at(rev: str, relpath: str) -> str:
+    return subprocess.run(
         ["git", "-C", str(ROOT), "show", f"{rev}:{relpath}"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
+
+
+def module_at(rev: str, relpath: str, tmp: Path):
+    """``relpath`` as it was at ``rev``, imported under a private name."""
     path = tmp / f"{rev.replace('~', '_').replace('/', '_')}_{Path(relpath).name}"
-    path.write_text(src)
+    path.write_text(source_at(rev, relpath))
     spec = importlib.util.spec_from_file_location(f"old_{path.stem}", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up there
@@ -49,12 +55,19 @@ def module_at(rev: str, relpath: str, tmp: Path):
     return mod
 
 
-def png_encoder(writer_mod, pal: bytes):
-    """The revision's PNG settings (level, and strategy where it had one)."""
-    kw = {"compress_level": writer_mod.PNG_LEVEL}
-    if hasattr(writer_mod, "PNG_STRATEGY"):
-        kw["compress_type"] = writer_mod.PNG_STRATEGY
+def png_settings_at(rev: str) -> dict:
+    """The revision's PNG save options, read from its writer.py (not imported: it would
+    pull in today's modules beside it)."""
+    src = source_at(rev, "gen/countnet_gen/writer.py")
+    level = re.search(r"^PNG_LEVEL = (\d+)", src, re.M)
+    strategy = re.search(r"^PNG_STRATEGY = zlib\.(Z_\w+)", src, re.M)
+    kw = {"compress_level": int(level.group(1))}
+    if strategy:
+        kw["compress_type"] = getattr(zlib, strategy.group(1))
+    return kw
 
+
+def png_encoder(kw: dict, pal: bytes):
     def encode(idx: np.ndarray) -> bytes:
         im = Image.frombytes("P", idx.shape[::-1], idx.tobytes())
         im.putpalette(pal)
@@ -65,8 +78,8 @@ def png_encoder(writer_mod, pal: bytes):
     return encode
 
 
-def path_of(sampler_mod, render_mod, writer_mod, pal: bytes):
-    encode = png_encoder(writer_mod, pal)
+def path_of(sampler_mod, render_mod, png: dict, pal: bytes):
+    encode = png_encoder(png, pal)
     disjoint = "disjoint" in inspect.signature(render_mod.coverage_u8).parameters
     kw = {"disjoint": True} if disjoint else {}
 
@@ -92,10 +105,11 @@ def main() -> None:
         before = path_of(
             module_at(args.rev, "gen/countnet_gen/sampler.py", tmp),
             module_at(args.rev, "gen/countnet_gen/render.py", tmp),
-            module_at(args.rev, "gen/countnet_gen/writer.py", tmp),
+            png_settings_at(args.rev),
             pal,
         )
-        after = path_of(sampler, render, writer, pal)
+        now = {"compress_level": writer.PNG_LEVEL, "compress_type": writer.PNG_STRATEGY}
+        after = path_of(sampler, render, now, pal)
         print(
             f"# gen_before_after {time.strftime('%Y-%m-%d %H:%M')}: {args.rev} vs working "
             f"tree, Python {sys.version.split()[0]}, numpy {np.__version__}; {args.images} "
@@ -105,8 +119,9 @@ def main() -> None:
         for label, radius in (("fixed r6", (6.0, 6.0)), ("r4-12", (4.0, 12.0))):
             spec = DatasetSpec(counts=(45, 50), per_class=50, size=SIZE, radius=radius)
             rates: dict[str, list[float]] = {"before": [], "after": []}
+            pair = [("before", before), ("after", after)]
             for r in range(args.repeats):
-                for name, one in (("before", before), ("after", after)):
+                for name, one in pair[:: (-1) ** r]:  # alternate which goes first
                     t0 = time.perf_counter()
                     images = []
                     for i in range(args.images):

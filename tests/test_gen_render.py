@@ -84,6 +84,22 @@ def test_disjoint_coverage_equals_the_summed_coverage():
             assert np.array_equal(fast, coverage_u8(c, size)) and fast.max() == 255
 
 
+def test_circles_exactly_the_gap_apart_share_no_pixel():
+    """The disjoint path's premise at its limit: neighbours exactly GAP apart, against the
+    frame's edges and corners, at the radii the sets use; summed and disjoint agree."""
+    from countnet_gen.render import RIM, coverage_u8
+    from countnet_gen.sampler import GAP
+
+    assert GAP >= 2 * RIM
+    for r in (0.5, 1.5, 3.0, 6.0, 11.7):
+        size = int(4 * r + GAP + 8)
+        for dx, dy in ((1.0, 0.0), (0.0, 1.0), (0.6, 0.8), (0.28, 0.96)):
+            x0, y0 = r + 0.01, r + 0.37  # against the top-left corner
+            d = 2 * r + GAP
+            c = np.array([[x0, y0, r], [x0 + dx * d, y0 + dy * d, r]])
+            assert np.array_equal(coverage_u8(c, size, disjoint=True), coverage_u8(c, size))
+
+
 def test_pixels_are_those_of_this_pixels_version():
     import hashlib
 
@@ -105,4 +121,6 @@ def test_pixels_are_those_of_this_pixels_version():
             )
             h.update(np.round(circles, 9).tobytes())
             h.update(idx.tobytes())
-    assert PIXELS_VERSION == 4 and h.hexdigest() == PIXELS_DIGEST
+    assert PIXELS_VERSION == 4 and h.hexdigest() == PIXELS_DIGEST, (
+        f"pixels changed (digest {h.hexdigest()}): bump PIXELS_VERSION and this digest"
+    )

@@ -26,8 +26,8 @@ from countnet.cpus import usable_cpus
 from countnet.errors import CountnetError
 from countnet.versions import package_versions
 from countnet_gen import PIXELS_VERSION
-from countnet_gen.render import coverage_u8, palette
-from countnet_gen.sampler import sample_circles
+from countnet_gen.render import RIM, coverage_u8, palette
+from countnet_gen.sampler import GAP, sample_circles
 from countnet_gen.spec import DatasetSpec, color_rgb
 
 MANIFEST = "manifest.csv"
@@ -38,7 +38,7 @@ MANIFEST_FIELDS = ("path", "split", "count", "circles")
 # as deflate's string matching at a third less time: 224 px, 45-50 circles, 0.17 ms and
 # ~5 KB an image against 0.26 ms and ~6-7.5 KB at level 1 (6, the default: 2x slower still).
 PNG_LEVEL = 1
-PNG_STRATEGY = zlib.Z_RLE
+PNG_STRATEGY = zlib.Z_RLE  # dataset.json records both
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,9 @@ def make_image(spec: DatasetSpec, job: ImageJob) -> tuple[np.ndarray, np.ndarray
     """(circles, coverage indices) for one image: a pure function of spec and job."""
     rng = image_rng(spec, job.count, job.index)
     circles = sample_circles(rng, job.count, spec.size, spec.radius, spec.no_overlap)
-    return circles, coverage_u8(circles, spec.size, disjoint=spec.no_overlap)
+    # --no-overlap circles share no pixel while the gap exceeds both anti-aliased rims
+    disjoint = spec.no_overlap and GAP >= 2 * RIM
+    return circles, coverage_u8(circles, spec.size, disjoint=disjoint)
 
 
 def encode_png(index_img: np.ndarray, pal: bytes) -> bytes:
@@ -174,10 +176,16 @@ def generate(
             "n_train": spec.n_train * len(spec.classes),
             "n_valid": spec.n_valid * len(spec.classes),
             "image_format": "PNG, 8-bit palette (coverage index into a fg/bg blend)",
+            "png": {"zlib_level": PNG_LEVEL, "zlib_strategy": "Z_RLE"},
             "coordinates": "x, y, r in pixels; pixel (i, j) covers [j, j+1) x [i, i+1)",
             "pixels_version": PIXELS_VERSION,
-            # PNG bytes depend on Pillow and its zlib; pixels do not
-            "versions": {**package_versions(), "zlib": features.version("zlib")},
+            # PNG bytes depend on Pillow, its zlib (or zlib-ng) and the settings above;
+            # pixels do not
+            "versions": {
+                **package_versions(),
+                "zlib": features.version("zlib"),
+                "zlib_ng": features.version("zlib_ng"),
+            },
         }
         (tmp / DATASET_JSON).write_text(json.dumps(meta, indent=2) + "\n")
     return final
