@@ -34,9 +34,10 @@ MANIFEST = "manifest.csv"
 DATASET_JSON = "dataset.json"
 MANIFEST_FIELDS = ("path", "split", "count", "circles")
 # PNG zlib level 1 with the run-length strategy: lossless like any setting. These images
-# are long runs of background between short anti-aliased rims, which Z_RLE codes as well
-# as deflate's string matching at a third less time: 224 px, 45-50 circles, 0.17 ms and
-# ~5 KB an image against 0.26 ms and ~6-7.5 KB at level 1 (6, the default: 2x slower still).
+# are long runs of background between short anti-aliased rims, which Z_RLE codes better
+# than deflate's string matching, and faster: 224 px, 45-50 circles, 0.16-0.18 ms and
+# 4.6-5.9 KB an image against 0.21-0.25 ms and 5.9-7.6 KB at level 1 alone (zlib-ng;
+# level 6, the default, is 2x slower still). BENCHMARKS.md.
 PNG_LEVEL = 1
 PNG_STRATEGY = zlib.Z_RLE  # dataset.json records both
 
