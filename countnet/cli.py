@@ -426,6 +426,51 @@ def cache_clear_cmd() -> None:
     typer.echo(f"cleared {decoded_dir()} ({freed / 2**20:.1f} MiB freed)", err=True)
 
 
+COST_EXAMPLES = """
+[bold]Examples[/bold]
+
+  countnet cost --no-timing        # every --arch at 224 px, 1000 classes
+
+  countnet cost resnet18 resnet34 --size 64 --classes 6 --out cost.csv
+"""
+
+
+@app.command("cost", epilog=COST_EXAMPLES)
+def cost_cmd(
+    archs: Annotated[
+        list[str] | None, typer.Argument(help="Architectures (default: every --arch).")
+    ] = None,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 224,
+    classes: Annotated[int, typer.Option(help="Outputs of the head.")] = 1000,
+    head: Annotated[str, typer.Option(help="fastai or linear (torchvision's).")] = "linear",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda: where latency is timed.")] = (
+        "auto"
+    ),
+    timing: Annotated[
+        bool, typer.Option("--timing/--no-timing", help="Measure latency and throughput.")
+    ] = True,
+    out: Annotated[Path | None, typer.Option(help="Also write the table as CSV.")] = None,
+) -> None:
+    """What each model costs: parameters, multiply-accumulates per image, weights on disk,
+    latency at batch 1 and throughput at batch 64 (fp32, medians after warm-up)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from countnet_classify.config import ARCHS
+    from countnet_classify.cost import DISPLAY_COLUMNS, cost_table, format_row, write_csv
+
+    rows = cost_table(
+        archs or ARCHS, size=size, classes=classes, head=head, device=device, timed=timing
+    )
+    table = Table(*DISPLAY_COLUMNS, title=f"model cost at {size} px, {classes} classes")
+    for row in rows:
+        table.add_row(*format_row(row))
+    Console(width=200).print(table)
+    if out is not None:
+        write_csv(rows, out)
+        typer.echo(f"wrote {out}", err=True)
+
+
 REPORT_EXAMPLES = """
 [bold]Examples[/bold]
 

@@ -95,9 +95,22 @@ def test_select_transforms_then_train_with_the_file_then_report(cli, border_set,
     md = (tmp_path / "rep" / "report.md").read_text()
     page = (tmp_path / "rep" / "report.html").read_text()
     assert (
-        "| run | dataset | arch | head | pretrained | transforms | epochs | final error_rate |"
-        in md
+        "| run | dataset | arch | head | pretrained | params | MACs/image | latency (bs 1) "
+        "| transforms | epochs | final error_rate |" in md
     )
+    # the run's cost.json: the trained network's counts, its exported weights' size
+    from countnet_classify.model import build_model
+
+    cost = json.loads((run / "cost.json").read_text())
+    model_json = json.loads((run / "model.json").read_text())
+    net = build_model(model_json["arch"], 2, model_json["head"], model_json["head_dropout"])
+    assert cost["params"] == sum(p.numel() for p in net.parameters())
+    assert cost["weights_bytes"] == (run / "model.safetensors").stat().st_size
+    assert cost["size"] == 32 and cost["classes"] == 2 and cost["latency_ms"] > 0
+    row = next(
+        ln for ln in md.splitlines() if ln.startswith(f"| sel | border | {model_json['arch']} |")
+    )
+    assert f"| {cost['params'] / 1e6:.2f} M | {cost['macs'] / 1e9:.3f} G |" in row
     # the answer comes first: learned?, final error, chance (2 balanced classes: 0.5)
     assert md.index("Can a CNN count?") < md.index("## Summary")
     assert "| run | dataset | learned? | final error_rate | chance | first reached best |" in md

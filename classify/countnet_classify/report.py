@@ -17,6 +17,7 @@ from typing import Any
 from countnet.atomic import write_text_atomic
 from countnet.errors import CountnetError
 from countnet_classify.callbacks import read_rows
+from countnet_classify.cost import COST_JSON
 from countnet_classify.outputs import CONFIG, format_time, read_config
 
 BLOG_COLUMNS = ("epoch", "train_loss", "valid_loss", "error_rate", "time")
@@ -33,6 +34,9 @@ SUMMARY_COLUMNS = (
     "arch",
     "head",
     "pretrained",
+    "params",
+    "MACs/image",
+    "latency (bs 1)",
     "transforms",
     "epochs",
     "final error_rate",
@@ -49,6 +53,7 @@ class RunView:
     metrics: list[dict]
     skipped: list[str]
     selection: dict | None
+    cost: dict | None = None  # cost.json (runs from before it have none)
 
     @property
     def name(self) -> str:
@@ -69,6 +74,18 @@ class RunView:
         dropout = res.get("head_dropout", run.get("head_dropout"))
         return head if dropout is None else f"{head} (dropout {dropout:g})"
 
+    def cost_cells(self) -> list[str]:
+        """Parameters, MACs per image and batch-1 latency (fp32, on the run's device)."""
+        c = self.cost
+        if not c:
+            return ["—", "—", "—"]
+        lat = c.get("latency_ms")
+        return [
+            f"{c['params'] / 1e6:.2f} M",
+            f"{c['macs'] / 1e9:.3f} G",
+            "—" if lat is None else f"{lat:.1f} ms ({c['device']})",
+        ]
+
     def summary_row(self) -> list[str]:
         res, s = self.config["resolved"], self.config["summary"]
         data = self.config["data"]
@@ -78,6 +95,7 @@ class RunView:
             self.config["run"]["arch"],
             self.head_text(),
             self.pretrained_text(),
+            *self.cost_cells(),
             res["transforms"],
             str(s["epochs"]),
             f"{s['final_error_rate']:.4f}",
@@ -148,13 +166,14 @@ def load_run(path: Path | str) -> RunView:
     skipped = (
         (path / "skipped.txt").read_text().splitlines() if (path / "skipped.txt").is_file() else []
     )
-    sel = path / "transforms.json"
+    sel, cost = path / "transforms.json", path / COST_JSON
     return RunView(
         path,
         cfg,
         read_rows(path / "metrics.csv"),
         skipped,
         json.loads(sel.read_text()) if sel.is_file() else None,
+        json.loads(cost.read_text()) if cost.is_file() else None,
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from countnet.atomic import check_replaceable, exclusive
+from countnet.atomic import check_replaceable, exclusive, write_text_atomic
 from countnet.errors import CountnetError
 from countnet.versions import package_versions
 from countnet_classify import optim, outputs, phases, plots
@@ -29,7 +29,8 @@ from countnet_classify.callbacks import (
     load_checkpoint,
     read_rows,
 )
-from countnet_classify.config import RunSpec, auto_batch_size
+from countnet_classify.config import DEVICES, RunSpec, auto_batch_size
+from countnet_classify.cost import COST_JSON, model_cost
 from countnet_classify.data import make_cached_dataloaders, make_dataloaders
 from countnet_classify.model import file_sha256, imagenet_state_dict, make_learner
 from countnet_classify.precision import apply_precision, resolve_precision, use_channels_last
@@ -51,6 +52,8 @@ class TrainResult:
 
 
 def resolve_device(choice: str) -> torch.device:
+    if choice not in DEVICES:
+        raise CountnetError(f"unknown --device {choice!r}; choose one of {', '.join(DEVICES)}")
     if choice == "cuda" and not torch.cuda.is_available():
         raise CountnetError("--device cuda: no CUDA device is available here; use --device cpu")
     if choice == "auto":
@@ -392,6 +395,12 @@ def finish_run(
             "(arch, n, head, head_dropout)",
         },
     )
+    cost = model_cost(
+        spec.arch, size=spec.size,
+        classes=len(learn.dls.vocab), head=spec.head, head_dropout=spec.dropout,
+        device=run.device, model=learn.model,
+    )  # fmt: skip
+    write_text_atomic(partial / COST_JSON, json.dumps(cost, indent=2) + "\n")
     errors = [float(m["error_rate"]) for m in metrics]
     summary = {
         "name": spec.run_name,

@@ -1,0 +1,227 @@
+"""What a model costs: parameters, multiply-accumulates, weights on disk, latency and
+throughput — the seed documents' model size/latency tables, for `countnet cost` and every
+run folder's cost.json.
+
+Conventions:
+- **MACs** are multiply-accumulates per image in one forward pass, counted by PyTorch's
+  ``FlopCounterMode`` (which counts a multiply-add as 2 FLOPs) and halved. That is the
+  quantity torchvision publishes as "GFLOPS" (ResNet-34 at 224 px: 3.66 G); elementwise
+  work (BatchNorm, ReLU, pooling) is not counted, as in torchvision's and fvcore's figures.
+- **Weights** are the bytes of the safetensors file countnet exports for the model.
+- **Latency** is the median time of a forward pass at batch 1, **throughput** the median
+  images/s at a larger batch, both in fp32 eval mode (what ``countnet predict`` runs), on the
+  given device, each after warm-up passes.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from countnet.errors import CountnetError
+from countnet_classify.config import ARCHS, HEADS
+
+COST_JSON = "cost.json"  # in every run folder: the trained model's row
+COLUMNS = (
+    "arch",
+    "size",
+    "classes",
+    "head",
+    "params",
+    "trainable",
+    "macs",
+    "weights_bytes",
+    "latency_ms",
+    "throughput_ips",
+    "throughput_bs",
+    "device",
+)
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(all parameters, trainable ones)."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+def count_macs(model: nn.Module, size: int, device: torch.device | str = "cpu") -> int:
+    """Multiply-accumulates of one forward pass of one ``size`` x ``size`` RGB image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, size, size, device=device)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+def weights_bytes(model: nn.Module) -> int:
+    """Size of the model's exported weights (safetensors, as the run folder stores them)."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return len(save(state, metadata={"format": "pt"}))
+
+
+def _median_seconds(fn: Callable[[], None], device: torch.device, warm: int, repeats: int):
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warm):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def timing(
+    model: nn.Module,
+    size: int,
+    device: torch.device,
+    *,
+    batch: int = 64,
+    warm: int = 3,
+    repeats: int = 10,
+) -> dict[str, float]:
+    """Median latency at batch 1 (ms) and throughput at ``batch`` (images/s), fp32 eval."""
+    model = model.to(device).eval()
+    # constant inputs: convolutions take as long on any values, and no RNG stream moves
+    one = torch.full((1, 3, size, size), 0.5, device=device)
+    many = torch.full((batch, 3, size, size), 0.5, device=device)
+    with torch.inference_mode():
+        lat = _median_seconds(lambda: model(one), device, warm, repeats)
+        thr = _median_seconds(lambda: model(many), device, 2, max(3, repeats // 3))
+    return {"latency_ms": lat * 1e3, "throughput_ips": batch / thr, "throughput_bs": batch}
+
+
+def model_cost(
+    arch: str,
+    *,
+    size: int = 224,
+    classes: int = 1000,
+    head: str = "linear",
+    head_dropout: float | None = None,
+    device: torch.device | str = "cpu",
+    timed: bool = True,
+    model: nn.Module | None = None,
+) -> dict:
+    """One row of the cost table for the network countnet trains for ``arch`` (the body
+    plus the ``head`` on ``classes`` outputs); ``model`` (e.g. a trained one) instead of a
+    fresh one. Without ``timed``, latency and throughput are left out (None)."""
+    from countnet_classify.model import build_model
+
+    if arch not in ARCHS:
+        raise CountnetError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    if head not in HEADS:
+        raise CountnetError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+    if size < 8 or classes < 1:
+        raise CountnetError(f"--size must be >= 8 and --classes >= 1 (got {size}, {classes})")
+    device = torch.device(device)
+    if model is None:
+        model = build_model(arch, classes, head, head_dropout)
+    was_training = model.training
+    model = model.to(device).eval()
+    try:
+        total, trainable = count_params(model)
+        row = {
+            "arch": arch,
+            "size": size,
+            "classes": classes,
+            "head": "LeNet's own" if arch == "lenet" else head,
+            "params": total,
+            "trainable": trainable,
+            "macs": count_macs(model, size, device),
+            "weights_bytes": weights_bytes(model),
+            "latency_ms": None,
+            "throughput_ips": None,
+            "throughput_bs": None,
+            "device": str(device),
+        }
+        if timed:
+            row.update(timing(model, size, device))
+    finally:
+        model.train(was_training)
+    return row
+
+
+def format_row(row: dict) -> list[str]:
+    """A cost row as a person reads it: M parameters, G MACs, MB, ms, images/s."""
+
+    def num(v, fmt):
+        return "—" if v is None else format(v, fmt)
+
+    return [
+        row["arch"],
+        str(row["size"]),
+        str(row["classes"]),
+        row["head"],
+        f"{row['params'] / 1e6:.2f} M",
+        f"{row['trainable'] / 1e6:.2f} M",
+        f"{row['macs'] / 1e9:.3f} G",
+        f"{row['weights_bytes'] / 2**20:.1f} MiB",
+        num(row["latency_ms"], ".1f") + (" ms" if row["latency_ms"] is not None else ""),
+        num(row["throughput_ips"], ".0f")
+        + (f" (bs {row['throughput_bs']})" if row["throughput_bs"] else ""),
+        row["device"],
+    ]
+
+
+DISPLAY_COLUMNS = (
+    "arch",
+    "size",
+    "classes",
+    "head",
+    "params",
+    "trainable",
+    "MACs/image",
+    "weights",
+    "latency (bs 1)",
+    "images/s",
+    "device",
+)
+
+
+def cost_table(
+    archs: list[str] | tuple[str, ...] = ARCHS,
+    *,
+    size: int = 224,
+    classes: int = 1000,
+    head: str = "linear",
+    device: str = "auto",
+    timed: bool = True,
+) -> list[dict]:
+    """`countnet cost`: one row per architecture, all checked before any is measured."""
+    from countnet_classify.train import resolve_device
+
+    for arch in archs:
+        if arch not in ARCHS:
+            raise CountnetError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    dev = resolve_device(device)
+    return [
+        model_cost(a, size=size, classes=classes, head=head, device=dev, timed=timed)
+        for a in dict.fromkeys(archs)
+    ]
+
+
+def write_csv(rows: list[dict], path) -> None:
+    """The table with exact numbers (params, MACs, bytes), written atomically."""
+    import csv
+    import io
+
+    from countnet.atomic import write_text_atomic
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
