@@ -456,9 +456,14 @@ def cost_cmd(
     from rich.console import Console
     from rich.table import Table
 
+    from countnet.atomic import check_writable_parent
     from countnet_classify.config import ARCHS
     from countnet_classify.cost import DISPLAY_COLUMNS, cost_table, format_row, write_csv
 
+    if out is not None:  # before minutes of timing, not after
+        if out.is_dir():
+            raise CountnetError(f"--out {out} is a folder; give a file name (e.g. cost.csv)")
+        check_writable_parent(out)
     rows = cost_table(
         archs or ARCHS, size=size, classes=classes, head=head, device=device, timed=timing
     )

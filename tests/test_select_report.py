@@ -124,6 +124,21 @@ def test_select_transforms_then_train_with_the_file_then_report(cli, border_set,
     assert "gen: counts | 2-3" in md  # dataset parameters
     assert page.count("data:image/png;base64,") == 5  # every figure embedded: reads offline
     assert "<th>error_rate</th>" in page
+    assert "## Model cost" in md and "<h2>Model cost</h2>" in page
+
+    # A run from before cost.json: dashes; a damaged cost.json: one line, no report
+    (run / "cost.json").write_text('{"params": ')
+    r = cli("report", run, "--out", tmp_path / "rep2")
+    assert_one_line_error(r, "not a countnet cost.json")
+    assert not (tmp_path / "rep2" / "report.md").exists()
+    (run / "cost.json").unlink()
+    r = cli("report", run, "--out", tmp_path / "rep3")
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "rep3" / "report.md").read_text()
+    row = next(
+        ln for ln in md.splitlines() if ln.startswith(f"| sel | border | {model_json['arch']} |")
+    )
+    assert "| — | — | — |" in row
 
 
 def test_report_and_select_bad_input(cli, border_set, tmp_path):

@@ -20,6 +20,7 @@ from tests.conftest import assert_one_line_error, save_resnet_weights, written
 FAST = ["--size", "32", "--bs", "8", "--lr-find-iters", "30", "--quiet", "--workers", "0"]
 RUN_FILES = {
     "config.yaml",
+    "cost.json",
     "metrics.csv",
     "metrics.md",
     "losses.csv",

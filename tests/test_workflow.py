@@ -67,8 +67,9 @@ def test_tiny_workflow_end_to_end(tmp_path):
     a, b = (row.split(" | ") for row in summary)
     assert a[1:5] == ["tiny-a", "resnet18", "linear (dropout 0)", "no: trained from scratch"]
     assert b[3] == "fastai (dropout 0.5)"  # its own head, from the experiment's options
-    assert a[5] in ("none", "dihedral")  # the selection's choice; aug is label-unsafe here
-    assert b[5] == "flips"
+    assert a[5].endswith(" M") and a[6].endswith(" G") and "ms (cpu)" in a[7]  # cost.json
+    assert a[8] in ("none", "dihedral")  # the selection's choice; aug is label-unsafe here
+    assert b[8] == "flips"
     assert md.count("| epoch | train_loss | valid_loss | error_rate | time |") == 2
     assert "No ImageNet weights for resnet18" in md  # said plainly
     assert "### Transform selection" in md and "label-unsafe" in md

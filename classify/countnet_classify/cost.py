@@ -33,12 +33,14 @@ COLUMNS = (
     "head",
     "params",
     "trainable",
+    "trainable_frozen",
     "macs",
     "weights_bytes",
     "latency_ms",
     "throughput_ips",
     "throughput_bs",
     "device",
+    "timing_error",
 )
 
 
@@ -54,9 +56,24 @@ def count_macs(model: nn.Module, size: int, device: torch.device | str = "cpu") 
 
     x = torch.zeros(1, 3, size, size, device=device)
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(x)
+    try:
+        with torch.no_grad(), counter:
+            model(x)
+    except RuntimeError as e:  # feature maps shrunk to nothing: LeNet < 16 px, SqueezeNet < 17
+        raise CountnetError(f"--size {size} is too small for this network ({e})") from None
     return counter.get_total_flops() // 2
+
+
+def frozen_trainable(model: nn.Module) -> int | None:
+    """Parameters fine_tune's frozen phase trains: the head and the body's BatchNorm layers
+    (fastai's freeze with train_bn). None for a model without fastai's body/head split."""
+    if not (isinstance(model, nn.Sequential) and len(model) == 2):
+        return None
+    body, head = model
+    bn = [m for m in body.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return sum(p.numel() for p in head.parameters()) + sum(
+        p.numel() for m in bn for p in m.parameters()
+    )
 
 
 def weights_bytes(model: nn.Module) -> int:
@@ -113,11 +130,13 @@ def model_cost(
     head_dropout: float | None = None,
     device: torch.device | str = "cpu",
     timed: bool = True,
-    model: nn.Module | None = None,
+    batch: int = 64,
 ) -> dict:
     """One row of the cost table for the network countnet trains for ``arch`` (the body
-    plus the ``head`` on ``classes`` outputs); ``model`` (e.g. a trained one) instead of a
-    fresh one. Without ``timed``, latency and throughput are left out (None)."""
+    plus the ``head`` on ``classes`` outputs), freshly built in NCHW memory as ``countnet
+    predict`` builds it: a run's trained weights change none of these numbers. Without
+    ``timed``, latency and throughput are left out (None). A timing that fails (a GPU out
+    of memory, say) is recorded in ``timing_error`` instead of raised: the counts stand."""
     from countnet_classify.model import build_model
 
     if arch not in ARCHS:
@@ -127,31 +146,34 @@ def model_cost(
     if size < 8 or classes < 1:
         raise CountnetError(f"--size must be >= 8 and --classes >= 1 (got {size}, {classes})")
     device = torch.device(device)
-    if model is None:
-        model = build_model(arch, classes, head, head_dropout)
-    was_training = model.training
-    model = model.to(device).eval()
-    try:
-        total, trainable = count_params(model)
-        row = {
-            "arch": arch,
-            "size": size,
-            "classes": classes,
-            "head": "LeNet's own" if arch == "lenet" else head,
-            "params": total,
-            "trainable": trainable,
-            "macs": count_macs(model, size, device),
-            "weights_bytes": weights_bytes(model),
-            "latency_ms": None,
-            "throughput_ips": None,
-            "throughput_bs": None,
-            "device": str(device),
-        }
-        if timed:
-            row.update(timing(model, size, device))
-    finally:
-        model.train(was_training)
+    model = build_model(arch, classes, head, head_dropout).to(device).eval()
+    total, trainable = count_params(model)
+    row = {
+        "arch": arch,
+        "size": size,
+        "classes": classes,
+        "head": "LeNet's own" if arch == "lenet" else head,
+        "params": total,
+        "trainable": trainable,
+        "trainable_frozen": frozen_trainable(model),
+        "macs": count_macs(model, size, device),
+        "weights_bytes": weights_bytes(model),
+        "latency_ms": None,
+        "throughput_ips": None,
+        "throughput_bs": None,
+        "device": str(device),
+        "timing_error": None,
+    }
+    if timed:
+        row.update(_timing_or_error(model, size, device, batch))
     return row
+
+
+def _timing_or_error(model: nn.Module, size: int, device: torch.device, batch: int) -> dict:
+    try:
+        return timing(model, size, device, batch=batch)
+    except RuntimeError as e:  # torch.OutOfMemoryError is one
+        return {"timing_error": str(e).splitlines()[0]}
 
 
 def format_row(row: dict) -> list[str]:
@@ -166,10 +188,17 @@ def format_row(row: dict) -> list[str]:
         str(row["classes"]),
         row["head"],
         f"{row['params'] / 1e6:.2f} M",
-        f"{row['trainable'] / 1e6:.2f} M",
+        f"{row['trainable'] / 1e6:.2f} M"
+        + (
+            f" ({row['trainable_frozen'] / 1e6:.2f} M frozen)"
+            if row.get("trainable_frozen") is not None
+            else ""
+        ),
         f"{row['macs'] / 1e9:.3f} G",
         f"{row['weights_bytes'] / 2**20:.1f} MiB",
-        num(row["latency_ms"], ".1f") + (" ms" if row["latency_ms"] is not None else ""),
+        num(row["latency_ms"], ".1f") + (" ms" if row["latency_ms"] is not None else "")
+        if not row.get("timing_error")
+        else "failed",
         num(row["throughput_ips"], ".0f")
         + (f" (bs {row['throughput_bs']})" if row["throughput_bs"] else ""),
         row["device"],
@@ -200,17 +229,21 @@ def cost_table(
     device: str = "auto",
     timed: bool = True,
 ) -> list[dict]:
-    """`countnet cost`: one row per architecture, all checked before any is measured."""
+    """`countnet cost`: one row per architecture. Every architecture is counted (which also
+    finds a --size too small for one) before any is timed."""
     from countnet_classify.train import resolve_device
 
     for arch in archs:
         if arch not in ARCHS:
             raise CountnetError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
     dev = resolve_device(device)
-    return [
-        model_cost(a, size=size, classes=classes, head=head, device=dev, timed=timed)
-        for a in dict.fromkeys(archs)
+    archs = list(dict.fromkeys(archs))
+    rows = [
+        model_cost(a, size=size, classes=classes, head=head, device=dev, timed=False) for a in archs
     ]
+    if timed:
+        rows = [model_cost(a, size=size, classes=classes, head=head, device=dev) for a in archs]
+    return rows
 
 
 def write_csv(rows: list[dict], path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from countnet.atomic import write_text_atomic
 from countnet.errors import CountnetError
 from countnet_classify.callbacks import read_rows
-from countnet_classify.cost import COST_JSON
+from countnet_classify.cost import COST_JSON, DISPLAY_COLUMNS, format_row
 from countnet_classify.outputs import CONFIG, format_time, read_config
 
 BLOG_COLUMNS = ("epoch", "train_loss", "valid_loss", "error_rate", "time")
@@ -173,8 +173,21 @@ def load_run(path: Path | str) -> RunView:
         read_rows(path / "metrics.csv"),
         skipped,
         json.loads(sel.read_text()) if sel.is_file() else None,
-        json.loads(cost.read_text()) if cost.is_file() else None,
+        _read_cost(cost),
     )
+
+
+def _read_cost(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        cost = json.loads(path.read_text())
+        int(cost["params"]), int(cost["macs"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise CountnetError(
+            f"{path} is not a countnet cost.json: delete it (the report then shows dashes)"
+        ) from None
+    return cost
 
 
 def _blog_rows(v: RunView) -> list[list[str]]:
@@ -255,6 +268,18 @@ def _md_table(head, rows) -> str:
     return "\n".join(lines)
 
 
+COST_INTRO = (
+    "Each run's network as `countnet cost` measures it (cost.json): parameters (in "
+    "parentheses, what a frozen fine_tune phase trains), multiply-accumulates per image, "
+    "weights on disk, fp32 latency at batch 1 and throughput, on the run's device."
+)
+
+
+def _cost_rows(views: list[RunView]) -> list[list[str]]:
+    """One row per run with a cost.json (runs from before it have none: a dash row)."""
+    return [format_row(v.cost) if v.cost else [v.config["run"]["arch"], *["—"] * 10] for v in views]
+
+
 def render_markdown(views: list[RunView], out_dir: Path) -> str:
     parts = [
         "# countnet report",
@@ -266,6 +291,12 @@ def render_markdown(views: list[RunView], out_dir: Path) -> str:
         "## Summary",
         "",
         _md_table(SUMMARY_COLUMNS, [v.summary_row() for v in views]),
+        "",
+        "## Model cost",
+        "",
+        COST_INTRO,
+        "",
+        _md_table(DISPLAY_COLUMNS, _cost_rows(views)),
         "",
     ]
     for v in views:
@@ -347,6 +378,9 @@ def render_html(views: list[RunView]) -> str:
         _h_table(ANSWER_COLUMNS, [answer_row(v) for v in views]),
         "<h2>Summary</h2>",
         _h_table(SUMMARY_COLUMNS, [v.summary_row() for v in views]),
+        "<h2>Model cost</h2>",
+        f"<p>{html.escape(COST_INTRO)}</p>",
+        _h_table(DISPLAY_COLUMNS, _cost_rows(views)),
     ]
     for v in views:
         p.append(f"<h2 id='{html.escape(v.name)}'>{html.escape(v.name)}</h2>")

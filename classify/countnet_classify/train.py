@@ -396,9 +396,8 @@ def finish_run(
         },
     )
     cost = model_cost(
-        spec.arch, size=spec.size,
-        classes=len(learn.dls.vocab), head=spec.head, head_dropout=spec.dropout,
-        device=run.device, model=learn.model,
+        spec.arch, size=spec.size, classes=len(learn.dls.vocab), head=spec.head,
+        head_dropout=spec.dropout, device=run.device, batch=min(64, run.bs),
     )  # fmt: skip
     write_text_atomic(partial / COST_JSON, json.dumps(cost, indent=2) + "\n")
     errors = [float(m["error_rate"]) for m in metrics]
