@@ -125,6 +125,10 @@ def test_select_transforms_then_train_with_the_file_then_report(cli, border_set,
     assert page.count("data:image/png;base64,") == 5  # every figure embedded: reads offline
     assert "<th>error_rate</th>" in page
     assert "## Model cost" in md and "<h2>Model cost</h2>" in page
+    cost_row = next(
+        ln for ln in md.split("## Model cost")[1].splitlines() if ln.startswith("| sel |")
+    )
+    assert f"| {cost['weights_bytes'] / 2**20:.1f} MiB |" in cost_row
 
     # A run from before cost.json: dashes; a damaged cost.json: one line, no report
     (run / "cost.json").write_text('{"params": ')

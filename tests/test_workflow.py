@@ -62,7 +62,14 @@ def test_tiny_workflow_end_to_end(tmp_path):
     md = (tmp_path / "runs" / "report.md").read_text()
     answer, rest = md.split("## Summary", 1)
     assert "Can a CNN count?" in answer and "| a | tiny-a |" in answer
+    rest, cost = rest.split("## Model cost", 1)
     summary = [ln for ln in rest.splitlines() if ln.startswith("| a |") or ln.startswith("| b |")]
+    assert [
+        ln.split(" | ")[1] for ln in cost.splitlines() if ln.startswith(("| a |", "| b |"))
+    ] == [
+        "resnet18",
+        "resnet18",
+    ]  # one cost row per run
     assert len(summary) == 2
     a, b = (row.split(" | ") for row in summary)
     assert a[1:5] == ["tiny-a", "resnet18", "linear (dropout 0)", "no: trained from scratch"]

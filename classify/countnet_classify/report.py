@@ -276,8 +276,11 @@ COST_INTRO = (
 
 
 def _cost_rows(views: list[RunView]) -> list[list[str]]:
-    """One row per run with a cost.json (runs from before it have none: a dash row)."""
-    return [format_row(v.cost) if v.cost else [v.config["run"]["arch"], *["—"] * 10] for v in views]
+    """One row per run: its cost.json (runs from before it have none: dashes)."""
+    return [
+        [v.name, *(format_row(v.cost) if v.cost else [v.config["run"]["arch"], *["—"] * 10])]
+        for v in views
+    ]
 
 
 def render_markdown(views: list[RunView], out_dir: Path) -> str:
@@ -296,7 +299,7 @@ def render_markdown(views: list[RunView], out_dir: Path) -> str:
         "",
         COST_INTRO,
         "",
-        _md_table(DISPLAY_COLUMNS, _cost_rows(views)),
+        _md_table(("run", *DISPLAY_COLUMNS), _cost_rows(views)),
         "",
     ]
     for v in views:
@@ -380,7 +383,7 @@ def render_html(views: list[RunView]) -> str:
         _h_table(SUMMARY_COLUMNS, [v.summary_row() for v in views]),
         "<h2>Model cost</h2>",
         f"<p>{html.escape(COST_INTRO)}</p>",
-        _h_table(DISPLAY_COLUMNS, _cost_rows(views)),
+        _h_table(("run", *DISPLAY_COLUMNS), _cost_rows(views)),
     ]
     for v in views:
         p.append(f"<h2 id='{html.escape(v.name)}'>{html.escape(v.name)}</h2>")
