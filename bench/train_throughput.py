@@ -125,6 +125,27 @@ def ceiling_rate(dls, arch, precision, device, warm, timed, bs, size) -> float:
     return timed * bs / (time.perf_counter() - t0)
 
 
+def optimizer_step_ms(arch: str, n_classes: int, repeats: int) -> dict[str, float]:
+    """One optimizer step over the model's parameters (random gradients), median ms:
+    fastai's Adam against countnet's FusedAdam, interleaved."""
+    from countnet_classify.model import build_model
+    from countnet_classify.optim import FusedAdam
+
+    params = list(build_model(arch, n_classes).parameters())
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opts = {"fastai Adam": Adam(params, lr=1e-3), "FusedAdam": FusedAdam(params, lr=1e-3)}
+    times: dict[str, list[float]] = {k: [] for k in opts}
+    for _ in range(repeats):
+        for name, opt in opts.items():
+            opt.step()  # warm
+            t0 = time.perf_counter()
+            for _ in range(5):
+                opt.step()
+            times[name].append((time.perf_counter() - t0) / 5 * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=None, help="image size (64 on CPU, 224 on GPU)")
@@ -220,6 +241,11 @@ def main() -> None:
         if "b_nchw" in med:
             print(f"(b) without channels_last           {med['b_nchw']:8.1f} images/s")
         print(f"(b) with fastai's Adam              {med['b_fastai_adam']:8.1f} images/s")
+        steps = optimizer_step_ms(args.arch, len(sc.classes), args.repeats)
+        print(
+            f"optimizer step ({args.arch}): fastai Adam {steps['fastai Adam']:.1f} ms, "
+            f"FusedAdam {steps['FusedAdam']:.1f} ms"
+        )
         print(f"ratios: b/a={med['b'] / med['a']:.2f} b/c={med['b'] / med['c']:.2f}")
 
 
