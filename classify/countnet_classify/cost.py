@@ -206,12 +206,7 @@ def format_row(row: dict) -> list[str]:
 
 
 DISPLAY_COLUMNS = (
-    "arch",
-    "size",
-    "classes",
-    "head",
-    "params",
-    "trainable",
+    *COLUMNS[:6],  # arch .. trainable, as in the CSV
     "MACs/image",
     "weights",
     "latency (bs 1)",
