@@ -119,6 +119,7 @@ def main() -> None:
         for label, radius in (("fixed r6", (6.0, 6.0)), ("r4-12", (4.0, 12.0))):
             spec = DatasetSpec(counts=(45, 50), per_class=50, size=SIZE, radius=radius)
             rates: dict[str, list[float]] = {"before": [], "after": []}
+            pixels: dict[str, list[np.ndarray]] = {}  # the first round's images of each
             pair = [("before", before), ("after", after)]
             for r in range(args.repeats):
                 for name, one in pair[:: (-1) ** r]:  # alternate which goes first
@@ -129,11 +130,9 @@ def main() -> None:
                         rng = writer.image_rng(spec, n, i)
                         images.append(one(rng, n, radius, tmp / f"{name}_{i}.png"))
                     rates[name].append(args.images / (time.perf_counter() - t0))
-                    if r == 0:
-                        rates.setdefault(f"pixels_{name}", images)
+                    pixels.setdefault(name, images)
             if not all(
-                np.array_equal(a, b)
-                for a, b in zip(rates.pop("pixels_before"), rates.pop("pixels_after"), strict=True)
+                np.array_equal(a, b) for a, b in zip(pixels["before"], pixels["after"], strict=True)
             ):
                 raise SystemExit(f"{label}: the two revisions draw different pixels")
             b, a = statistics.median(rates["before"]), statistics.median(rates["after"])
