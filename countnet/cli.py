@@ -94,7 +94,7 @@ def train_cmd(
         Path, typer.Argument(help="train/ + valid/ folders, or a folder of class folders.")
     ],
     arch: Annotated[
-        str, typer.Option(help="resnet18 | resnet34 | resnet50 | squeezenet1_1 | lenet.")
+        str, typer.Option(help="resnet18 | resnet34 | resnet50 | squeezenet1_1 | alexnet | lenet.")
     ] = "resnet34",
     pretrained: Annotated[
         bool,

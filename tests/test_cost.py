@@ -40,6 +40,24 @@ def test_other_resnets_match_torchvisions_model_cards(arch):
     assert row["macs"] / 1e9 == pytest.approx(meta["_ops"], abs=0.001)
 
 
+def test_alexnet_counts_match_torchvisions_model_card():
+    """countnet counts torchvision's AlexNet as torchvision's card does (61.1 M parameters,
+    0.71 GFLOPS); countnet's alexnet is that body (features) under countnet's head."""
+    import torchvision
+    from torchvision.models import get_model_weights
+
+    from countnet_classify.cost import count_macs, count_params, model_cost
+
+    meta = get_model_weights("alexnet").DEFAULT.meta
+    tv = torchvision.models.alexnet(weights=None)
+    assert count_params(tv)[0] == meta["num_params"]
+    assert count_macs(tv, 224) / 1e9 == pytest.approx(meta["_ops"], abs=0.001)
+    row = model_cost("alexnet", size=224, classes=10, head="linear", timed=False)
+    body = count_params(tv.features)[0]
+    assert row["params"] == body + 256 * 10 + 10  # features + one linear layer on 256 maps
+    assert row["macs"] == count_macs(tv.features, 224) + 256 * 10
+
+
 def test_frozen_phase_trains_the_head_and_batchnorm():
     """The trainable count of fine_tune's frozen phase, from a real fastai freeze()."""
     import torchvision
@@ -110,6 +128,7 @@ def test_documented_cost_examples_run(tmp_path):
         (["resnet18", "--device", "tpu"], ["--device"]),
         (["resnet18", "lenet", "--size", "12"], ["--size 12 is too small"]),
         (["squeezenet1_1", "--size", "16"], ["--size 16 is too small"]),
+        (["alexnet", "--size", "62"], ["--size 62 is too small"]),
         (["resnet18", "--out", "{tmp}"], ["is a folder"]),
         (["resnet18", "--out", "{tmp}/a-file/x.csv"], ["cannot create"]),
     ],

@@ -601,3 +601,26 @@ def test_transforms_that_can_change_a_count_are_warned_about(cli, tiny, tmp_path
     for made_on in (str(tiny.resolve()), None, ["not", "a", "path"]):
         sel.write_text(json.dumps({"data": made_on, "chosen": "flips"}))
         assert transform_warnings(str(sel), "flips", tiny) == []
+
+
+def test_alexnet_trains_and_a_size_it_cannot_take_is_refused(cli, tiny, tmp_path):
+    """AlexNet (the seeds' ImageNet network) is an --arch: its stride-4 stem and three
+    pools need >= 63 px, so --size 32 is refused in one line before anything is written;
+    at 64 px it trains through fastai like the ResNets and predicts."""
+    runs = tmp_path / "runs"
+    common = ["train", tiny, "--arch", "alexnet", "--no-pretrained", "--runs-dir", runs]
+    fast = [a if a != "32" else "64" for a in FAST]
+    r = cli(*common, *FAST, "--epochs", "1")
+    assert_one_line_error(r, "--size 32 is too small", alone=False)
+    assert written(runs) == []
+    r = cli(*common, *fast, "--epochs", "1")
+    assert r.returncode == 0, r.stderr
+    run = runs / "tiny_alexnet"
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["run"]["arch"] == "alexnet" and cfg["run"]["size"] == 64
+    assert len(read_rows(run / "metrics.csv")) == 1
+    cost = json.loads((run / "cost.json").read_text())
+    assert cost["arch"] == "alexnet" and cost["size"] == 64
+    r = cli("predict", run, *sorted((tiny / "valid" / "1").glob("*.png"))[:2])
+    assert r.returncode == 0, r.stderr
+    assert len([ln for ln in r.stdout.splitlines() if ln.strip()]) >= 2

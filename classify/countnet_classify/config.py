@@ -10,7 +10,7 @@ from typing import Any
 
 from countnet.errors import CountnetError
 
-ARCHS = ("resnet18", "resnet34", "resnet50", "squeezenet1_1", "lenet")
+ARCHS = ("resnet18", "resnet34", "resnet50", "squeezenet1_1", "alexnet", "lenet")
 LR_POLICIES = ("one-cycle", "inv", "step")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

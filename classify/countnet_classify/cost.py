@@ -54,13 +54,12 @@ def count_macs(model: nn.Module, size: int, device: torch.device | str = "cpu") 
     """Multiply-accumulates of one forward pass of one ``size`` x ``size`` RGB image."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros(1, 3, size, size, device=device)
+    from countnet_classify.model import check_input_size
+
+    check_input_size(model, size, device)
     counter = FlopCounterMode(display=False)
-    try:
-        with torch.no_grad(), counter:
-            model(x)
-    except RuntimeError as e:  # feature maps shrunk to nothing: LeNet < 16 px, SqueezeNet < 17
-        raise CountnetError(f"--size {size} is too small for this network ({e})") from None
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, 3, size, size, device=device))
     return counter.get_total_flops() // 2
 
 

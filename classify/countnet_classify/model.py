@@ -50,6 +50,22 @@ class LeNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+def check_input_size(model: nn.Module, size: int, device: torch.device | str = "cpu") -> None:
+    """Refuse a --size the network cannot take (feature maps shrink to nothing: LeNet below
+    16 px, SqueezeNet below 17, AlexNet below 63) with one line, before any training.
+    One image forward in eval mode, so no BatchNorm statistic moves."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size, device=device))
+    except RuntimeError as e:
+        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CountnetError(f"--size {size} is too small for this network ({why})") from None
+    finally:
+        model.train(was_training)
+
+
 def torchvision_builder(arch: str) -> tuple[Callable, object]:
     """(torchvision model function, its default ImageNet weights enum)."""
     import torchvision.models as tvm

@@ -32,7 +32,13 @@ from countnet_classify.callbacks import (
 from countnet_classify.config import DEVICES, RunSpec, auto_batch_size
 from countnet_classify.cost import COST_JSON, model_cost
 from countnet_classify.data import make_cached_dataloaders, make_dataloaders
-from countnet_classify.model import file_sha256, imagenet_state_dict, make_learner
+from countnet_classify.model import (
+    build_model,
+    check_input_size,
+    file_sha256,
+    imagenet_state_dict,
+    make_learner,
+)
 from countnet_classify.precision import apply_precision, resolve_precision, use_channels_last
 from countnet_classify.schedules import caffe_scheduler  # also patches fit_one_cycle onto Learner
 from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen
@@ -205,6 +211,8 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
         raise CountnetError(
             f"--resume: the files under {spec.data} changed since run {spec.run_name!r} started"
         )
+    # A --size the network cannot take: one line now, not a traceback in the LR finder.
+    check_input_size(build_model(spec.arch, len(sc.classes), spec.head, spec.dropout), spec.size)
     for warning in transform_warnings(spec.transforms, transforms, spec.data):
         say(warning)
     data_info = _describe_data(sc)
