@@ -56,7 +56,7 @@ TRAIN_EXAMPLES = """
 
   countnet train datasets/count-1-5 --no-pretrained --size 64 --transforms dihedral
 
-  countnet train datasets/count-1-5 --arch lenet --lr-policy inv --lr 0.01
+  countnet train datasets/count-1-5 --arch lenet --opt sgd --lr-policy inv --lr 0.01
 
   countnet train datasets/count-1-5 --weights resnet34.pth   [dim]# offline ImageNet weights[/dim]
 
@@ -119,6 +119,17 @@ def train_cmd(
     lr_power: Annotated[float, typer.Option(help="inv power.")] = 0.75,
     lr_step: Annotated[
         int | None, typer.Option(help="step: iterations per drop \\[default: a third of training].")
+    ] = None,
+    opt: Annotated[
+        str, typer.Option(help="adam (fastai's Adam, fused) | sgd (SGD with momentum, Caffe's).")
+    ] = "adam",
+    momentum: Annotated[
+        float | None,
+        typer.Option(help="Momentum, held constant \\[default: 0.9; one-cycle cycles 0.95-0.85]."),
+    ] = None,
+    wd: Annotated[
+        float | None,
+        typer.Option(help="Weight decay \\[default: adam 0.01 decoupled, sgd 5e-4 as L2]."),
     ] = None,
     freeze_epochs: Annotated[int, typer.Option(help="Frozen-body epochs when fine-tuning.")] = 1,
     size: Annotated[int, typer.Option(help="Training image size (pixels, squish-resized).")] = 224,
@@ -187,6 +198,9 @@ def train_cmd(
         lr_gamma=lr_gamma,
         lr_power=lr_power,
         lr_step=lr_step,
+        opt=opt,
+        momentum=momentum,
+        wd=wd,
         freeze_epochs=freeze_epochs,
         size=size,
         bs=bs,

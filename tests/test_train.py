@@ -72,7 +72,8 @@ def test_run_folder_and_predict_agrees_with_learner(cli, tiny, tmp_path):
     assert cfg["seed"] == 3 and cfg["run"]["epochs"] == 2 and cfg["status"] == "complete"
     assert cfg["resolved"]["device"] == "cpu" and cfg["resolved"]["pretrained"] is False
     assert cfg["resolved"]["optimizer"] == {
-        "name": "FusedAdam", "sqr_mom": 0.99, "eps": 1e-5, "wd": 0.01
+        "name": "FusedAdam", "mom": "one-cycle: 0.95 -> 0.85 -> 0.95", "sqr_mom": 0.99,
+        "eps": 1e-5, "wd": 0.01,
     }  # fmt: skip
     assert len(cfg["data"]["fingerprint"]) == 64 and cfg["data"]["n_valid"] == 9
     assert {"torch", "fastai", "numpy"} <= set(cfg["versions"])
@@ -329,6 +330,47 @@ def test_caffe_policies_drive_the_optimizer(tiny, tmp_path, policy):
     assert cfg["resolved"]["phases"] == [
         {"name": "main", "epochs": 2, "frozen": None, "policy": policy, "lr": 0.01}
     ]
+
+
+def test_the_seeds_sgd_recipe_runs_as_written(cli, tiny, tmp_path):
+    """--opt sgd --momentum --wd with Caffe's inv policy (seed 001's LeNet solver): the
+    optimizer is SGD with that momentum at every iteration (not cycled, not Adam), the LR
+    follows inv, config.yaml records what ran; with one-cycle a --momentum is held too."""
+    from countnet_classify.config import RunSpec
+    from countnet_classify.train import train
+
+    base = dict(
+        data=str(tiny), arch="lenet", opt="sgd", lr=0.01, epochs=2, size=32, bs=8,
+        lr_find_iters=0, quiet=True, workers=0, runs_dir=str(tmp_path),
+    )  # fmt: skip
+    seen = []
+
+    class Hypers(__import__("fastai.callback.core").callback.core.Callback):
+        def before_step(self):
+            pg = self.learn.opt.opt.param_groups[-1]
+            seen.append((type(self.learn.opt.opt).__name__, pg["momentum"], pg["lr"]))
+
+    spec = RunSpec(**base, lr_policy="inv", momentum=0.8, wd=1e-3, name="inv")
+    res = train(spec, say=lambda m: None, figures=False, cbs=(Hypers(),))
+    assert [s[:2] for s in seen] == [("SGD", 0.8)] * 6
+    assert [s[2] for s in seen] == pytest.approx([0.01 * (1 + 1e-4 * i) ** -0.75 for i in range(6)])
+    assert res.record["run"]["opt"] == "sgd"
+    assert res.record["resolved"]["optimizer"] == {"name": "FusedSGD", "mom": 0.8, "wd": 1e-3}
+    seen.clear()
+    spec = RunSpec(**base, momentum=0.7, name="cycle")  # one-cycle, momentum held at 0.7
+    res = train(spec, say=lambda m: None, figures=False, cbs=(Hypers(),))
+    assert [s[:2] for s in seen] == [("SGD", 0.7)] * 6
+    assert len({s[2] for s in seen}) == 6  # while the LR does cycle
+    assert res.record["resolved"]["phases"][0]["moms"] == [0.7, 0.7, 0.7]
+    assert res.record["resolved"]["optimizer"] == {"name": "FusedSGD", "mom": 0.7, "wd": 5e-4}
+    for extra, frag in (
+        (["--opt", "rmsprop"], "unknown --opt 'rmsprop'"),
+        (["--momentum", "1.5"], "--momentum must be in [0, 1)"),
+        (["--wd", "-1"], "--wd must be a number >= 0"),
+    ):
+        r = cli("train", tiny, "--no-pretrained", "--runs-dir", tmp_path / "bad", *extra, *FAST)
+        assert_one_line_error(r, frag, alone=False)
+    assert written(tmp_path / "bad") == []
 
 
 def test_fine_tune_phases_and_natural_class_order(tmp_path):

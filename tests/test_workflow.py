@@ -154,3 +154,25 @@ def test_bad_config_is_rejected_before_any_job(tmp_path):
     cfg.write_text("datasets:\n  d: {range: 1-2}\nexperiments:\n  x: {data: d, arch: vgg99}\n")
     proc = snakemake(tmp_path, cfg, "-n", "all")
     assert proc.returncode != 0 and "vgg99" in proc.stdout + proc.stderr
+
+
+def test_the_config_schema_knows_every_run_option():
+    """config/schemas: each `countnet train` option a config may set is in runOptions, with
+    the choices countnet accepts (a new option or arch is never refused by the schema)."""
+    import dataclasses
+
+    from countnet_classify import config as cfg
+
+    import yaml
+
+    schema = yaml.safe_load((REPO / "config" / "schemas" / "config.schema.yaml").read_text())
+    props = schema["definitions"]["runOptions"]["properties"]
+    set_by_workflow = {"data", "name", "runs_dir", "quiet", "resume", "force"}
+    fields = {f.name for f in dataclasses.fields(cfg.RunSpec)} - set_by_workflow
+    assert set(props) == fields
+    for key, choices in (
+        ("arch", cfg.ARCHS), ("lr_policy", cfg.LR_POLICIES), ("opt", cfg.OPTIMIZERS),
+        ("device", cfg.DEVICES), ("precision", cfg.PRECISIONS), ("loader", cfg.LOADERS),
+        ("head", cfg.HEADS),
+    ):  # fmt: skip
+        assert props[key]["enum"] == list(choices), key

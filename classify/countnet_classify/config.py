@@ -18,6 +18,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # the loss minimum / 10), or a number.
 LR_RULES = ("auto", "valley", "minimum", "steep", "slide")
 LOADERS = ("cache", "files")
+OPTIMIZERS = ("adam", "sgd")  # optim.OPTIMIZERS: fastai's Adam (fused), the seeds' SGD
 # Classifier heads on a torchvision body: fastai's (concat avg+max pooling, BatchNorm, a
 # 512-unit hidden layer) or torchvision's own (average pooling + one linear layer).
 HEADS = ("fastai", "linear")
@@ -39,6 +40,11 @@ class RunSpec:
     epochs: int = 5
     lr: str | float = "auto"
     lr_policy: str = "one-cycle"
+    opt: str = "adam"
+    # None: the optimizer's default (Adam: fastai's 0.9, cycled 0.95-0.85 by one-cycle, and
+    # wd 0.01; SGD: 0.9 and 5e-4, the seeds' LeNet solver). A --momentum is held constant.
+    momentum: float | None = None
+    wd: float | None = None
     lr_gamma: float | None = None
     lr_power: float = 0.75
     lr_step: int | None = None
@@ -69,6 +75,7 @@ class RunSpec:
         for opt, value, choices in (
             ("--arch", self.arch, ARCHS),
             ("--lr-policy", self.lr_policy, LR_POLICIES),
+            ("--opt", self.opt, OPTIMIZERS),
             ("--device", self.device, DEVICES),
             ("--precision", self.precision, PRECISIONS),
             ("--loader", self.loader, LOADERS),
@@ -89,6 +96,10 @@ class RunSpec:
         ):
             if not isinstance(value, int) or value < low:
                 raise CountnetError(f"{opt} must be an integer >= {low}, got {value!r}")
+        if self.momentum is not None and not 0.0 <= _number("--momentum", self.momentum) < 1.0:
+            raise CountnetError(f"--momentum must be in [0, 1), got {self.momentum!r}")
+        if self.wd is not None and not 0.0 <= _number("--wd", self.wd) < float("inf"):
+            raise CountnetError(f"--wd must be a number >= 0, got {self.wd!r}")
         if self.head_dropout is not None and not 0.0 <= float(self.head_dropout) < 1.0:
             raise CountnetError(f"--head-dropout must be in [0, 1), got {self.head_dropout!r}")
         if not 0.0 < float(self.valid_pct) < 1.0:
@@ -148,6 +159,12 @@ class RunSpec:
         d["head_dropout"] = self.head_layout["head_dropout"]
         d["data"] = str(Path(self.data).resolve())
         return d
+
+
+def _number(opt: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CountnetError(f"{opt} must be a number, got {value!r}")
+    return float(value)
 
 
 def head_dropout_for(head: str, value: float | None) -> float:

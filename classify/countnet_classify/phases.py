@@ -61,22 +61,36 @@ class Phase:
         }
 
 
-def plan(*, policy: str, pretrained: bool, epochs: int, freeze_epochs: int, lr: float):
-    """The phases a run trains through (see the module docstring)."""
+def plan(
+    *,
+    policy: str,
+    pretrained: bool,
+    epochs: int,
+    freeze_epochs: int,
+    lr: float,
+    momentum: float | None = None,
+):
+    """The phases a run trains through (see the module docstring). ``momentum``: held at
+    that value (one-cycle otherwise cycles it 0.95 -> 0.85 -> 0.95; Caffe's policies leave
+    the optimizer's own)."""
+    moms = {"moms": [momentum] * 3} if momentum is not None else {}
     if policy == "one-cycle" and pretrained:
         half = lr / 2
         phases = [
-            Phase("frozen", freeze_epochs, True, (None, lr), fit_kwargs={"pct_start": 0.99}),
+            Phase(
+                "frozen", freeze_epochs, True, (None, lr), fit_kwargs={"pct_start": 0.99, **moms}
+            ),
             Phase(
                 "unfrozen",
                 epochs,
                 False,
                 (half / 100, half),
-                fit_kwargs={"pct_start": 0.3, "div": 5.0},
+                fit_kwargs={"pct_start": 0.3, "div": 5.0, **moms},
             ),
         ]
         return [p for p in phases if p.epochs > 0]
-    return [Phase("main", epochs, False if pretrained else None, lr, policy)]
+    kwargs = moms if policy == "one-cycle" else {}
+    return [Phase("main", epochs, False if pretrained else None, lr, policy, kwargs)]
 
 
 def total_epochs(phases: list[Phase]) -> int:

@@ -276,6 +276,7 @@ def build_learner(spec: RunSpec, run: PreparedRun):
         pretrained=spec.uses_pretrained,
         head=spec.head,
         head_dropout=spec.dropout,
+        opt_func=optim.opt_func(spec.opt, spec.momentum, spec.wd),
         metrics=[error_rate, accuracy],
         path=run.partial,
         model_dir=".tmp",
@@ -294,6 +295,7 @@ def plan_phases(spec: RunSpec, lr: float) -> list[phases.Phase]:
         epochs=spec.epochs,
         freeze_epochs=spec.freeze_epochs,
         lr=lr,
+        momentum=spec.momentum,
     )
 
 
@@ -318,7 +320,12 @@ def run_record(
             "schedule": phases.describe(schedule),
             "total_epochs": phases.total_epochs(schedule),
             "batch_size": run.bs,
-            "optimizer": optim.describe(learn.opt_func),
+            "optimizer": optim.describe(
+                learn.opt_func,
+                momentum_cycled=any(
+                    "moms" not in p.fit_kwargs and p.policy == "one-cycle" for p in schedule
+                ),
+            ),
             "loader": spec.loader,
             "dataloader_workers": run.workers if spec.loader == "files" else 0,
             "phases": [p.to_dict(n_groups) for p in schedule],
