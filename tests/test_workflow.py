@@ -161,9 +161,9 @@ def test_the_config_schema_knows_every_run_option():
     the choices countnet accepts (a new option or arch is never refused by the schema)."""
     import dataclasses
 
-    from countnet_classify import config as cfg
-
     import yaml
+
+    from countnet_classify import config as cfg
 
     schema = yaml.safe_load((REPO / "config" / "schemas" / "config.schema.yaml").read_text())
     props = schema["definitions"]["runOptions"]["properties"]
