@@ -88,8 +88,19 @@ PreciseBNOpt = Annotated[
 ]
 
 
+def _run_spec(params: dict):
+    """A RunSpec from `countnet train`'s parsed options (also what a sweep's are parsed by)."""
+    from countnet_classify.config import RunSpec
+
+    paths = ("data", "weights", "runs_dir")
+    return RunSpec(
+        **{k: (str(v) if k in paths and v is not None else v) for k, v in params.items()}
+    )
+
+
 @app.command("train", epilog=TRAIN_EXAMPLES)
 def train_cmd(
+    ctx: typer.Context,
     data: Annotated[
         Path, typer.Argument(help="train/ + valid/ folders, or a folder of class folders.")
     ],
@@ -184,49 +195,116 @@ def train_cmd(
     Runs the LR finder, trains with fit-one-cycle (fine_tune when pretrained), checkpoints
     every epoch and writes metrics.csv/.md, plots, model.safetensors + model.json.
     """
-    from countnet_classify.config import RunSpec
     from countnet_classify.train import train
 
-    spec = RunSpec(
-        data=str(data),
-        arch=arch,
-        pretrained=pretrained,
-        weights=str(weights) if weights else None,
-        epochs=epochs,
-        lr=lr,
-        lr_policy=lr_policy,
-        lr_gamma=lr_gamma,
-        lr_power=lr_power,
-        lr_step=lr_step,
-        opt=opt,
-        momentum=momentum,
-        wd=wd,
-        freeze_epochs=freeze_epochs,
-        size=size,
-        bs=bs,
-        valid_pct=valid_pct,
-        transforms=transforms,
-        seed=seed,
-        device=device,
-        precision=precision,
-        loader=loader,
-        name=name,
-        runs_dir=str(runs_dir),
-        workers=workers,
-        lr_find_iters=lr_find_iters,
-        head=head,
-        head_dropout=head_dropout,
-        precise_bn=precise_bn,
-        resume=resume,
-        force=force,
-        quiet=quiet,
-    )
+    spec = _run_spec(ctx.params)
     try:
         train(spec, say=lambda msg: typer.echo(msg, err=True))
     except KeyboardInterrupt:
         raise CountnetError(
             f"interrupted: continue with `countnet train {data} --name {spec.run_name} --resume`"
         ) from None
+
+
+SWEEP_EXAMPLES = """
+[bold]Examples[/bold]
+
+  countnet sweep datasets/count-1-5 --param lr=0.003,0.01,0.03 --no-pretrained --size 48
+
+  countnet sweep datasets/count-1-5 --param opt=adam,sgd --param bs=32,64 --seeds 5 --epochs 3
+
+  countnet sweep datasets/count-1-5 --param head=linear,fastai --param size=32,48 --grid
+"""
+
+
+@app.command(
+    "sweep",
+    epilog=SWEEP_EXAMPLES,
+    options_metavar="DATA [OPTIONS] [countnet train OPTIONS]",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def sweep_cmd(
+    ctx: typer.Context,
+    param: Annotated[
+        list[str],
+        typer.Option(
+            help="NAME=V1,V2,...: a `countnet train` option and its values (repeatable). "
+            "Several: one change at a time from the baseline (each first value).",
+        ),
+    ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
+    seeds: Annotated[int, typer.Option(help="Runs per point, seeds 0..N-1.")] = 3,
+    grid: Annotated[bool, typer.Option(help="Every combination of the values instead.")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="The sweep folder \\[default: runs/<name>].")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Sweep name \\[default: sweep-<data>-<options>].")
+    ] = None,
+) -> None:
+    """Train DATA once per (point, seed) and summarise: mean ± std over seeds.
+
+    Every other `countnet train` option (e.g. --epochs, --no-pretrained, --size) applies to
+    all runs. Writes sweep.csv, summary.csv, sweep.md and plots into the sweep folder, one
+    run folder per run beside them. Rerun the same command to continue an interrupted sweep:
+    finished runs are skipped, an interrupted one resumes.
+    """
+    from countnet_classify.sweep import Sweep, run_sweep
+
+    base, params = _sweep_options(ctx.args, param)
+    data = Path(base["data"])
+    name = name or f"sweep-{data.resolve().name}-{'-'.join(k for k, _ in params)}"
+    sweep = Sweep(base, params, str(out or Path("runs") / name), seeds=seeds, grid=grid)
+    try:
+        folder = run_sweep(sweep, say=lambda msg: typer.echo(msg, err=True))
+    except KeyboardInterrupt:
+        raise CountnetError("interrupted: rerun the same command to continue the sweep") from None
+    typer.echo(f"wrote {folder / 'summary.csv'}, {folder / 'sweep.md'} and the plots", err=True)
+
+
+def _sweep_options(args: list[str], param: list[str]) -> tuple[dict, tuple]:
+    """(the train options given, as RunSpec fields; the --param values, typed) — parsed by
+    `countnet train`'s own options, so a sweep takes exactly what train takes."""
+    train = typer.main.get_command(app).commands["train"]
+    try:
+        ctx = train.make_context("countnet sweep", list(args))
+    except typer.TyperException as e:
+        if "Missing argument" in e.format_message():
+            raise CountnetError("give the DATA folder to sweep over") from None
+        raise
+    given = {
+        k: v
+        for k, v in ctx.params.items()
+        if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE" or k == "data"
+    }
+    base = _run_spec(given).to_dict()
+    base = {k: v for k, v in base.items() if k in given}
+    options = {p.name: p for p in train.params if p.param_type_name == "option"}
+    params = []
+    for text in param:
+        key, sep, values = text.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep:
+            raise CountnetError(f"--param {text!r}: write NAME=V1,V2,... (e.g. lr=1e-3,1e-2)")
+        if key not in options:
+            raise CountnetError(f"--param {key.replace('_', '-')}: not a `countnet train` option")
+        opt = options[key]
+        items = [v.strip() for v in values.split(",")] if values.strip() else []
+        params.append((key, tuple(_option_value(opt, v, ctx) for v in items)))
+    return base, tuple(params)
+
+
+def _option_value(opt, text: str, ctx):
+    """``text`` as the value train's option ``opt`` would get from the command line."""
+    if opt.is_flag:  # --pretrained/--no-pretrained, --quiet: true/false
+        lowered = text.lower()
+        if lowered not in ("true", "false", "yes", "no", "1", "0"):
+            raise CountnetError(f"--param {opt.name.replace('_', '-')}: {text!r} is not true/false")
+        return lowered in ("true", "yes", "1")
+    try:
+        value = opt.process_value(ctx, text)
+    except typer.TyperException as e:
+        raise CountnetError(f"--param {opt.name.replace('_', '-')}={text}: {e.message}") from None
+    return str(value) if isinstance(value, Path) else value
 
 
 PREDICT_EXAMPLES = """
@@ -501,10 +579,12 @@ REPORT_EXAMPLES = """
 
 @app.command("report", epilog=REPORT_EXAMPLES)
 def report_cmd(
-    runs: Annotated[list[Path], typer.Argument(help="Finished run folders.")],
+    runs: Annotated[
+        list[Path], typer.Argument(help="Finished run folders and `countnet sweep` folders.")
+    ],
     out: Annotated[Path, typer.Option(help="Folder for report.html and report.md.")] = Path("runs"),
 ) -> None:
-    """Write report.html (self-contained) and report.md over finished runs."""
+    """Write report.html (self-contained) and report.md over finished runs and sweeps."""
     from countnet_classify.report import write_report
 
     md, page = write_report(runs, out)

@@ -283,25 +283,71 @@ def _cost_rows(views: list[RunView]) -> list[list[str]]:
     ]
 
 
-def render_markdown(views: list[RunView], out_dir: Path) -> str:
-    parts = [
-        "# countnet report",
-        "",
-        ANSWER_INTRO,
-        "",
-        _md_table(ANSWER_COLUMNS, [answer_row(v) for v in views]),
-        "",
-        "## Summary",
-        "",
-        _md_table(SUMMARY_COLUMNS, [v.summary_row() for v in views]),
-        "",
-        "## Model cost",
-        "",
-        COST_INTRO,
-        "",
-        _md_table(("run", *DISPLAY_COLUMNS), _cost_rows(views)),
-        "",
-    ]
+@dataclass
+class SweepView:
+    """A `countnet sweep` folder: its spec and the per-point summary of its finished runs."""
+
+    path: Path
+    sweep: Any  # countnet_classify.sweep.Sweep
+    summary: list[dict]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        from countnet_classify.sweep import summary_table
+
+        return summary_table(self.sweep, self.summary)
+
+    def text(self) -> str:
+        from countnet_classify.sweep import describe
+
+        return describe(self.sweep)
+
+    def figures(self) -> list[tuple[Path, str]]:
+        from countnet_classify.sweep import CURVES_PNG, ERROR_PNG
+
+        figs = ((ERROR_PNG, "Final error_rate against each swept option (± std)"),
+                (CURVES_PNG, "Learning curves, mean over seeds (band = ± std)"))  # fmt: skip
+        return [(self.path / f, t) for f, t in figs if (self.path / f).is_file()]
+
+
+def load_sweep_view(path: Path | str) -> SweepView:
+    from countnet_classify.sweep import load_sweep, result_rows, summary_rows
+
+    sweep = load_sweep(path)
+    rows = result_rows(sweep)
+    if not rows:
+        raise CountnetError(f"sweep {path} has no finished run yet")
+    return SweepView(Path(path), sweep, summary_rows(sweep, rows))
+
+
+def render_markdown(
+    views: list[RunView], out_dir: Path, sweeps: list[SweepView] | tuple = ()
+) -> str:
+    parts = ["# countnet report", ""]
+    if views:
+        parts += [
+            ANSWER_INTRO,
+            "",
+            _md_table(ANSWER_COLUMNS, [answer_row(v) for v in views]),
+            "",
+            "## Summary",
+            "",
+            _md_table(SUMMARY_COLUMNS, [v.summary_row() for v in views]),
+            "",
+            "## Model cost",
+            "",
+            COST_INTRO,
+            "",
+            _md_table(("run", *DISPLAY_COLUMNS), _cost_rows(views)),
+            "",
+        ]
+    for sv in sweeps:
+        parts += [f"## Sweep {sv.name}", "", sv.text(), "", _md_table(*sv.table()), ""]
+        for path, title in sv.figures():
+            parts += [f"![{title}]({os.path.relpath(path, out_dir)})", ""]
     for v in views:
         parts += [f"## {v.name}", ""]
         note = v.config["run"].get("note")
@@ -373,18 +419,30 @@ def _img(path: Path, title: str) -> str:
     )
 
 
-def render_html(views: list[RunView]) -> str:
+def render_html(views: list[RunView], sweeps: list[SweepView] | tuple = ()) -> str:
     p = [
         "<!doctype html><html><head><meta charset='utf-8'><title>countnet report</title>",
         f"<style>{CSS}</style></head><body><h1>countnet report</h1>",
-        f"<p>{html.escape(ANSWER_INTRO)}</p>",
-        _h_table(ANSWER_COLUMNS, [answer_row(v) for v in views]),
-        "<h2>Summary</h2>",
-        _h_table(SUMMARY_COLUMNS, [v.summary_row() for v in views]),
-        "<h2>Model cost</h2>",
-        f"<p>{html.escape(COST_INTRO)}</p>",
-        _h_table(("run", *DISPLAY_COLUMNS), _cost_rows(views)),
     ]
+    if views:
+        p += [
+            f"<p>{html.escape(ANSWER_INTRO)}</p>",
+            _h_table(ANSWER_COLUMNS, [answer_row(v) for v in views]),
+            "<h2>Summary</h2>",
+            _h_table(SUMMARY_COLUMNS, [v.summary_row() for v in views]),
+            "<h2>Model cost</h2>",
+            f"<p>{html.escape(COST_INTRO)}</p>",
+            _h_table(("run", *DISPLAY_COLUMNS), _cost_rows(views)),
+        ]
+    for sv in sweeps:
+        p += [
+            f"<h2 id='{html.escape(sv.name)}'>Sweep {html.escape(sv.name)}</h2>",
+            f"<p>{html.escape(sv.text())}</p>",
+            _h_table(*sv.table()),
+            "<div class='figs'>",
+            *(_img(path, title) for path, title in sv.figures()),
+            "</div>",
+        ]
     for v in views:
         p.append(f"<h2 id='{html.escape(v.name)}'>{html.escape(v.name)}</h2>")
         note = v.config["run"].get("note")
@@ -421,13 +479,17 @@ def render_html(views: list[RunView]) -> str:
 
 
 def write_report(runs: list[Path | str], out_dir: Path | str) -> tuple[Path, Path]:
-    """Write report.md and report.html for ``runs`` into ``out_dir``."""
+    """Write report.md and report.html for ``runs`` into ``out_dir``: run folders, and sweep
+    folders (`countnet sweep`), which get a section each."""
+    from countnet_classify.sweep import is_sweep
+
     if not runs:
-        raise CountnetError("give at least one run folder")
-    views = [load_run(r) for r in runs]
+        raise CountnetError("give at least one run or sweep folder")
+    sweeps = [load_sweep_view(r) for r in runs if is_sweep(r)]
+    views = [load_run(r) for r in runs if not is_sweep(r)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, page = out / "report.md", out / "report.html"
-    write_text_atomic(md, render_markdown(views, out))
-    write_text_atomic(page, render_html(views))
+    write_text_atomic(md, render_markdown(views, out, sweeps))
+    write_text_atomic(page, render_html(views, sweeps))
     return md, page

@@ -1,0 +1,168 @@
+"""`countnet sweep` as a user runs it: the files a sweep writes and their arithmetic, the
+points it plans, resume after kill -9 in a fresh process, the report's sweep section, and
+bad input refused before any run starts."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from countnet_classify.outputs import partial_dir
+from tests.conftest import COUNTNET, assert_one_line_error, run_countnet, written
+from tests.test_resume import checkpoint_epoch, kill_9_when
+
+# Every run of these tests: tiny set, 32 px, fixed LR, no finder, quiet.
+TRAIN = ["--no-pretrained", "--size", "32", "--lr", "0.01", "--lr-find-iters", "0", "--quiet"]
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_sweep_files_and_summary_arithmetic(cli, tiny, tmp_path):
+    """2 values x 2 seeds: four ordinary run folders with the point's option and the seed;
+    summary.csv's means and stds are those of sweep.csv's rows; the figures, sweep.md and
+    the report's sweep section exist; a rerun trains nothing."""
+    out = tmp_path / "bs-sweep"
+    args = ["sweep", tiny, "--param", "bs=8,16", "--seeds", "2", "--epochs", "2", *TRAIN]
+    r = cli(*args, "--out", out)
+    assert r.returncode == 0, r.stderr
+    runs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert runs == ["bs-16-seed0", "bs-16-seed1", "bs-8-seed0", "bs-8-seed1"]
+    for name in runs:
+        cfg = yaml.safe_load((out / name / "config.yaml").read_text())
+        assert cfg["status"] == "complete"
+        assert cfg["run"]["bs"] == int(name.split("-")[1])
+        assert cfg["seed"] == int(name[-1])
+        assert cfg["run"]["epochs"] == 2 and cfg["run"]["lr"] == 0.01  # the shared options
+    rows = _csv(out / "sweep.csv")
+    assert list(rows[0]) == [
+        "bs", "seed", "final_error_rate", "best_error_rate", "best_epoch", "final_valid_loss",
+        "train_seconds", "run",
+    ]  # fmt: skip
+    assert [(r["bs"], r["seed"], r["run"]) for r in rows] == [
+        ("8", "0", "bs-8-seed0"), ("8", "1", "bs-8-seed1"),
+        ("16", "0", "bs-16-seed0"), ("16", "1", "bs-16-seed1"),
+    ]  # fmt: skip
+    for r in rows:  # each row is its run's own result
+        cfg = yaml.safe_load((out / r["run"] / "config.yaml").read_text())
+        assert float(r["final_error_rate"]) == pytest.approx(cfg["summary"]["final_error_rate"])
+        assert int(r["best_epoch"]) == cfg["summary"]["best_epoch"]
+    summary = _csv(out / "summary.csv")
+    assert [s["bs"] for s in summary] == ["8", "16"]
+    for s in summary:
+        mine = [r for r in rows if r["bs"] == s["bs"]]
+        assert int(s["n"]) == len(mine) == 2
+        for col in ("final_error_rate", "best_error_rate"):
+            vals = [float(r[col]) for r in mine]
+            assert float(s[f"{col}_mean"]) == pytest.approx(statistics.fmean(vals), abs=1e-6)
+            assert float(s[f"{col}_std"]) == pytest.approx(statistics.stdev(vals), abs=1e-6)
+        secs = [float(r["train_seconds"]) for r in mine]
+        assert float(s["train_seconds_mean"]) == pytest.approx(statistics.fmean(secs), abs=1e-6)
+    for f in ("sweep.json", "sweep.md", "sweep_error.png", "sweep_curves.png"):
+        assert (out / f).stat().st_size > 0, f
+    md = (out / "sweep.md").read_text()
+    assert "| bs | runs | final error_rate |" in md and " ± " in md
+
+    stamps = {n: (out / n / "model.safetensors").stat().st_mtime_ns for n in runs}
+    r = cli(*args, "--out", out)  # the same command again: everything is finished
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("finished before, skipped") == 4 and "training ->" not in r.stderr
+    assert stamps == {n: (out / n / "model.safetensors").stat().st_mtime_ns for n in runs}
+
+    r = cli("report", out, out / "bs-8-seed0", "--out", tmp_path / "rep")
+    assert r.returncode == 0, r.stderr
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Sweep bs-sweep" in report and "| bs | runs |" in report
+    assert "## bs-8-seed0" in report  # a sweep's run is an ordinary run to the report
+    assert report.count("data:image/png") == 0  # md links figures; html embeds them
+    assert "sweep_error.png" in report
+    assert "data:image/png" in (tmp_path / "rep" / "report.html").read_text()
+
+
+def test_points_one_change_at_a_time_and_grid(tiny, tmp_path):
+    """One change at a time from the baseline (the first values), as the seed documents'
+    tables; --grid every combination; values normalised as train takes them."""
+    from countnet_classify.sweep import Sweep
+
+    base = {"data": str(tiny), "pretrained": False}
+    params = (("lr", ("1e-3", 0.01, "3e-2")), ("bs", (32, 64)))
+    ofat = Sweep(base, params, str(tmp_path))
+    assert [p.as_dict() for p in ofat.points()] == [
+        {"lr": 0.001, "bs": 32}, {"lr": 0.01, "bs": 32}, {"lr": 0.03, "bs": 32},
+        {"lr": 0.001, "bs": 64},
+    ]  # fmt: skip
+    grid = Sweep(base, params, str(tmp_path), grid=True)
+    assert len(grid.points()) == 6 and len(grid.runs()) == 18  # 3 seeds by default
+    assert {s.seed for s in grid.specs()} == {0, 1, 2}
+    assert grid.runs()[0][2].name == "lr-0.001_bs-32-seed0"
+    assert all(s.runs_dir == str(tmp_path) and not s.pretrained for s in grid.specs())
+
+
+def test_an_interrupted_sweep_resumes(tiny, tmp_path):
+    """kill -9 while the second run trains; the same command again skips the finished
+    run untouched, resumes the interrupted one from its checkpoint, and completes."""
+    out = tmp_path / "sw"
+    cmd = [COUNTNET, "sweep", tiny, "--param", "lr=0.01", "--seeds", "2", "--epochs", "6"]
+    cmd += [*TRAIN, "--out", out]
+    second = out / "lr-0.01-seed1"
+    partial = partial_dir(second)
+    done = kill_9_when(cmd, lambda: checkpoint_epoch(partial) >= 2, tmp_path, "seed 1, epoch 2")
+    epoch = checkpoint_epoch(partial)
+    assert done.returncode == -9 and 2 <= epoch < 6
+    first = out / "lr-0.01-seed0" / "model.safetensors"
+    assert first.is_file() and not second.exists()
+    stamp = first.stat().st_mtime_ns
+    r = run_countnet(*cmd[1:])
+    assert r.returncode == 0, r.stderr
+    assert "seed 0: finished before, skipped" in r.stderr
+    assert "seed 1: resuming" in r.stderr and f"resuming after epoch {epoch}/6" in r.stderr
+    assert first.stat().st_mtime_ns == stamp
+    assert len(_csv(out / "sweep.csv")) == 2 and _csv(out / "summary.csv")[0]["n"] == "2"
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (["--param", "colour=red,blue"], ["--param colour", "not a `countnet train` option"]),
+        (["--param", "lr=fast,1e-3"], ["--param lr=fast", "--lr must be a number"]),
+        (["--param", "lr="], ["--param lr has no values"]),
+        (["--param", "lr=1e-3,0.001"], ["--param lr lists 0.001 twice"]),
+        (["--param", "bs=8", "--param", "bs=16"], ["--param bs is given twice"]),
+        (["--param", "seed=1,2"], ["--param seed", "not an option a sweep can change"]),
+        (["--param", "lr=1e-3", "--seed", "4"], ["a sweep sets --seed itself"]),
+        (["--param", "lr=1e-3", "--seeds", "0"], ["--seeds must be an integer >= 1"]),
+        (["--param", "lr"], ["write NAME=V1,V2"]),
+        (["--param", "momentum=x"], ["--param momentum=x"]),
+        (["--param", "pretrained=maybe"], ["'maybe' is not true/false"]),
+        (["--param", "arch=resnet18,vgg99"], ["unknown --arch 'vgg99'"]),
+        (["--param", "size=32", "--frobnicate"], ["No such option: --frobnicate"]),
+        ([], ["give at least one --param"]),
+    ],
+)
+def test_bad_sweep_input_is_refused_before_any_run(cli, tiny, tmp_path, extra, fragments):
+    r = cli("sweep", tiny, *extra, *TRAIN, "--out", tmp_path / "sw")
+    assert_one_line_error(r, *fragments)
+    assert written(tmp_path) == []
+
+
+def test_a_sweep_never_reuses_or_overwrites_what_is_not_its_own(cli, tiny, tmp_path):
+    """--out holding a user's files is refused; a finished run of the same name trained
+    with other options is refused, not counted as this sweep's."""
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "todo.txt").write_text("keep me")
+    r = cli("sweep", tiny, "--param", "bs=8", "--seeds", "1", *TRAIN, "--out", mine)
+    assert_one_line_error(r, "is not a countnet sweep")
+    assert written(mine) == ["todo.txt"]
+    out = tmp_path / "sw"
+    r = cli("sweep", tiny, "--param", "bs=8", "--seeds", "1", "--epochs", "1", *TRAIN, "--out", out)
+    assert r.returncode == 0, r.stderr
+    r = cli("sweep", tiny, "--param", "bs=8", "--seeds", "1", "--epochs", "2", *TRAIN, "--out", out)
+    assert_one_line_error(r, "bs-8-seed0 was trained with other options (epochs)")
+    assert len(_csv(out / "sweep.csv")) == 1  # untouched
