@@ -211,9 +211,9 @@ SWEEP_EXAMPLES = """
 
   countnet sweep datasets/count-1-5 --param lr=0.003,0.01,0.03 --no-pretrained --size 48
 
-  countnet sweep datasets/count-1-5 --param opt=adam,sgd --param bs=32,64 --seeds 5 --epochs 3
+  countnet sweep datasets/count-1-5 --param opt=adam,sgd --param bs=32,64 --seeds 5 --no-pretrained
 
-  countnet sweep datasets/count-1-5 --param head=linear,fastai --param size=32,48 --grid
+  countnet sweep datasets/count-1-5 --grid --param bs=32,64 --param wd=0,0.01 --no-pretrained
 """
 
 

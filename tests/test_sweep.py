@@ -142,6 +142,7 @@ def test_an_interrupted_sweep_resumes(tiny, tmp_path):
         (["--param", "pretrained=maybe"], ["'maybe' is not true/false"]),
         (["--param", "arch=resnet18,vgg99"], ["unknown --arch 'vgg99'"]),
         (["--param", "size=32", "--frobnicate"], ["No such option: --frobnicate"]),
+        (["--param", "pretrained=false,true"], ["no ImageNet weights for resnet34"]),
         ([], ["give at least one --param"]),
     ],
 )
@@ -166,3 +167,22 @@ def test_a_sweep_never_reuses_or_overwrites_what_is_not_its_own(cli, tiny, tmp_p
     r = cli("sweep", tiny, "--param", "bs=8", "--seeds", "1", "--epochs", "2", *TRAIN, "--out", out)
     assert_one_line_error(r, "bs-8-seed0 was trained with other options (epochs)")
     assert len(_csv(out / "sweep.csv")) == 1  # untouched
+
+
+def test_documented_sweep_examples_run(cli, tiny, tmp_path, monkeypatch):
+    """Every `countnet sweep` line of README.md and of `countnet sweep --help`, as written
+    but on the tiny set, with one seed, one epoch and 32 px appended (a later option wins)."""
+    import shlex
+
+    monkeypatch.setenv("COLUMNS", "200")  # --help's examples unwrapped
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    helptext = cli("sweep", "--help").stdout
+    lines = [ln.strip() for ln in (*readme.splitlines(), *helptext.splitlines())]
+    examples = sorted({ln for ln in lines if ln.startswith("countnet sweep ")})
+    assert len(examples) >= 3
+    fast = ["--seeds", "1", "--epochs", "1", "--size", "32", "--lr-find-iters", "0", "--quiet"]
+    for i, line in enumerate(examples):
+        args = [str(tiny) if a == "datasets/count-1-5" else a for a in shlex.split(line)[2:]]
+        r = cli("sweep", *args, *fast, "--lr", "0.01", "--out", tmp_path / f"ex{i}")
+        assert r.returncode == 0, (line, r.stderr)
+        assert (tmp_path / f"ex{i}" / "summary.csv").is_file(), line

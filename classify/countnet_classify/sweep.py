@@ -242,6 +242,10 @@ def run_sweep(
             "another --out or --name"
         )
     runs = sweep.runs()
+    from countnet_classify.model import ensure_cached
+
+    for arch in sorted({s.arch for _, _, s in runs if s.uses_pretrained and not s.weights}):
+        ensure_cached(arch)  # offline without weights: one line now, not after some runs
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out, "sweep"):
         for _, _, spec in runs:  # a finished run with other options is never reused
