@@ -1,4 +1,4 @@
-# countnet workflow: gen -> select_transforms -> train -> report.
+# countnet workflow: gen -> select_transforms -> train (and sweeps) -> report.
 # Run: `uv run snakemake all` (cores etc. come from profiles/default/config.yaml).
 # Scale: config/config.yaml (default, 2-core CPU, offline) or --configfile config/full.yaml.
 
@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/gen.smk"
 include: "workflow/rules/select_transforms.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/sweep.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -23,6 +24,7 @@ include: "workflow/rules/report.smk"
 localrules:
     all,
     report,
+    sweep_summary,
 
 
 rule all:
@@ -30,5 +32,6 @@ rule all:
         expand("datasets/{name}", name=DATASETS),
         # Runs are targets themselves, so a deleted run folder is rebuilt (with the report).
         expand("runs/{exp}", exp=EXPERIMENTS),
-        "runs/report.html" if EXPERIMENTS else [],
+        expand("runs/{sweep}/summary.csv", sweep=SWEEPS),
+        "runs/report.html" if EXPERIMENTS or SWEEPS else [],
     default_target: True

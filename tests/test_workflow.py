@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -9,6 +10,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,6 +44,8 @@ experiments:
   a: {data: tiny-a}
   b: {data: tiny-b, transforms: flips, head: fastai}
   mine: {data: data/mine, optional: true}
+sweeps:
+  sw: {data: tiny-b, params: {lr: [0.01, 0.003]}, seeds: 2, lr_find_iters: 0, head: fastai}
 """
 
 
@@ -81,6 +86,21 @@ def test_tiny_workflow_end_to_end(tmp_path):
     assert "No ImageNet weights for resnet18" in md  # said plainly
     assert "### Transform selection" in md and "label-unsafe" in md
     assert (tmp_path / "runs" / "report.html").stat().st_size > 10_000
+    # The sweep: one job per (point, seed), each an ordinary run, then its summaries.
+    sw = tmp_path / "runs" / "sw"
+    runs = ["lr-0.01-seed0", "lr-0.01-seed1", "lr-0.003-seed0", "lr-0.003-seed1"]
+    for run in runs:
+        cfg_run = yaml.safe_load((sw / run / "config.yaml").read_text())
+        assert cfg_run["status"] == "complete" and cfg_run["seed"] == int(run[-1])
+        assert cfg_run["run"]["lr"] == float(run.split("-")[1]) and cfg_run["run"]["size"] == 32
+        assert cfg_run["run"]["head"] == "fastai"  # the sweep's option over train:'s
+        assert (tmp_path / "logs" / "sweep" / "sw" / f"{run}.log").is_file()
+    sweep_csv, summary_csv = (
+        (sw / f).read_text().splitlines() for f in ("sweep.csv", "summary.csv")
+    )
+    assert sorted(r["run"] for r in csv.DictReader(sweep_csv)) == sorted(runs)
+    assert [r["n"] for r in csv.DictReader(summary_csv)] == ["2", "2"]
+    assert "## Sweep sw" in md and "| lr | runs | final error_rate |" in md
 
     assert planned_jobs(tmp_path, cfg) == {}  # nothing to be done
 

@@ -250,7 +250,7 @@ def run_sweep(
     with exclusive(out, "sweep"):
         for _, _, spec in runs:  # a finished run with other options is never reused
             check_finished_run(spec)
-        write_text_atomic(out / SWEEP_JSON, json.dumps(sweep.to_dict(), indent=2) + "\n")
+        write_spec(sweep)
         for i, (point, seed, spec) in enumerate(runs, 1):
             head = f"[{i}/{len(runs)}] {point.label}, seed {seed}"
             if finished(spec):
@@ -262,6 +262,11 @@ def run_sweep(
             write_tables(sweep)  # after every run: an interrupted sweep shows what it has
         write_summaries(sweep)
     return out
+
+
+def write_spec(sweep: Sweep) -> None:
+    """sweep.json: what the sweep asked for (the report and a rerun read it)."""
+    write_text_atomic(Path(sweep.out) / SWEEP_JSON, json.dumps(sweep.to_dict(), indent=2) + "\n")
 
 
 def finished(spec: RunSpec) -> bool:

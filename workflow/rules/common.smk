@@ -53,17 +53,6 @@ def _experiments():
 
 EXPERIMENTS = _experiments()
 
-
-def _alternatives(names):
-    return "|".join(re.escape(n) for n in names) or "(?!)"
-
-
-# runs/{exp} must not swallow runs/report.html or runs/select-transforms/...
-wildcard_constraints:
-    exp=_alternatives(EXPERIMENTS),
-    name=_alternatives(DATASETS),
-
-
 def _pretrained(arch, wanted):
     """'auto' -> ImageNet weights when the torch hub cache holds them, else from scratch,
     with a note the report shows."""
@@ -78,6 +67,61 @@ def _pretrained(arch, wanted):
         f"No ImageNet weights for {arch} in the torch hub cache ({path}): trained from "
         "scratch. Add them with `countnet weights import FILE` to fine-tune instead."
     )
+
+
+SWEEP_KEYS = ("data", "params", "seeds", "grid", "optional")
+
+
+def _sweeps():
+    """config sweeps: -> Sweep models (countnet_classify.sweep, as `countnet sweep`), each
+    into runs/<name>/; train: options first, the sweep's own over them."""
+    from countnet_classify.sweep import Sweep
+
+    out = {}
+    for name, entry in config.get("sweeps", {}).items():
+        if name in EXPERIMENTS:
+            raise WorkflowError(f"config: sweep {name!r} has an experiment's name: rename one")
+        path = _data_path(entry)
+        if str(entry["data"]) not in DATASETS and not Path(path).is_dir():
+            if entry.get("optional", False):
+                continue
+            raise WorkflowError(f"config: sweep {name!r}: data folder {path} does not exist")
+        opts = {**config.get("train", {}), **{k: v for k, v in entry.items() if k not in SWEEP_KEYS}}
+        if opts.get("transforms") == "select":
+            raise WorkflowError(f"config: sweep {name!r}: transforms: select is for experiments; "
+                                "name a preset (or sweep over presets with params: transforms:)")
+        swept = entry["params"]
+        if "pretrained" not in swept and "arch" not in swept:
+            pretrained, note = _pretrained(opts.get("arch", "resnet34"), opts.pop("pretrained", "auto"))
+            opts.update(pretrained=pretrained, note=opts.get("note") or note)
+        elif opts.get("pretrained", "auto") == "auto":
+            opts.pop("pretrained", None)  # swept: each value as given; else train's default
+        base = {**opts, "data": path, "quiet": True}
+        params = tuple((k, tuple(v if isinstance(v, list) else [v])) for k, v in swept.items())
+        try:
+            out[name] = Sweep(base, params, f"runs/{name}", seeds=entry.get("seeds", 3),
+                              grid=entry.get("grid", False))
+        except CountnetError as e:
+            raise WorkflowError(f"config: sweep {name!r}: {e}") from None
+    return out
+
+
+SWEEPS = _sweeps()
+# (sweep, run folder name) -> that run's RunSpec
+SWEEP_RUNS = {(name, s.name): s for name, sw in SWEEPS.items() for s in sw.specs()}
+
+
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+# runs/{exp} must not swallow runs/report.html or runs/select-transforms/..., nor
+# runs/{sweep}/{run} a sweep's summary.csv
+wildcard_constraints:
+    exp=_alternatives(EXPERIMENTS),
+    name=_alternatives(DATASETS),
+    sweep=_alternatives(SWEEPS),
+    run=_alternatives(sorted({run for _, run in SWEEP_RUNS})),
 
 
 def run_spec(exp, **overrides):
@@ -114,6 +158,22 @@ def recorded(spec):
     from countnet_classify.config import RESUME_FREE
 
     return {k: v for k, v in spec.to_dict().items() if k not in RESUME_FREE}
+
+
+def sweep_run_spec(sweep, run):
+    """A sweep run's RunSpec; force: Snakemake owns (and has cleared) the output folder."""
+    import dataclasses
+
+    return dataclasses.replace(SWEEP_RUNS[(sweep, run)], force=True)
+
+
+def recorded_sweep(sweep):
+    """A sweep's plan as plain data, without what does not change results (see recorded)."""
+    from countnet_classify.config import RESUME_FREE
+
+    plan = sweep.to_dict()
+    plan["base"] = {k: v for k, v in plan["base"].items() if k not in RESUME_FREE}
+    return plan
 
 
 def selects_transforms(exp):

@@ -3,7 +3,8 @@
 
 rule report:
     input:
-        expand("runs/{exp}", exp=EXPERIMENTS),
+        runs=expand("runs/{exp}", exp=EXPERIMENTS),
+        sweeps=expand("runs/{sweep}/summary.csv", sweep=SWEEPS),
     output:
         html="runs/report.html",
         md="runs/report.md",
@@ -15,6 +16,9 @@ rule report:
     run:
         from countnet_classify.report import write_report
 
-        md, page = write_report(list(input), "runs")
+        folders = [*input.runs, *(str(Path(p).parent) for p in input.sweeps)]
+        md, page = write_report(folders, "runs")
         Path(log[0]).parent.mkdir(parents=True, exist_ok=True)
-        Path(log[0]).write_text(f"wrote {page} and {md} for {len(input)} run(s)\n")
+        Path(log[0]).write_text(
+            f"wrote {page} and {md} for {len(input.runs)} run(s), {len(input.sweeps)} sweep(s)\n"
+        )

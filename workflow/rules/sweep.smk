@@ -1,0 +1,53 @@
+# Sweeps: one job per (point, seed) -> runs/<sweep>/<point>-seed<k>/ (countnet_classify.train,
+# as `countnet sweep` runs them), then the sweep's summaries (countnet_classify.sweep). On a
+# cluster the runs fan out as separate jobs; locally they run one after the other.
+
+
+rule sweep_run:
+    input:
+        data=lambda wc: SWEEPS[wc.sweep].base["data"],
+    output:
+        directory("runs/{sweep}/{run}"),
+    log:
+        "logs/sweep/{sweep}/{run}.log",
+    threads: all_cores()
+    resources:
+        mem_mb=8000,
+        gpu=lambda wc: int(config.get("gpu", 0)),
+    params:
+        spec=lambda wc: sweep_run_spec(wc.sweep, wc.run),
+        options=lambda wc: recorded(sweep_run_spec(wc.sweep, wc.run)),  # see rule train
+    run:
+        import torch
+        from countnet_classify.train import train
+
+        torch.set_num_threads(threads)
+        call_logged(log[0], train, params.spec)
+
+
+rule sweep_summary:
+    input:
+        lambda wc: [f"runs/{wc.sweep}/{s.name}" for s in SWEEPS[wc.sweep].specs()],
+    output:
+        "runs/{sweep}/sweep.json",
+        "runs/{sweep}/sweep.csv",
+        "runs/{sweep}/summary.csv",
+        "runs/{sweep}/sweep.md",
+        "runs/{sweep}/sweep_error.png",
+        "runs/{sweep}/sweep_curves.png",
+    log:
+        "logs/sweep/{sweep}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        # rewritten when the plan changes (points, seeds), not when how runs go does
+        plan=lambda wc: recorded_sweep(SWEEPS[wc.sweep]),
+    run:
+        from countnet_classify.sweep import write_spec, write_summaries
+
+        sweep = SWEEPS[wildcards.sweep]
+        write_spec(sweep)
+        write_summaries(sweep)
+        Path(log[0]).parent.mkdir(parents=True, exist_ok=True)
+        Path(log[0]).write_text(f"summarised {len(input)} run(s) of sweep {wildcards.sweep}\n")
