@@ -86,7 +86,9 @@ def _sweeps():
             if entry.get("optional", False):
                 continue
             raise WorkflowError(f"config: sweep {name!r}: data folder {path} does not exist")
-        opts = {**config.get("train", {}), **{k: v for k, v in entry.items() if k not in SWEEP_KEYS}}
+        # train:'s seed is one run's; a sweep runs seeds 0..seeds-1 (its own seed: is an error)
+        defaults = {k: v for k, v in config.get("train", {}).items() if k != "seed"}
+        opts = {**defaults, **{k: v for k, v in entry.items() if k not in SWEEP_KEYS}}
         if opts.get("transforms") == "select":
             raise WorkflowError(f"config: sweep {name!r}: transforms: select is for experiments; "
                                 "name a preset (or sweep over presets with params: transforms:)")
