@@ -24,3 +24,32 @@ def test_gen_before_after_compares_a_revision_with_the_working_tree():
     for row in rows:
         ratio = float(row.split("after/before ")[1].split()[0])
         assert ratio > 0
+
+
+def test_solver_recipe_runs_the_seeds_recipe_beside_the_default(tmp_path):
+    """bench/solver_recipe.py as documented, 1 epoch and 1 seed: the digits are written as
+    folder-labeled PNGs, and the three configurations train as they say (SGD with the inv
+    policy, the same with Adam, countnet's default path)."""
+    import yaml
+
+    r = subprocess.run(
+        [sys.executable, "bench/solver_recipe.py", "--epochs", "1", "--seeds", "1",
+         "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    digits = tmp_path / "digits"
+    assert sorted(p.name for p in (digits / "train").iterdir()) == [str(d) for d in range(10)]
+    n_train = sum(1 for _ in (digits / "train").rglob("*.png"))
+    n_valid = sum(1 for _ in (digits / "valid").rglob("*.png"))
+    assert n_train + n_valid == 1797 and abs(n_valid / 1797 - 0.2) < 0.01
+    rows = {ln.split()[0] + (ln.split()[1] if ln.startswith("recipe") else ""): ln
+            for ln in r.stdout.splitlines() if ln.startswith(("recipe", "default"))}  # fmt: skip
+    assert set(rows) == {"recipe,sgd", "recipe,adam", "default"}
+    sgd = yaml.safe_load((tmp_path / "recipe" / "opt-sgd-seed0" / "config.yaml").read_text())
+    assert sgd["resolved"]["optimizer"] == {"name": "FusedSGD", "mom": 0.9, "wd": 5e-4}
+    assert sgd["resolved"]["schedule"] == "inv for 1 epoch(s)" and sgd["run"]["arch"] == "lenet"
+    default = yaml.safe_load((tmp_path / "default" / "opt-adam-seed0" / "config.yaml").read_text())
+    assert default["resolved"]["optimizer"]["name"] == "FusedAdam"
+    assert default["resolved"]["schedule"] == "one-cycle for 1 epoch(s)"
+    assert default["lr"]["source"].startswith("LR finder")  # the finder chose it

@@ -130,8 +130,7 @@ class Sweep:
         slugs = [p.slug for p in self.points()]
         if len(set(slugs)) != len(slugs):
             raise CountnetError("two points of this sweep would share a run folder name")
-        for spec in self.specs():  # every run's options checked before any run starts
-            del spec
+        self.specs()  # every run's RunSpec built, so checked, before any run starts
 
     def _normalised(self, key: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
         """Each value as RunSpec takes it (so 1e-3 and 0.001 are one value), checked."""
