@@ -22,6 +22,8 @@ default (the baseline measured in the same run).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import platform
 import tempfile
 import time
@@ -91,7 +93,8 @@ def main() -> None:
     results = {}
     for name, sweep in configurations(data, out, args.epochs, args.seeds).items():
         t0 = time.perf_counter()
-        run_sweep(sweep, say=lambda m: None)
+        with contextlib.redirect_stdout(io.StringIO()):  # the runs' epoch lines
+            run_sweep(sweep, say=lambda m: None)
         for row in summary_rows(sweep, result_rows(sweep)):
             label = f"{name}, {row['opt']}" if name == "recipe" else name
             results[label] = row

@@ -5,6 +5,7 @@ bad input refused before any run starts."""
 from __future__ import annotations
 
 import csv
+import shutil
 import statistics
 from pathlib import Path
 
@@ -102,20 +103,33 @@ def test_points_one_change_at_a_time_and_grid(tiny, tmp_path):
     assert {s.seed for s in grid.specs()} == {0, 1, 2}
     assert grid.runs()[0][2].name == "lr-0.001_bs-32-seed0"
     assert all(s.runs_dir == str(tmp_path) and not s.pretrained for s in grid.specs())
+    from countnet.errors import CountnetError
+    from countnet_classify.sweep import _value, check_runs
+
+    no_finder = Sweep({**base, "lr_find_iters": 0}, (("bs", (8, 16)),), str(tmp_path))
+    with pytest.raises(CountnetError, match="--lr auto needs the LR finder"):
+        check_runs(no_finder.specs())  # as run_sweep does before any run
+
+    tiny_values = Sweep(base, (("wd", (1e-7, 3e-7, 2.5e-6)),), str(tmp_path))
+    assert [_value(v) for _, vals in tiny_values.params for v in vals] == [
+        "1e-07",
+        "3e-07",
+        "2.5e-06",
+    ]  # sweep.csv and summary.csv keep swept values as given, not rounded
 
 
 def test_an_interrupted_sweep_resumes(tiny, tmp_path):
     """kill -9 while the second run trains; the same command again skips the finished
     run untouched, resumes the interrupted one from its checkpoint, and completes."""
     out = tmp_path / "sw"
-    cmd = [COUNTNET, "sweep", tiny, "--param", "lr=0.01", "--seeds", "2", "--epochs", "6"]
+    cmd = [COUNTNET, "sweep", tiny, "--param", "bs=8", "--seeds", "2", "--epochs", "6"]
     cmd += [*TRAIN, "--out", out]
-    second = out / "lr-0.01-seed1"
+    second = out / "bs-8-seed1"
     partial = partial_dir(second)
     done = kill_9_when(cmd, lambda: checkpoint_epoch(partial) >= 2, tmp_path, "seed 1, epoch 2")
     epoch = checkpoint_epoch(partial)
     assert done.returncode == -9 and 2 <= epoch < 6
-    first = out / "lr-0.01-seed0" / "model.safetensors"
+    first = out / "bs-8-seed0" / "model.safetensors"
     assert first.is_file() and not second.exists()
     stamp = first.stat().st_mtime_ns
     r = run_countnet(*cmd[1:])
@@ -142,8 +156,12 @@ def test_an_interrupted_sweep_resumes(tiny, tmp_path):
         (["--param", "pretrained=maybe"], ["'maybe' is not true/false"]),
         (["--param", "arch=resnet18,vgg99"], ["unknown --arch 'vgg99'"]),
         (["--param", "size=32", "--frobnicate"], ["No such option: --frobnicate"]),
-        (["--param", "pretrained=false,true"], ["no ImageNet weights for resnet34"]),
         ([], ["give at least one --param"]),
+        (["--param", "lr=0.003,0.03"], ["--lr is given both as a train option and as --param"]),
+        # refused by the checks train makes before a run, here before the sweep's first run
+        (["--param", "transforms=none,bogus"], ["unknown --transforms 'bogus'"]),
+        (["--param", "arch=lenet,alexnet"], ["--size 32 is too small"]),
+        (["--param", "device=cpu,tpu"], ["--device"]),
     ],
 )
 def test_bad_sweep_input_is_refused_before_any_run(cli, tiny, tmp_path, extra, fragments):
@@ -152,7 +170,16 @@ def test_bad_sweep_input_is_refused_before_any_run(cli, tiny, tmp_path, extra, f
     assert written(tmp_path) == []
 
 
-def test_a_sweep_never_reuses_or_overwrites_what_is_not_its_own(cli, tiny, tmp_path):
+def test_missing_imagenet_weights_stop_a_sweep_before_its_first_run(cli, tiny, tmp_path):
+    """Offline without cached weights (the tests' torch hub cache is empty): one line, no
+    sweep folder, rather than a sweep that stops at its first pretrained run."""
+    fast = ["--size", "32", "--lr", "0.01", "--lr-find-iters", "0", "--quiet"]
+    r = cli("sweep", tiny, "--param", "bs=8,16", *fast, "--out", tmp_path / "sw")
+    assert_one_line_error(r, "no ImageNet weights for resnet34")
+    assert written(tmp_path) == []
+
+
+def test_a_sweep_never_reuses_or_overwrites_what_is_not_its_own(cli, tiny, tmp_path, monkeypatch):
     """--out holding a user's files is refused; a finished run of the same name trained
     with other options is refused, not counted as this sweep's."""
     mine = tmp_path / "notes"
@@ -167,6 +194,21 @@ def test_a_sweep_never_reuses_or_overwrites_what_is_not_its_own(cli, tiny, tmp_p
     r = cli("sweep", tiny, "--param", "bs=8", "--seeds", "1", "--epochs", "2", *TRAIN, "--out", out)
     assert_one_line_error(r, "bs-8-seed0 was trained with other options (epochs)")
     assert len(_csv(out / "sweep.csv")) == 1  # untouched
+    # The same sweep from another folder, its --out spelled relative: still its own runs.
+    monkeypatch.chdir(out.parent)
+    r = cli(
+        "sweep", tiny, "--param", "bs=8", "--seeds", "1", "--epochs", "1", *TRAIN, "--out", "sw"
+    )
+    assert r.returncode == 0 and "finished before, skipped" in r.stderr, r.stderr
+    # Changed files: the finished run is not counted as a run on them.
+    data = tmp_path / "data"
+    shutil.copytree(tiny, data)
+    moved = tmp_path / "moved"
+    args = ["sweep", data, "--param", "bs=8", "--seeds", "1", "--epochs", "1", *TRAIN]
+    assert cli(*args, "--out", moved).returncode == 0
+    next((data / "train" / "1").glob("*.png")).unlink()
+    r = cli(*args, "--out", moved)
+    assert_one_line_error(r, "bs-8-seed0 was trained on other files")
 
 
 def test_documented_sweep_examples_run(cli, tiny, tmp_path, monkeypatch):
@@ -183,6 +225,7 @@ def test_documented_sweep_examples_run(cli, tiny, tmp_path, monkeypatch):
     fast = ["--seeds", "1", "--epochs", "1", "--size", "32", "--lr-find-iters", "0", "--quiet"]
     for i, line in enumerate(examples):
         args = [str(tiny) if a == "datasets/count-1-5" else a for a in shlex.split(line)[2:]]
-        r = cli("sweep", *args, *fast, "--lr", "0.01", "--out", tmp_path / f"ex{i}")
+        lr = [] if "--param lr=" in line else ["--lr", "0.01"]  # an option is set once
+        r = cli("sweep", *args, *fast, *lr, "--out", tmp_path / f"ex{i}")
         assert r.returncode == 0, (line, r.stderr)
         assert (tmp_path / f"ex{i}" / "summary.csv").is_file(), line

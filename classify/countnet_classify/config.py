@@ -149,6 +149,16 @@ class RunSpec:
             )
         return cls(**d)
 
+    def resume_diff(self, saved_key: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """{option: (recorded, this)} where a run recorded with ``saved_key`` (its
+        config.yaml's resume_key) differs from this one. An option added since compares as
+        its default; where the folder is (runs_dir, name) is not an option of the run: a
+        moved or differently spelled folder is the same run."""
+        new = self.resume_key()
+        old = {**RunSpec(data=self.data).resume_key(), **saved_key}
+        keys = sorted((set(old) | set(new)) - {"runs_dir", "name"})
+        return {k: (old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)}
+
     def resume_key(self) -> dict[str, Any]:
         """The options that must match for --resume to continue a run."""
         d = self.to_dict()

@@ -145,15 +145,6 @@ def imagenet_state_dict(arch: str, weights_file: str | None) -> tuple[dict, str]
     return sd, str(path)
 
 
-def ensure_cached(arch: str) -> Path:
-    """``arch``'s ImageNet weights in the torch hub cache, downloaded now if missing (what a
-    run would do first): lets a batch of runs fail fast, before any of them starts."""
-    path = expected_weights_path(arch)
-    if not path.is_file():
-        _download(arch, path)
-    return path
-
-
 class _BadHash(Exception):
     """A download that is not the file torchvision published."""
 

@@ -313,14 +313,14 @@ class SweepView:
         return [(self.path / f, t) for f, t in figs if (self.path / f).is_file()]
 
 
+NO_SWEEP_RUNS = "No finished run yet: rerun the sweep's command to continue it."
+
+
 def load_sweep_view(path: Path | str) -> SweepView:
     from countnet_classify.sweep import load_sweep, result_rows, summary_rows
 
     sweep = load_sweep(path)
-    rows = result_rows(sweep)
-    if not rows:
-        raise CountnetError(f"sweep {path} has no finished run yet")
-    return SweepView(Path(path), sweep, summary_rows(sweep, rows))
+    return SweepView(Path(path), sweep, summary_rows(sweep, result_rows(sweep)))
 
 
 def render_markdown(
@@ -345,7 +345,8 @@ def render_markdown(
             "",
         ]
     for sv in sweeps:
-        parts += [f"## Sweep {sv.name}", "", sv.text(), "", _md_table(*sv.table()), ""]
+        table = _md_table(*sv.table()) if sv.summary else NO_SWEEP_RUNS
+        parts += [f"## Sweep {sv.name}", "", sv.text(), "", table, ""]
         for path, title in sv.figures():
             parts += [f"![{title}]({os.path.relpath(path, out_dir)})", ""]
     for v in views:
@@ -438,7 +439,7 @@ def render_html(views: list[RunView], sweeps: list[SweepView] | tuple = ()) -> s
         p += [
             f"<h2 id='{html.escape(sv.name)}'>Sweep {html.escape(sv.name)}</h2>",
             f"<p>{html.escape(sv.text())}</p>",
-            _h_table(*sv.table()),
+            _h_table(*sv.table()) if sv.summary else f"<p>{NO_SWEEP_RUNS}</p>",
             "<div class='figs'>",
             *(_img(path, title) for path, title in sv.figures()),
             "</div>",

@@ -127,6 +127,12 @@ class Sweep:
         for k, values in self.params:
             params.append((k, self._normalised(k, values)))
         object.__setattr__(self, "params", tuple(params))
+        both = [k for k in names if k in self.base]
+        if both:
+            raise CountnetError(
+                f"--{_opt(both[0])} is given both as a train option and as --param: the "
+                "--param values are the ones that run (the first is the baseline); drop one"
+            )
         slugs = [p.slug for p in self.points()]
         if len(set(slugs)) != len(slugs):
             raise CountnetError("two points of this sweep would share a run folder name")
@@ -241,14 +247,12 @@ def run_sweep(
             "another --out or --name"
         )
     runs = sweep.runs()
-    from countnet_classify.model import ensure_cached
-
-    for arch in sorted({s.arch for _, _, s in runs if s.uses_pretrained and not s.weights}):
-        ensure_cached(arch)  # offline without weights: one line now, not after some runs
+    check_runs([spec for _, _, spec in runs])
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out, "sweep"):
-        for _, _, spec in runs:  # a finished run with other options is never reused
-            check_finished_run(spec)
+        data = _fingerprint(sweep)
+        for _, _, spec in runs:  # a finished run with other options or data is never reused
+            check_finished_run(spec, data)
         write_spec(sweep)
         for i, (point, seed, spec) in enumerate(runs, 1):
             head = f"[{i}/{len(runs)}] {point.label}, seed {seed}"
@@ -273,18 +277,49 @@ def finished(spec: RunSpec) -> bool:
     return cfg.is_file() and outputs.read_config(spec.run_dir).get("status") == "complete"
 
 
-def check_finished_run(spec: RunSpec) -> None:
-    """Refuse a finished run folder of this name trained with other options."""
+def check_runs(specs: list[RunSpec], *, weights: bool = True) -> None:
+    """Every run's options checked before the first starts (train.check_spec, once per
+    distinct setting), and (``weights``) the ImageNet weights each pretrained arch needs,
+    fetched into the cache now if they are missing: offline, one line instead of a sweep
+    stopped midway."""
+    from countnet_classify.model import imagenet_state_dict
+    from countnet_classify.train import check_spec
+
+    seen = set()
+    for spec in specs:
+        key = tuple(sorted((k, repr(v)) for k, v in spec.resume_key().items() if k != "seed"))
+        if key not in seen:
+            seen.add(key)
+            check_spec(spec)
+    if weights:
+        for arch, file in sorted({(s.arch, s.weights or "") for s in specs if s.uses_pretrained}):
+            imagenet_state_dict(arch, file or None)
+
+
+def _fingerprint(sweep: Sweep) -> str:
+    """The dataset's fingerprint as runs record it (countnet_classify.screen)."""
+    from countnet_classify.screen import screen
+
+    spec = RunSpec.from_dict(sweep.base)
+    return screen(spec.data, valid_pct=spec.valid_pct, seed=0).fingerprint
+
+
+def check_finished_run(spec: RunSpec, fingerprint: str | None = None) -> None:
+    """Refuse a finished run folder of this name trained with other options, or (given
+    the dataset's ``fingerprint``) on files that have changed since."""
     if not finished(spec):
         return
     saved = outputs.read_config(spec.run_dir)
-    old = {**RunSpec(data=spec.data).resume_key(), **saved.get("resume_key", {})}
-    new = spec.resume_key()
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    diff = spec.resume_diff(saved.get("resume_key", {}))
     if diff:
         raise CountnetError(
             f"run {spec.run_dir} was trained with other options ({', '.join(diff)}): this is "
             "another sweep's folder; choose another --out/--name or delete that run"
+        )
+    if fingerprint and saved.get("data", {}).get("fingerprint") != fingerprint:
+        raise CountnetError(
+            f"run {spec.run_dir} was trained on other files (those under {spec.data} changed "
+            "since): delete the sweep's runs to retrain them, or choose another --out/--name"
         )
 
 
@@ -344,27 +379,34 @@ SUMMARY_COLUMNS = (
 )
 
 
-def _csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
+def _csv(keys: list[str], columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
+    """Swept values as given (repr: 1e-07 stays 1e-07), results to 6 decimals."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
+    w.writerow([*keys, *columns])
     for r in rows:
-        w.writerow(["" if r[c] is None else _cell(r[c]) for c in columns])
+        w.writerow([_value(r[k]) for k in keys] + [_result(r[c]) for c in columns])
     return buf.getvalue()
 
 
-def _cell(v: Any) -> str:
-    if isinstance(v, float):
-        return repr(round(v, 6))
-    return format_value(v)
+def _value(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return format_value(v)
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _result(v: Any) -> str:
+    if v is None:
+        return ""
+    return repr(round(v, 6)) if isinstance(v, float) else str(v)
 
 
 def write_tables(sweep: Sweep) -> tuple[list[dict], list[dict]]:
     out = Path(sweep.out)
     rows = result_rows(sweep)
     summary = summary_rows(sweep, rows)
-    write_text_atomic(out / SWEEP_CSV, _csv([*sweep.keys, *RESULT_COLUMNS], rows))
-    write_text_atomic(out / SUMMARY_CSV, _csv([*sweep.keys, *SUMMARY_COLUMNS], summary))
+    write_text_atomic(out / SWEEP_CSV, _csv(sweep.keys, RESULT_COLUMNS, rows))
+    write_text_atomic(out / SUMMARY_CSV, _csv(sweep.keys, SUMMARY_COLUMNS, summary))
     return rows, summary
 
 
@@ -480,9 +522,8 @@ def plot_error(sweep: Sweep, summary: list[dict], path: Path) -> None:
             es = [r["final_error_rate_std"] or 0.0 for r in rs]
             label = ", ".join(f"{o}={format_value(v)}" for o, v in zip(others, combo, strict=True))
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=4, label=label or None)
-        if numeric:
-            pos = [v for v in values if v > 0]
-            if key in LOG_SCALE or (len(pos) == len(values) and max(pos) / min(pos) >= 20):
+        if numeric and all(v > 0 for v in values):  # a 0 (wd=0) has no place on a log axis
+            if key in LOG_SCALE or max(values) / min(values) >= 20:
                 ax.set_xscale("log")
         else:
             ax.set_xticks(range(len(values)), [format_value(v) for v in values])

@@ -86,14 +86,11 @@ def _prepare_folder(spec: RunSpec, say) -> tuple[Path, Path, dict | None]:
                 f"no interrupted run named {spec.run_name!r} to resume in {final.parent}"
             )
         saved = outputs.read_config(partial)
-        # An option added after the run started compares as its default.
-        new = spec.resume_key()
-        old = {**RunSpec(data=spec.data).resume_key(), **saved["resume_key"]}
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        diff = spec.resume_diff(saved["resume_key"])
         if diff:
             raise CountnetError(
                 f"--resume: run {spec.run_name!r} was started with different options "
-                f"({', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in diff)})"
+                f"({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())})"
             )
         return final, partial, saved
     if final.exists() and not spec.force:
@@ -196,8 +193,22 @@ class PreparedRun:
     weights_source: str | None
 
 
+def check_spec(spec: RunSpec) -> None:
+    """Every check of a run's options that needs neither its data nor its folder: the
+    transforms preset or file, device, precision, an LR rule without the finder, a --size
+    the network cannot take. One line before anything is written; a sweep runs it for
+    every run before the first starts."""
+    resolve_transforms(spec.transforms)
+    resolve_precision(spec.precision, resolve_device(spec.device))
+    if spec.lr_find_iters == 0 and lr_rule(spec):
+        raise CountnetError(f"--lr {spec.lr} needs the LR finder: set --lr-find-iters > 0")
+    # feature maps that shrink to nothing: a traceback in the LR finder otherwise
+    check_input_size(build_model(spec.arch, 2, spec.head, spec.dropout), spec.size)
+
+
 def prepare_run(spec: RunSpec, say) -> PreparedRun:
     """Resolve the options, check the run folder and the data, build the DataLoaders."""
+    check_spec(spec)
     transforms = resolve_transforms(spec.transforms)
     device = resolve_device(spec.device)
     precision = resolve_precision(spec.precision, device)
@@ -211,8 +222,6 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
         raise CountnetError(
             f"--resume: the files under {spec.data} changed since run {spec.run_name!r} started"
         )
-    # A --size the network cannot take: one line now, not a traceback in the LR finder.
-    check_input_size(build_model(spec.arch, len(sc.classes), spec.head, spec.dropout), spec.size)
     for warning in transform_warnings(spec.transforms, transforms, spec.data):
         say(warning)
     data_info = _describe_data(sc)

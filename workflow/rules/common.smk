@@ -75,7 +75,7 @@ SWEEP_KEYS = ("data", "params", "seeds", "grid", "optional")
 def _sweeps():
     """config sweeps: -> Sweep models (countnet_classify.sweep, as `countnet sweep`), each
     into runs/<name>/; train: options first, the sweep's own over them."""
-    from countnet_classify.sweep import Sweep
+    from countnet_classify.sweep import Sweep, check_runs
 
     out = {}
     for name, entry in config.get("sweeps", {}).items():
@@ -86,23 +86,37 @@ def _sweeps():
             if entry.get("optional", False):
                 continue
             raise WorkflowError(f"config: sweep {name!r}: data folder {path} does not exist")
-        # train:'s seed is one run's; a sweep runs seeds 0..seeds-1 (its own seed: is an error)
-        defaults = {k: v for k, v in config.get("train", {}).items() if k != "seed"}
-        opts = {**defaults, **{k: v for k, v in entry.items() if k not in SWEEP_KEYS}}
-        if opts.get("transforms") == "select":
-            raise WorkflowError(f"config: sweep {name!r}: transforms: select is for experiments; "
-                                "name a preset (or sweep over presets with params: transforms:)")
         swept = entry["params"]
-        if "pretrained" not in swept and "arch" not in swept:
-            pretrained, note = _pretrained(opts.get("arch", "resnet34"), opts.pop("pretrained", "auto"))
-            opts.update(pretrained=pretrained, note=opts.get("note") or note)
-        elif opts.get("pretrained", "auto") == "auto":
-            opts.pop("pretrained", None)  # swept: each value as given; else train's default
+        # train: holds defaults: its seed is one run's (a sweep runs seeds 0..seeds-1) and
+        # the options this sweep varies are the sweep's to set
+        defaults = {k: v for k, v in config.get("train", {}).items()
+                    if k != "seed" and k not in swept}
+        own = {k: v for k, v in entry.items() if k not in SWEEP_KEYS}
+        opts = {**defaults, **own}
+        if opts.get("transforms") == "select" and "transforms" not in swept:
+            if own.get("transforms") == "select":
+                raise WorkflowError(f"config: sweep {name!r}: transforms: select is for "
+                                    "experiments; name a preset or sweep over presets")
+            preset = config.get("select_transforms", {}).get("default", "dihedral")
+            opts["transforms"] = preset  # the selection runs per experiment, not per sweep
+            opts["note"] = (f"train: transforms: select applies to experiments; this sweep "
+                            f"uses the default preset, {preset}")
+        if "pretrained" not in swept and opts.get("pretrained", "auto") == "auto":
+            # every arch the sweep trains from the same start: ImageNet weights only when
+            # the cache holds them for all of them (one change at a time)
+            archs = swept.get("arch") or [opts.get("arch", "resnet34")]
+            verdicts = [_pretrained(a, "auto") for a in archs if a != "lenet"]
+            opts["pretrained"] = bool(verdicts) and all(ok for ok, _ in verdicts)
+            missing = [note for ok, note in verdicts if not ok]
+            if missing:
+                opts["note"] = " ".join(filter(None, [opts.get("note"), missing[0]]))
         base = {**opts, "data": path, "quiet": True}
         params = tuple((k, tuple(v if isinstance(v, list) else [v])) for k, v in swept.items())
         try:
             out[name] = Sweep(base, params, f"runs/{name}", seeds=entry.get("seeds", 3),
                               grid=entry.get("grid", False))
+            if workflow.is_main_process:  # a bad value stops the plan, not a job midway
+                check_runs(out[name].specs(), weights=False)
         except CountnetError as e:
             raise WorkflowError(f"config: sweep {name!r}: {e}") from None
     return out
