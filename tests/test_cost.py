@@ -103,7 +103,7 @@ def test_cost_table_and_csv(tmp_path):
         assert row["size"] == "32" and row["classes"] == "3"
 
 
-def test_documented_cost_examples_run(tmp_path):
+def test_documented_cost_examples_run(cli, tmp_path, monkeypatch):
     readme = (ROOT / "README.md").read_text()
     examples = [
         shlex.split(ln, comments=True)[2:]
@@ -112,7 +112,8 @@ def test_documented_cost_examples_run(tmp_path):
     ]
     assert len(examples) >= 2
     for args in examples:  # as written
-        r = run_countnet("cost", *args, cwd=tmp_path)
+        monkeypatch.chdir(tmp_path)
+        r = cli("cost", *args)
         assert r.returncode == 0, f"countnet cost {shlex.join(args)}: {r.stderr}"
         assert "resnet18" in r.stdout
     assert (tmp_path / "cost.csv").is_file()
@@ -133,9 +134,9 @@ def test_documented_cost_examples_run(tmp_path):
         (["resnet18", "--out", "{tmp}/a-file/x.csv"], ["cannot create"]),
     ],
 )
-def test_cost_bad_input(args, fragments, tmp_path):
+def test_cost_bad_input(cli, args, fragments, tmp_path):
     (tmp_path / "a-file").write_text("")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    r = run_countnet("cost", *args, "--no-timing")
+    r = cli("cost", *args, "--no-timing")  # the same main() as the console script
     assert_one_line_error(r, *fragments)
     assert not r.stdout  # refused before any table was printed

@@ -21,7 +21,7 @@ from tests.test_resume import kill_9_after_checkpoint
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 VERBS = ("train", "predict", "select-transforms", "report")
-FAST = ["--size", "32", "--bs", "8", "--lr-find-iters", "20", "--quiet"]
+FAST = ["--size", "32", "--bs", "8", "--lr-find-iters", "0", "--quiet"]
 
 
 def _examples() -> list[list[str]]:
@@ -52,17 +52,18 @@ def test_readme_examples_run_as_written(cli, tiny, tmp_path, monkeypatch):
 
     for args in examples:
         verb = args[1]
+        lr = [] if "--lr" in args else ["--lr", "1e-3"]  # no LR finder: seconds, not more
         if verb == "train" and "--resume" in args:
             # The run it resumes: the same line without --resume, killed in epoch 2 of 3.
             first = [COUNTNET, *args[1:]]
             first.remove("--resume")
-            first += [*FAST, "--epochs", "3"]
+            first += [*FAST, *lr, "--epochs", "3"]
             Path("runs").mkdir(exist_ok=True)
             done, epoch = kill_9_after_checkpoint(first, partial_dir(Path("runs/c15")), 1)
             assert done.returncode == -9 and epoch >= 1, done.stderr
-            extra = [*FAST, "--epochs", "3"]
+            extra = [*FAST, *lr, "--epochs", "3"]
         elif verb == "train":
-            extra = [*FAST, "--epochs", "1"]
+            extra = [*FAST, *lr, "--epochs", "1"]
         elif verb == "select-transforms":
             extra = ["--size", "32", "--bs", "8", "--candidates", "none,dihedral"]
         else:
