@@ -3,8 +3,8 @@ order as a reader would, each line as written (gen, cost and sweep examples are 
 their own tests). What a test cannot give them is swapped for the smallest equivalent:
 tiny 32-px sets at the paths the lines name, ImageNet-shaped random weights imported into
 a private torch hub cache, and, appended to training lines, options that make them take
-seconds (`--size 32 --epochs 1 ...`; a later option wins). The resume line gets what it
-needs first: a run of that name killed with SIGKILL in its second epoch."""
+seconds (`--size 32 --epochs 1 ...`; a later option wins). A line followed by the same
+line with --resume is interrupted as the README says: SIGKILL in its second epoch."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _examples() -> list[list[str]]:
 
 def test_readme_examples_run_as_written(cli, tiny, tmp_path, monkeypatch):
     examples = _examples()
-    assert len(examples) >= 9
+    assert len(examples) >= 10
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # ours alone
     save_resnet_weights(tmp_path / "r34.pth", "resnet34")
@@ -50,17 +50,19 @@ def test_readme_examples_run_as_written(cli, tiny, tmp_path, monkeypatch):
     for src in valid:
         shutil.copy(src, Path("imgs") / src.name)
 
-    for args in examples:
+    for i, args in enumerate(examples):
         verb = args[1]
         lr = [] if "--lr" in args else ["--lr", "1e-3"]  # no LR finder: seconds, not more
-        if verb == "train" and "--resume" in args:
-            # The run it resumes: the same line without --resume, killed in epoch 2 of 3.
-            first = [COUNTNET, *args[1:]]
-            first.remove("--resume")
-            first += [*FAST, *lr, "--epochs", "3"]
+        if examples[i + 1 : i + 2] == [[*args, "--resume"]]:
+            # The run the next line resumes, interrupted as its comment says: SIGKILL once
+            # its first epoch is checkpointed.
+            name = args[args.index("--name") + 1]
+            cmd = [COUNTNET, *args[1:], *FAST, *lr, "--epochs", "3"]
             Path("runs").mkdir(exist_ok=True)
-            done, epoch = kill_9_after_checkpoint(first, partial_dir(Path("runs/c15")), 1)
+            done, epoch = kill_9_after_checkpoint(cmd, partial_dir(Path("runs") / name), 1)
             assert done.returncode == -9 and epoch >= 1, done.stderr
+            continue
+        if verb == "train" and "--resume" in args:
             extra = [*FAST, *lr, "--epochs", "3"]
         elif verb == "train":
             extra = [*FAST, *lr, "--epochs", "1"]

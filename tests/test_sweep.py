@@ -56,7 +56,6 @@ def test_sweep_files_and_summary_arithmetic(cli, tiny, tmp_path):
         assert int(r["best_epoch"]) == cfg["summary"]["best_epoch"]
     summary = _csv(out / "summary.csv")
     assert [s["bs"] for s in summary] == ["8", "16"]
-    assert any(float(s["final_error_rate_std"]) > 0 for s in summary)  # seeds differ here
     for s in summary:
         mine = [r for r in rows if r["bs"] == s["bs"]]
         assert int(s["n"]) == len(mine) == 2
@@ -105,18 +104,63 @@ def test_points_one_change_at_a_time_and_grid(tiny, tmp_path):
     assert grid.runs()[0][2].name == "lr-0.001_bs-32-seed0"
     assert all(s.runs_dir == str(tmp_path) and not s.pretrained for s in grid.specs())
     from countnet.errors import CountnetError
-    from countnet_classify.sweep import _value, check_runs
+    from countnet_classify.sweep import check_runs
 
     no_finder = Sweep({**base, "lr_find_iters": 0}, (("bs", (8, 16)),), str(tmp_path))
     with pytest.raises(CountnetError, match="--lr auto needs the LR finder"):
         check_runs(no_finder.specs())  # as run_sweep does before any run
 
-    tiny_values = Sweep(base, (("wd", (1e-7, 3e-7, 2.5e-6)),), str(tmp_path))
-    assert [_value(v) for _, vals in tiny_values.params for v in vals] == [
-        "1e-07",
-        "3e-07",
-        "2.5e-06",
-    ]  # sweep.csv and summary.csv keep swept values as given, not rounded
+
+def test_summary_arithmetic_and_csv_values(tiny, tmp_path, monkeypatch):
+    """summary.csv from known per-run results (seeds that differ): mean and sample std
+    (n - 1) per point, and swept values written as given — 1e-07 and 3e-07 stay apart."""
+    from countnet_classify import sweep as sw
+
+    sweep = sw.Sweep({"data": str(tiny), "pretrained": False}, (("wd", (1e-7, 3e-7)),),
+                     str(tmp_path), seeds=3)  # fmt: skip
+    finals = {1e-7: [0.1, 0.2, 0.6], 3e-7: [0.3, 0.3, 0.0]}
+    fake = [
+        {"wd": wd, "seed": k, "final_error_rate": v, "best_error_rate": v / 2, "best_epoch": 1,
+         "final_valid_loss": 1.0, "train_seconds": 10.0 + k, "run": f"r{k}"}
+        for wd, vals in finals.items() for k, v in enumerate(vals)
+    ]  # fmt: skip
+    monkeypatch.setattr(sw, "result_rows", lambda s: fake)
+    sw.write_tables(sweep)
+    assert [r["wd"] for r in _csv(tmp_path / "sweep.csv")] == ["1e-07"] * 3 + ["3e-07"] * 3
+    summary = _csv(tmp_path / "summary.csv")
+    assert [r["wd"] for r in summary] == ["1e-07", "3e-07"]
+    for r, vals in zip(summary, finals.values(), strict=True):
+        assert r["n"] == "3"
+        assert float(r["final_error_rate_mean"]) == pytest.approx(statistics.fmean(vals), abs=1e-6)
+        assert float(r["final_error_rate_std"]) == pytest.approx(statistics.stdev(vals), abs=1e-6)
+        half = [v / 2 for v in vals]
+        assert float(r["best_error_rate_std"]) == pytest.approx(statistics.stdev(half), abs=1e-6)
+        assert float(r["train_seconds_mean"]) == pytest.approx(11.0)
+    assert float(summary[0]["final_error_rate_std"]) == pytest.approx(0.264575, abs=1e-6)
+
+
+def test_error_plot_axes_as_the_values_need(tiny, tmp_path, monkeypatch):
+    """lr spans decades: log axis; wd with a 0 (README's grid example): a linear axis whose
+    points sit at their values; an arch: one tick per value."""
+    import matplotlib.pyplot as plt
+
+    from countnet_classify import sweep as sw
+
+    figs = []
+    monkeypatch.setattr(sw, "_save", lambda path: figs.append(plt.gcf()))
+    cases = {"lr": (1e-3, 1e-2, 1e-1), "wd": (0.0, 0.01), "arch": ("resnet18", "lenet")}
+    for key, values in cases.items():
+        sweep = sw.Sweep({"data": str(tiny), "pretrained": False}, ((key, values),),
+                         str(tmp_path), seeds=1)  # fmt: skip
+        summary = [{key: v, "final_error_rate_mean": 0.1 * i, "final_error_rate_std": None}
+                   for i, v in enumerate(sweep.params[0][1])]  # fmt: skip
+        sw.plot_error(sweep, summary, tmp_path / "e.png")
+    lr, wd, arch = (f.axes[0] for f in figs)
+    assert lr.get_xscale() == "log"
+    assert wd.get_xscale() == "linear" and list(wd.lines[0].get_xdata()) == [0.0, 0.01]
+    assert wd.get_xlim()[1] < 0.1  # not a category axis running to 1
+    assert [t.get_text() for t in arch.get_xticklabels()] == ["resnet18", "lenet"]
+    plt.close("all")
 
 
 def test_an_interrupted_sweep_resumes(tiny, tmp_path):
@@ -162,7 +206,7 @@ def test_an_interrupted_sweep_resumes(tiny, tmp_path):
         # refused by the checks train makes before a run, here before the sweep's first run
         (["--param", "transforms=none,bogus"], ["unknown --transforms 'bogus'"]),
         (["--param", "arch=lenet,alexnet"], ["--size 32 is too small"]),
-        (["--param", "device=cpu,tpu"], ["--device"]),
+        (["--device", "cpu", "--param", "precision=fp32,fp16"], ["fp16 needs a CUDA GPU"]),
     ],
 )
 def test_bad_sweep_input_is_refused_before_any_run(cli, tiny, tmp_path, extra, fragments):

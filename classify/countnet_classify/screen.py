@@ -116,13 +116,9 @@ def fingerprint(root: Path, paths: list[Path]) -> str:
     return stat_digest(paths, lambda p: p.relative_to(root).as_posix())
 
 
-def screen(data: Path | str, *, valid_pct: float, seed: int, threads: int = 8) -> Screened:
-    """Vet every file under ``data`` and decide the split.
-
-    ``data`` is either a folder holding train/ and valid/ (one subfolder per class in
-    each), or a folder of class folders, split per class by ``valid_pct`` with ``seed``.
-    """
-    root = Path(data)
+def _entries(root: Path) -> tuple[list[tuple[Path, str, bool]], set[str], bool]:
+    """Every file under the class folders as (path, class, in valid/), the class names,
+    and whether the set has the train/ + valid/ layout: the files screen() vets."""
     if not root.exists():
         raise CountnetError(f"DATA {root} does not exist")
     if not root.is_dir():
@@ -139,6 +135,25 @@ def screen(data: Path | str, *, valid_pct: float, seed: int, threads: int = 8) -
     else:
         entries = [(f, d.name, False) for d in _class_dirs(root) for f in _files(d)]
         names = {d.name for d in _class_dirs(root)}
+    return entries, names, split_layout
+
+
+def data_fingerprint(data: Path | str) -> str:
+    """screen()'s fingerprint of ``data`` from file names, sizes and mtimes alone, without
+    decoding an image: what a run records, cheap enough to check before reusing one."""
+    root = Path(data)
+    entries, _, _ = _entries(root)
+    return fingerprint(root, [e[0] for e in entries])
+
+
+def screen(data: Path | str, *, valid_pct: float, seed: int, threads: int = 8) -> Screened:
+    """Vet every file under ``data`` and decide the split.
+
+    ``data`` is either a folder holding train/ and valid/ (one subfolder per class in
+    each), or a folder of class folders, split per class by ``valid_pct`` with ``seed``.
+    """
+    root = Path(data)
+    entries, names, split_layout = _entries(root)
     classes = sorted(names, key=natural_key)
     if len(classes) < 2:
         found = ", ".join(classes) or "none"

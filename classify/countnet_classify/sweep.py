@@ -31,6 +31,7 @@ from countnet.errors import CountnetError
 from countnet_classify import outputs
 from countnet_classify.callbacks import read_rows
 from countnet_classify.config import RunSpec
+from countnet_classify.screen import data_fingerprint
 
 SWEEP_JSON = "sweep.json"
 SWEEP_CSV = "sweep.csv"
@@ -206,7 +207,11 @@ class Sweep:
     @classmethod
     def from_dict(cls, d: dict[str, Any], out: str | Path) -> Sweep:
         params = tuple((k, tuple(v)) for k, v in d["params"])
-        return cls(dict(d["base"]), params, str(out), int(d["seeds"]), bool(d["grid"]))
+        swept = {k for k, _ in params}
+        # a sweep.json written before options given both ways were refused: the swept
+        # values were the ones that ran
+        base = {k: v for k, v in d["base"].items() if k not in swept}
+        return cls(base, params, str(out), int(d["seeds"]), bool(d["grid"]))
 
 
 def _opt(field: str) -> str:
@@ -247,12 +252,13 @@ def run_sweep(
             "another --out or --name"
         )
     runs = sweep.runs()
-    check_runs([spec for _, _, spec in runs])
+    check_runs([spec for _, _, spec in runs if not finished(spec)])
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out, "sweep"):
-        data = _fingerprint(sweep)
-        for _, _, spec in runs:  # a finished run with other options or data is never reused
-            check_finished_run(spec, data)
+        if any(finished(spec) for _, _, spec in runs):
+            data = data_fingerprint(sweep.base["data"])
+            for _, _, spec in runs:  # a finished run with other options or data: not reused
+                check_finished_run(spec, data)
         write_spec(sweep)
         for i, (point, seed, spec) in enumerate(runs, 1):
             head = f"[{i}/{len(runs)}] {point.label}, seed {seed}"
@@ -286,22 +292,15 @@ def check_runs(specs: list[RunSpec], *, weights: bool = True) -> None:
     from countnet_classify.train import check_spec
 
     seen = set()
+    where = ("seed", "name", "runs_dir")  # what differs between runs of one setting
     for spec in specs:
-        key = tuple(sorted((k, repr(v)) for k, v in spec.resume_key().items() if k != "seed"))
+        key = tuple(sorted((k, repr(v)) for k, v in spec.resume_key().items() if k not in where))
         if key not in seen:
             seen.add(key)
             check_spec(spec)
     if weights:
         for arch, file in sorted({(s.arch, s.weights or "") for s in specs if s.uses_pretrained}):
             imagenet_state_dict(arch, file or None)
-
-
-def _fingerprint(sweep: Sweep) -> str:
-    """The dataset's fingerprint as runs record it (countnet_classify.screen)."""
-    from countnet_classify.screen import screen
-
-    spec = RunSpec.from_dict(sweep.base)
-    return screen(spec.data, valid_pct=spec.valid_pct, seed=0).fingerprint
 
 
 def check_finished_run(spec: RunSpec, fingerprint: str | None = None) -> None:
@@ -522,8 +521,10 @@ def plot_error(sweep: Sweep, summary: list[dict], path: Path) -> None:
             es = [r["final_error_rate_std"] or 0.0 for r in rs]
             label = ", ".join(f"{o}={format_value(v)}" for o, v in zip(others, combo, strict=True))
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=4, label=label or None)
-        if numeric and all(v > 0 for v in values):  # a 0 (wd=0) has no place on a log axis
-            if key in LOG_SCALE or max(values) / min(values) >= 20:
+        if numeric:
+            # a 0 (wd=0) has no place on a log axis: linear then
+            positive = all(v > 0 for v in values)
+            if positive and (key in LOG_SCALE or max(values) / min(values) >= 20):
                 ax.set_xscale("log")
         else:
             ax.set_xticks(range(len(values)), [format_value(v) for v in values])

@@ -72,9 +72,15 @@ def _pretrained(arch, wanted):
 SWEEP_KEYS = ("data", "params", "seeds", "grid", "optional")
 
 
+def _join_notes(*notes):
+    return " ".join(n.strip() for n in notes if n) or None
+
+
 def _sweeps():
     """config sweeps: -> Sweep models (countnet_classify.sweep, as `countnet sweep`), each
     into runs/<name>/; train: options first, the sweep's own over them."""
+    import dataclasses
+
     from countnet_classify.sweep import Sweep, check_runs
 
     out = {}
@@ -99,8 +105,8 @@ def _sweeps():
                                     "experiments; name a preset or sweep over presets")
             preset = config.get("select_transforms", {}).get("default", "dihedral")
             opts["transforms"] = preset  # the selection runs per experiment, not per sweep
-            opts["note"] = (f"train: transforms: select applies to experiments; this sweep "
-                            f"uses the default preset, {preset}")
+            opts["note"] = _join_notes(opts.get("note"), "train: transforms: select applies to "
+                                       f"experiments; this sweep uses the default preset, {preset}.")
         if "pretrained" not in swept and opts.get("pretrained", "auto") == "auto":
             # every arch the sweep trains from the same start: ImageNet weights only when
             # the cache holds them for all of them (one change at a time)
@@ -109,14 +115,18 @@ def _sweeps():
             opts["pretrained"] = bool(verdicts) and all(ok for ok, _ in verdicts)
             missing = [note for ok, note in verdicts if not ok]
             if missing:
-                opts["note"] = " ".join(filter(None, [opts.get("note"), missing[0]]))
+                opts["note"] = _join_notes(opts.get("note"), missing[0])
         base = {**opts, "data": path, "quiet": True}
         params = tuple((k, tuple(v if isinstance(v, list) else [v])) for k, v in swept.items())
         try:
             out[name] = Sweep(base, params, f"runs/{name}", seeds=entry.get("seeds", 3),
                               grid=entry.get("grid", False))
             if workflow.is_main_process:  # a bad value stops the plan, not a job midway
-                check_runs(out[name].specs(), weights=False)
+                # where jobs run is not where Snakemake plans (a cluster's login node):
+                # device and precision are the job's to check
+                here = [dataclasses.replace(s, device="cpu", precision="fp32")
+                        for s in out[name].specs()]
+                check_runs(here, weights=False)
         except CountnetError as e:
             raise WorkflowError(f"config: sweep {name!r}: {e}") from None
     return out
