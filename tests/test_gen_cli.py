@@ -200,6 +200,9 @@ def test_kill_9_leaves_nothing_and_rerun_succeeds(tmp_path):
         (["--range", "1-5", "--workers", "0"], "--workers"),
         (["--range", "1-5", "--per-class", "abc"], "per-class"),
         (["--range", "1-5", "--valid-pct", "1"], "--valid-pct"),
+        (["--range", "1-5", "--holdout", "7"], "--holdout 7 is outside --range 1-5"),
+        (["--range", "1-3", "--holdout", "1,3"], "leaves fewer than two counts"),
+        (["--range", "1-5", "--holdout", "two"], "--holdout must be counts"),
     ],
 )
 def test_bad_input_one_line_error_nothing_written(tmp_path, args, fragment):
@@ -301,3 +304,33 @@ def test_workflow_log_is_written_as_the_job_runs(tmp_path):
         generate_logged(spec, blocker / "ds", workers=1, log=bad)
     lines = bad.read_text().splitlines()
     assert lines[0].startswith("generating") and lines[-1].startswith("error: cannot create")
+
+
+def test_holdout_counts_go_only_to_test_with_the_images_they_would_have(tmp_path):
+    """--holdout 3: count 3 only in test/ (all its images), never in train/ or valid/, so a
+    run on the set never sees it; its images are those the set has without --holdout, and
+    the other counts' files are byte for byte the same."""
+    from countnet_classify.screen import screen
+
+    plain, held = tmp_path / "plain", tmp_path / "held"
+    assert run_countnet("gen", *SMALL, "--out", plain).returncode == 0
+    proc = run_countnet("gen", *SMALL, "--holdout", "3", "--out", held)
+    assert proc.returncode == 0, proc.stderr
+    assert "counts 3 in test/ only" in proc.stderr
+    got, want = files(held), files(plain)
+    assert sorted(p for p in got if p.startswith("test/")) == sorted(
+        p.replace("train/", "test/").replace("valid/", "test/") for p in want if "/3/" in p
+    )
+    assert not (held / "train" / "3").exists() and not (held / "valid" / "3").exists()
+    for path, data in want.items():
+        moved = (
+            path.replace("train/", "test/").replace("valid/", "test/") if "/3/" in path else path
+        )
+        assert got[moved] == data, path
+    meta = json.loads((held / "dataset.json").read_text())
+    assert meta["test_classes"] == [3] and meta["n_test"] == 10
+    assert meta["n_train"] == 16 and meta["n_valid"] == 4 and meta["spec"]["holdout"] == [3]
+    assert "holdout" not in json.loads((plain / "dataset.json").read_text())["spec"]
+    assert {r["split"] for r in read_manifest(held) if r["count"] == 3} == {"test"}
+    assert read_dataset_spec(held).holdout == (3,)
+    assert screen(held, valid_pct=0.2, seed=0).classes == ["2", "4"]  # what training sees

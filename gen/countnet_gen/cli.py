@@ -23,6 +23,8 @@ EXAMPLES = """
   countnet gen --range 45-50 --radius 3-8 --no-overlap --size 160 --seed 7
 
   countnet gen --range 3-3 --out datasets/threes --force
+
+  countnet gen --range 45-50 --holdout 47,49 --no-overlap --radius 4 --size 128
 """
 
 
@@ -54,6 +56,12 @@ def gen(
     ] = 0,
     fg: Annotated[str, typer.Option(help="Circle colour (hex, CSS name, rgb()).")] = DEFAULT_FG,
     bg: Annotated[str, typer.Option(help="Background colour (hex, CSS name, rgb()).")] = DEFAULT_BG,
+    holdout: Annotated[
+        str,
+        typer.Option(
+            help="Counts written only to test/ (e.g. 47,49): never trained or validated on."
+        ),
+    ] = "",
     workers: Annotated[
         int | None,
         typer.Option(
@@ -88,14 +96,17 @@ def gen(
         seed=seed,
         fg=fg,
         bg=bg,
+        holdout=holdout,
     )
     t0 = time.perf_counter()
     with progress_bar("generating", enabled=not quiet) as update:
         path = generate(spec, out, workers=workers, force=force, progress=update)
     dt = time.perf_counter() - t0
     Console(stderr=True).print(
-        f"wrote {spec.n_images} images ({len(spec.classes)} classes, "
-        f"{spec.n_train}/{spec.n_valid} train/valid each) to {path} in {dt:.1f}s "
+        f"wrote {spec.n_images} images ({len(spec.trained_classes)} classes, "
+        f"{spec.n_train}/{spec.n_valid} train/valid each"
+        + (f"; counts {','.join(map(str, spec.holdout))} in test/ only" if spec.holdout else "")
+        + f") to {path} in {dt:.1f}s "
         f"({spec.n_images / dt:.0f} images/s)",
         highlight=False,
     )

@@ -82,11 +82,15 @@ class DatasetSpec:
     seed: int = 0
     fg: str = DEFAULT_FG
     bg: str = DEFAULT_BG
+    # Counts written only to test/ (never trained or validated on): what a model makes of
+    # counts it has not seen. Their images are the ones the set would have without it.
+    holdout: tuple[int, ...] = ()
     name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         counts = parse_int_range(self.counts, "--range", allow_single=False)
         object.__setattr__(self, "counts", counts)
+        object.__setattr__(self, "holdout", parse_holdout(self.holdout, counts))
         object.__setattr__(self, "radius", parse_radius(self.radius))
         object.__setattr__(self, "fg", parse_color(self.fg, "--fg"))
         object.__setattr__(self, "bg", parse_color(self.bg, "--bg"))
@@ -127,6 +131,11 @@ class DatasetSpec:
         return list(range(self.counts[0], self.counts[1] + 1))
 
     @property
+    def trained_classes(self) -> list[int]:
+        """The counts in train/ and valid/ (all but the held-out ones)."""
+        return [c for c in self.classes if c not in self.holdout]
+
+    @property
     def n_valid(self) -> int:
         return int(round(self.per_class * self.valid_pct))
 
@@ -152,6 +161,8 @@ class DatasetSpec:
             parts.append(f"{self.fg.lstrip('#')}-on-{self.bg.lstrip('#')}")
         if self.valid_pct != DatasetSpec.valid_pct:
             parts.append(f"v{self.valid_pct:g}")
+        if self.holdout:
+            parts.append("holdout-" + "-".join(map(str, self.holdout)))
         if self.seed:
             parts.append(f"seed{self.seed}")
         return "_".join(parts)
@@ -162,6 +173,7 @@ class DatasetSpec:
         "test" set, say) never share images, even with the same --seed."""
         d = self.to_dict()
         d.pop("seed"), d.pop("name")
+        d.pop("holdout", None)  # which split a count goes to does not change its images
         digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
         return int(digest[:8], 16)
 
@@ -174,6 +186,10 @@ class DatasetSpec:
         d["counts"] = f"{self.counts[0]}-{self.counts[1]}"
         r0, r1 = (_exact(r) for r in self.radius)  # exact: the workflow rebuilds specs from it
         d["radius"] = r0 if r0 == r1 else f"{r0}-{r1}"
+        if self.holdout:
+            d["holdout"] = list(self.holdout)
+        else:  # absent, not empty: sets made before --holdout keep their records and keys
+            d.pop("holdout")
         return d
 
     @classmethod
@@ -197,6 +213,32 @@ def _exact(x: float) -> str:
     """The shortest text that reads back as exactly ``x`` (3.0 -> "3", 1.23456789 stays)."""
     text = repr(float(x))
     return text[:-2] if text.endswith(".0") else text
+
+
+def parse_holdout(value: Any, counts: tuple[int, int]) -> tuple[int, ...]:
+    """ "47,49" (or a list) -> (47, 49): counts inside ``counts`` leaving two to train on."""
+    if value is None or value == "" or value == ():
+        return ()
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    out = set()
+    for item in items:
+        text = str(item).strip()
+        if not text.isdigit():
+            raise CountnetError(f"--holdout must be counts like 47,49; got {value!r}")
+        out.add(int(text))
+    lo, hi = counts
+    outside = sorted(c for c in out if not lo <= c <= hi)
+    if outside:
+        raise CountnetError(
+            f"--holdout {', '.join(map(str, outside))} is outside --range {lo}-{hi}: hold out "
+            "counts the set has"
+        )
+    if (hi - lo + 1) - len(out) < 2:
+        raise CountnetError(
+            f"--holdout {','.join(map(str, sorted(out)))} leaves fewer than two counts of "
+            f"--range {lo}-{hi} to train on"
+        )
+    return tuple(sorted(out))
 
 
 def parse_radius(value: Any) -> tuple[float, float]:

@@ -55,12 +55,18 @@ class ImageJob:
 
 def plan_images(spec: DatasetSpec) -> list[ImageJob]:
     """Every image of the dataset, in a fixed order; the last n_valid of each class are
-    the validation split."""
+    the validation split, and every image of a held-out count is in test/."""
     return [
-        ImageJob(count, i, "train" if i < spec.n_train else "valid")
+        ImageJob(count, i, _split(spec, count, i))
         for count in spec.classes
         for i in range(spec.per_class)
     ]
+
+
+def _split(spec: DatasetSpec, count: int, index: int) -> str:
+    if count in spec.holdout:
+        return "test"
+    return "train" if index < spec.n_train else "valid"
 
 
 @functools.lru_cache(maxsize=16)
@@ -146,9 +152,8 @@ def generate(
         exclusive(final, "dataset"),
         staging_dir(final, force=force, replaceable=is_dataset) as tmp,
     ):
-        for split in ("train", "valid"):
-            for count in spec.classes:
-                (tmp / split / str(count)).mkdir(parents=True, exist_ok=True)
+        for job in jobs:
+            (tmp / job.relpath).parent.mkdir(parents=True, exist_ok=True)
         rows: list[tuple[str, str, int, str]] = []
         # Chunks small enough for a smooth progress bar, large enough to amortise IPC.
         chunk = max(1, min(256, len(jobs) // (workers * 8) or 1))
@@ -174,8 +179,11 @@ def generate(
             "spec": spec.to_dict(),
             "classes": spec.classes,
             "n_images": len(jobs),
-            "n_train": spec.n_train * len(spec.classes),
-            "n_valid": spec.n_valid * len(spec.classes),
+            "n_train": spec.n_train * len(spec.trained_classes),
+            "n_valid": spec.n_valid * len(spec.trained_classes),
+            # held-out counts: only in test/, all their images
+            "test_classes": list(spec.holdout),
+            "n_test": spec.per_class * len(spec.holdout),
             "image_format": "PNG, 8-bit palette (coverage index into a fg/bg blend)",
             "png": {"zlib_level": PNG_LEVEL, "zlib_strategy": "Z_RLE"},
             "coordinates": "x, y, r in pixels; pixel (i, j) covers [j, j+1) x [i, i+1)",
