@@ -203,6 +203,8 @@ def test_kill_9_leaves_nothing_and_rerun_succeeds(tmp_path):
         (["--range", "1-5", "--holdout", "7"], "--holdout 7 is outside --range 1-5"),
         (["--range", "1-3", "--holdout", "1,3"], "leaves fewer than two counts"),
         (["--range", "1-5", "--holdout", "two"], "--holdout must be counts"),
+        (["--range", "1-5", "--holdout", "3", "--holdout", "9"], "--holdout 9 is outside"),
+        (["--range", "1-5", "--holdout", "\u00b2"], "--holdout must be counts"),
     ],
 )
 def test_bad_input_one_line_error_nothing_written(tmp_path, args, fragment):
@@ -310,6 +312,7 @@ def test_holdout_counts_go_only_to_test_with_the_images_they_would_have(tmp_path
     """--holdout 3: count 3 only in test/ (all its images), never in train/ or valid/, so a
     run on the set never sees it; its images are those the set has without --holdout, and
     the other counts' files are byte for byte the same."""
+    from countnet.errors import CountnetError
     from countnet_classify.screen import screen
 
     plain, held = tmp_path / "plain", tmp_path / "held"
@@ -329,8 +332,19 @@ def test_holdout_counts_go_only_to_test_with_the_images_they_would_have(tmp_path
         assert got[moved] == data, path
     meta = json.loads((held / "dataset.json").read_text())
     assert meta["test_classes"] == [3] and meta["n_test"] == 10
+    assert "test_classes" not in json.loads((plain / "dataset.json").read_text())
     assert meta["n_train"] == 16 and meta["n_valid"] == 4 and meta["spec"]["holdout"] == [3]
     assert "holdout" not in json.loads((plain / "dataset.json").read_text())["spec"]
     assert {r["split"] for r in read_manifest(held) if r["count"] == 3} == {"test"}
     assert read_dataset_spec(held).holdout == (3,)
     assert screen(held, valid_pct=0.2, seed=0).classes == ["2", "4"]  # what training sees
+    # No validation share: empty valid/<count> folders keep the train/valid layout, so a run
+    # is refused for lacking validation images (as without --holdout), never trained on
+    # "train" vs "test" as classes.
+    novalid = tmp_path / "novalid"
+    assert run_countnet("gen", *SMALL, "--holdout", "3", "--valid-pct", "0", "--out", novalid
+                        ).returncode == 0  # fmt: skip
+    assert sorted(p.name for p in (novalid / "valid").iterdir()) == ["2", "4"]
+    with pytest.raises(CountnetError, match="without validation images"):
+        screen(novalid, valid_pct=0.2, seed=0)
+    assert DatasetSpec.from_dict({"range": "3-3", "holdout": []}).holdout == ()

@@ -57,11 +57,12 @@ def gen(
     fg: Annotated[str, typer.Option(help="Circle colour (hex, CSS name, rgb()).")] = DEFAULT_FG,
     bg: Annotated[str, typer.Option(help="Background colour (hex, CSS name, rgb()).")] = DEFAULT_BG,
     holdout: Annotated[
-        str,
+        list[str],
         typer.Option(
-            help="Counts written only to test/ (e.g. 47,49): never trained or validated on."
+            help="Counts written only to test/ (e.g. 47,49; repeatable): never trained or "
+            "validated on."
         ),
-    ] = "",
+    ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
     workers: Annotated[
         int | None,
         typer.Option(
@@ -96,7 +97,7 @@ def gen(
         seed=seed,
         fg=fg,
         bg=bg,
-        holdout=holdout,
+        holdout=",".join(holdout),
     )
     t0 = time.perf_counter()
     with progress_bar("generating", enabled=not quiet) as update:

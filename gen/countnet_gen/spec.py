@@ -217,13 +217,13 @@ def _exact(x: float) -> str:
 
 def parse_holdout(value: Any, counts: tuple[int, int]) -> tuple[int, ...]:
     """ "47,49" (or a list) -> (47, 49): counts inside ``counts`` leaving two to train on."""
-    if value is None or value == "" or value == ():
+    if value is None or (isinstance(value, str | list | tuple) and not str(value).strip("[]() ")):
         return ()
     items = value if isinstance(value, list | tuple) else str(value).split(",")
     out = set()
     for item in items:
         text = str(item).strip()
-        if not text.isdigit():
+        if isinstance(item, bool) or not re.fullmatch(r"[0-9]+", text):
             raise CountnetError(f"--holdout must be counts like 47,49; got {value!r}")
         out.add(int(text))
     lo, hi = counts

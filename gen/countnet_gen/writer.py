@@ -152,8 +152,11 @@ def generate(
         exclusive(final, "dataset"),
         staging_dir(final, force=force, replaceable=is_dataset) as tmp,
     ):
-        for job in jobs:
-            (tmp / job.relpath).parent.mkdir(parents=True, exist_ok=True)
+        # every trained count's train/ and valid/ folder, even an empty one (--valid-pct 0):
+        # training then says which split lacks images instead of misreading the layout
+        folders = [(sp, c) for sp in ("train", "valid") for c in spec.trained_classes]
+        for split, count in folders + [("test", c) for c in spec.holdout]:
+            (tmp / split / str(count)).mkdir(parents=True, exist_ok=True)
         rows: list[tuple[str, str, int, str]] = []
         # Chunks small enough for a smooth progress bar, large enough to amortise IPC.
         chunk = max(1, min(256, len(jobs) // (workers * 8) or 1))
@@ -181,13 +184,16 @@ def generate(
             "n_images": len(jobs),
             "n_train": spec.n_train * len(spec.trained_classes),
             "n_valid": spec.n_valid * len(spec.trained_classes),
-            # held-out counts: only in test/, all their images
-            "test_classes": list(spec.holdout),
-            "n_test": spec.per_class * len(spec.holdout),
             "image_format": "PNG, 8-bit palette (coverage index into a fg/bg blend)",
             "png": {"zlib_level": PNG_LEVEL, "zlib_strategy": "Z_RLE"},
             "coordinates": "x, y, r in pixels; pixel (i, j) covers [j, j+1) x [i, i+1)",
             "pixels_version": PIXELS_VERSION,
+            # held-out counts (--holdout): only in test/, all their images
+            **(
+                {"test_classes": list(spec.holdout), "n_test": spec.per_class * len(spec.holdout)}
+                if spec.holdout
+                else {}
+            ),
             # PNG bytes depend on Pillow, its zlib (or zlib-ng) and the settings above;
             # pixels do not
             "versions": {
