@@ -278,9 +278,16 @@ def write_spec(sweep: Sweep) -> None:
     write_text_atomic(Path(sweep.out) / SWEEP_JSON, json.dumps(sweep.to_dict(), indent=2) + "\n")
 
 
+def completed_config(spec: RunSpec) -> dict | None:
+    """The run's config.yaml if the run finished, else None."""
+    if not (spec.run_dir / outputs.CONFIG).is_file():
+        return None
+    cfg = outputs.read_config(spec.run_dir)
+    return cfg if cfg.get("status") == "complete" else None
+
+
 def finished(spec: RunSpec) -> bool:
-    cfg = spec.run_dir / outputs.CONFIG
-    return cfg.is_file() and outputs.read_config(spec.run_dir).get("status") == "complete"
+    return completed_config(spec) is not None
 
 
 def check_runs(specs: list[RunSpec], *, weights: bool = True) -> None:
@@ -306,9 +313,9 @@ def check_runs(specs: list[RunSpec], *, weights: bool = True) -> None:
 def check_finished_run(spec: RunSpec, fingerprint: str | None = None) -> None:
     """Refuse a finished run folder of this name trained with other options, or (given
     the dataset's ``fingerprint``) on files that have changed since."""
-    if not finished(spec):
+    saved = completed_config(spec)
+    if saved is None:
         return
-    saved = outputs.read_config(spec.run_dir)
     diff = spec.resume_diff(saved.get("resume_key", {}))
     if diff:
         raise CountnetError(
@@ -327,9 +334,9 @@ def result_rows(sweep: Sweep) -> list[dict[str, Any]]:
     """One row per finished run of the sweep (sweep.csv)."""
     rows = []
     for point, seed, spec in sweep.runs():
-        if not finished(spec):
+        cfg = completed_config(spec)
+        if cfg is None:
             continue
-        cfg = outputs.read_config(spec.run_dir)
         s = cfg["summary"]
         metrics = read_rows(spec.run_dir / "metrics.csv")
         rows.append(
@@ -547,13 +554,14 @@ def plot_curves(sweep: Sweep, path: Path) -> None:
     import numpy as np
     from matplotlib.ticker import MaxNLocator
 
+    by_point: dict[Point, list[list[float]]] = {}
+    for point, _, spec in sweep.runs():  # once: each finished run's curve, by point
+        if finished(spec):
+            rows = read_rows(spec.run_dir / "metrics.csv")
+            by_point.setdefault(point, []).append([float(m["error_rate"]) for m in rows])
     plt.figure(figsize=(7, 4.2))
     for point in sweep.points():
-        curves = [
-            [float(m["error_rate"]) for m in read_rows(spec.run_dir / "metrics.csv")]
-            for p, _, spec in sweep.runs()
-            if p == point and finished(spec)
-        ]
+        curves = by_point.get(point)
         if not curves:
             continue
         n = min(len(c) for c in curves)
