@@ -193,25 +193,24 @@ class PreparedRun:
     weights_source: str | None
 
 
-def check_spec(spec: RunSpec) -> None:
+def check_spec(spec: RunSpec) -> tuple[str, torch.device, str]:
     """Every check of a run's options that needs neither its data nor its folder: the
     transforms preset or file, device, precision, an LR rule without the finder, a --size
     the network cannot take. One line before anything is written; a sweep runs it for
-    every run before the first starts."""
-    resolve_transforms(spec.transforms)
-    resolve_precision(spec.precision, resolve_device(spec.device))
+    every run before the first starts. Returns what the first three resolve to."""
+    transforms = resolve_transforms(spec.transforms)
+    device = resolve_device(spec.device)
+    precision = resolve_precision(spec.precision, device)
     if spec.lr_find_iters == 0 and lr_rule(spec):
         raise CountnetError(f"--lr {spec.lr} needs the LR finder: set --lr-find-iters > 0")
     # feature maps that shrink to nothing: a traceback in the LR finder otherwise
     check_input_size(build_model(spec.arch, 2, spec.head, spec.dropout), spec.size)
+    return transforms, device, precision
 
 
 def prepare_run(spec: RunSpec, say) -> PreparedRun:
     """Resolve the options, check the run folder and the data, build the DataLoaders."""
-    check_spec(spec)
-    transforms = resolve_transforms(spec.transforms)
-    device = resolve_device(spec.device)
-    precision = resolve_precision(spec.precision, device)
+    transforms, device, precision = check_spec(spec)
     channels_last = use_channels_last(precision, device)
     final, partial, saved = _prepare_folder(spec, say)
     state_dict, weights_source = None, None
