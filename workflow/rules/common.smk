@@ -181,9 +181,14 @@ def recorded(spec):
     """The options of a run that decide its result, as plain data: Snakemake records builtin
     params only, and reruns a job when they change. Where it runs and how it reports
     (device, workers, loader, quiet, note) do not rerun it."""
+    return _deciding(spec.to_dict())
+
+
+def _deciding(options):
+    """``options`` without those that do not change a result (config.RESUME_FREE)."""
     from countnet_classify.config import RESUME_FREE
 
-    return {k: v for k, v in spec.to_dict().items() if k not in RESUME_FREE}
+    return {k: v for k, v in options.items() if k not in RESUME_FREE}
 
 
 def sweep_run_spec(sweep, run):
@@ -195,10 +200,8 @@ def sweep_run_spec(sweep, run):
 
 def recorded_sweep(sweep):
     """A sweep's plan as plain data, without what does not change results (see recorded)."""
-    from countnet_classify.config import RESUME_FREE
-
     plan = sweep.to_dict()
-    plan["base"] = {k: v for k, v in plan["base"].items() if k not in RESUME_FREE}
+    plan["base"] = _deciding(plan["base"])
     return plan
 
 
