@@ -205,6 +205,7 @@ def test_kill_9_leaves_nothing_and_rerun_succeeds(tmp_path):
         (["--range", "1-5", "--holdout", "two"], "--holdout must be counts"),
         (["--range", "1-5", "--holdout", "3", "--holdout", "9"], "--holdout 9 is outside"),
         (["--range", "1-5", "--holdout", "\u00b2"], "--holdout must be counts"),
+        (["--range", "1-5", "--match-area"], "--match-area needs distractors"),
     ],
 )
 def test_bad_input_one_line_error_nothing_written(tmp_path, args, fragment):

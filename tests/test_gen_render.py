@@ -116,7 +116,7 @@ def test_pixels_are_those_of_this_pixels_version():
     ):
         spec = DatasetSpec(per_class=4, seed=7, **kw)
         for i in range(6):
-            circles, idx = make_image(
+            circles, idx, _ = make_image(
                 spec, ImageJob(spec.classes[i % len(spec.classes)], i, "train")
             )
             h.update(np.round(circles, 9).tobytes())

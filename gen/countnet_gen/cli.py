@@ -25,6 +25,8 @@ EXAMPLES = """
   countnet gen --range 3-3 --out datasets/threes --force
 
   countnet gen --range 45-50 --holdout 47,49 --no-overlap --radius 4 --size 128
+
+  countnet gen --range 1-5 --size 64 --radius 4 --no-overlap --distractors 3-5 --match-area
 """
 
 
@@ -63,6 +65,31 @@ def gen(
             "validated on."
         ),
     ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
+    distractors: Annotated[
+        str,
+        typer.Option(
+            help="Other shapes in every image, not counted: K or K-L an image (0: none). "
+            "The label stays the number of circles."
+        ),
+    ] = "0",
+    distractor_shape: Annotated[
+        list[str],
+        typer.Option(help="square, triangle or ring (comma-separated or repeated: a mix)."),
+    ] = ["square"],  # noqa: B006  (typer reads the default; it is never mutated)
+    distractor_radius: Annotated[
+        str | None,
+        typer.Option(
+            help="Radius of the circle each distractor is inscribed in: R or R1-R2 "
+            "\\[default: --radius; with --match-area half its smallest to twice its largest]."
+        ),
+    ] = None,
+    match_area: Annotated[
+        bool,
+        typer.Option(
+            help="Size the distractors so an image's total foreground area has the same "
+            "distribution for every count: counting pixels cannot work."
+        ),
+    ] = False,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -98,6 +125,10 @@ def gen(
         fg=fg,
         bg=bg,
         holdout=",".join(holdout),
+        distractors=distractors,
+        distractor_shape=",".join(distractor_shape),
+        distractor_radius=distractor_radius,
+        match_area=match_area,
     )
     t0 = time.perf_counter()
     with progress_bar("generating", enabled=not quiet) as update:
@@ -107,7 +138,17 @@ def gen(
         f"wrote {spec.n_images} images ({len(spec.trained_classes)} classes, "
         f"{spec.n_train}/{spec.n_valid} train/valid each"
         + (f"; counts {','.join(map(str, spec.holdout))} in test/ only" if spec.holdout else "")
+        + (
+            f"; {_range_text(spec.distractors)} distractors an image"
+            + (", areas matched" if spec.match_area else "")
+            if spec.distractors[1]
+            else ""
+        )
         + f") to {path} in {dt:.1f}s "
         f"({spec.n_images / dt:.0f} images/s)",
         highlight=False,
     )
+
+
+def _range_text(r: tuple[int, int]) -> str:
+    return f"{r[0]}" if r[0] == r[1] else f"{r[0]}-{r[1]}"

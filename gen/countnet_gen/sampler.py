@@ -1,4 +1,5 @@
-"""Where circles go: a pure function of (rng, count, size, radius range, overlap rule).
+"""Where circles (and distractors) go: a pure function of (rng, count, size, radius range,
+overlap rule, distractors).
 
 Coordinates are continuous pixels: pixel (i, j) covers [j, j+1) x [i, i+1), so a circle
 (x, y, r) lies inside a ``size`` frame when r <= x <= size - r (same for y).
@@ -12,6 +13,7 @@ import math
 import numpy as np
 
 from countnet.errors import CountnetError
+from countnet_gen.distractors import Distractors
 
 # Minimum gap between non-overlapping circles, edge to edge in output pixels. The renderer's
 # anti-aliased rim reaches half a pixel beyond each edge (coverage clip(r - d + 0.5, 0, 1)), so
@@ -54,30 +56,45 @@ def covered_fraction(n: int, size: int, radius: float) -> float:
     return n * math.pi * (radius + g) ** 2 / (size + GAP) ** 2
 
 
-def check_packable(n: int, size: int, radius: tuple[float, float], no_overlap: bool) -> None:
+def check_packable(
+    n: int,
+    size: int,
+    radius: tuple[float, float],
+    no_overlap: bool,
+    distractors: Distractors | None = None,
+) -> None:
     """Refuse, before anything is written, a --no-overlap request that cannot be placed:
-    beyond random placement's jamming coverage even with every circle at the smallest
+    beyond random placement's jamming coverage even with every object at its smallest
     radius, or too rarely placed in trial layouts of the actual radius distribution (so the
-    set could fail midway). Bounded work; the verdict is cached per process."""
+    set could fail midway). ``distractors`` are placed too. Bounded work; the verdict is
+    cached per process."""
     if not no_overlap:
         return
     what = f"{n} non-overlapping circles of radius {_fmt_radius(radius)}"
     fix = "lower the count or --radius, or raise --size"
     r0, r1 = radius
     cover = covered_fraction(n, size, r0)
-    bound = HEX_DENSITY if r0 == r1 else 1.0  # discs of unequal sizes can pack denser
-    jams = JAMMING_EQUAL if r0 == r1 else JAMMING_VARYING
-    if cover > bound or (n > JAMMING_MIN_COUNT and cover > jams):
+    equal, objects = r0 == r1, n
+    if distractors is not None:
+        k, (d0, d1) = distractors.counts[1], distractors.radius
+        objects += k
+        what += f" and {k} distractors of radius {_fmt_radius((d0, d1))}"
+        fix = "lower the counts, --radius or --distractor-radius, or raise --size"
+        cover += covered_fraction(k, size, d0)
+        equal = equal and (d0, d1) == (r0, r1) and not distractors.match_area
+    bound = HEX_DENSITY if equal else 1.0  # discs of unequal sizes can pack denser
+    jams = JAMMING_EQUAL if equal else JAMMING_VARYING
+    if cover > bound or (objects > JAMMING_MIN_COUNT and cover > jams):
         why = (
             f"at most {bound:.0%} is possible"
             if cover > bound
             else f"random placement jams near {jams:.0%}"
         )
         raise CountnetError(
-            f"{what} cannot be placed in a {size}x{size} image (even at radius {r0:g} they "
-            f"would cover {cover:.0%} of it, with the {GAP:g} px gaps; {why}): {fix}"
+            f"{what} cannot be placed in a {size}x{size} image (even at their smallest radius "
+            f"they would cover {cover:.0%} of it, with the {GAP:g} px gaps; {why}): {fix}"
         )
-    placed, tried = _trial_layouts(n, size, (float(r0), float(r1)))
+    placed, tried = _trial_layouts(n, size, (float(r0), float(r1)), distractors)
     if placed < TRIAL_MIN_OK:
         raise CountnetError(
             f"{what} cannot be placed reliably in a {size}x{size} image (only {placed} of "
@@ -86,14 +103,17 @@ def check_packable(n: int, size: int, radius: tuple[float, float], no_overlap: b
 
 
 @functools.lru_cache(maxsize=64)
-def _trial_layouts(n: int, size: int, radius: tuple[float, float]) -> tuple[int, int]:
+def _trial_layouts(
+    n: int, size: int, radius: tuple[float, float], distractors: Distractors | None
+) -> tuple[int, int]:
     """(layouts that fit, layouts tried): stops as soon as the verdict is known."""
     rng = np.random.default_rng(TRIAL_SEED)
     placed = tried = 0
     while tried < TRIAL_LAYOUTS and placed < TRIAL_MIN_OK:
         if tried - placed > TRIAL_LAYOUTS - TRIAL_MIN_OK:
             break  # too many failures for the rest to reach TRIAL_MIN_OK
-        placed += _place_without_overlap(rng, _draw_radii(rng, n, radius), size) is not None
+        radii = _radii_drawer(rng, n, radius, distractors)()
+        placed += _place_sorted(rng, radii, size) is not None
         tried += 1
     return placed, tried
 
@@ -115,26 +135,74 @@ def sample_circles(
     With ``no_overlap``, every pair is at least ``GAP`` pixels apart edge to edge. Placement
     is bounded: after ``MAX_RESTARTS`` failed layouts a CountnetError is raised.
     """
-    r0, r1 = radius
+    return sample_layout(rng, n, size, radius, no_overlap)[0]
+
+
+def sample_layout(
+    rng: np.random.Generator,
+    n: int,
+    size: int,
+    radius: tuple[float, float],
+    no_overlap: bool = False,
+    distractors: Distractors | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """An image's objects: circles (n, 3) as in ``sample_circles``, and distractors (k, 5):
+    x, y, r (the radius of the circle each shape is inscribed in), angle (radians) and the
+    shape's index into ``distractors.SHAPES``. All lie inside the frame; with ``no_overlap``
+    every pair of objects is at least ``GAP`` apart (as discs of their radii)."""
+    r1 = max(radius[1], distractors.radius[1] if distractors else 0.0)
     if 2 * r1 > size:
         raise CountnetError(f"radius {r1:g} does not fit in a {size}px frame")
-    radii = _draw_radii(rng, n, radius)
+    drawn = distractors.draw(rng) if distractors is not None else None
+    ids = drawn[0] if drawn is not None else np.zeros(0, np.int64)
+    draw = _radii_drawer(rng, n, radius, distractors, drawn)
+    # circles alone come sorted, largest first, already: placed as before distractors
+    place = _place_without_overlap if distractors is None else _place_sorted
+    radii = draw()
     if not no_overlap:
         lo = radii[:, None]
-        xy = lo + rng.random((n, 2)) * (size - 2 * lo)
-        return np.column_stack([xy, radii])
-    for attempt in range(MAX_RESTARTS):
-        if attempt >= RADII_KEPT:
-            # Redraw the radii too: such an image's radii are drawn from those that fit.
-            radii = _draw_radii(rng, n, radius)
-        circles = _place_without_overlap(rng, radii, size)
-        if circles is not None:
-            return circles
-    raise CountnetError(
-        f"could not place {n} non-overlapping circles of radius {_fmt_radius(radius)} in a "
-        f"{size}x{size} image after {MAX_RESTARTS} attempts: lower the count or --radius, "
-        "or raise --size"
-    )
+        xy = lo + rng.random((len(radii), 2)) * (size - 2 * lo)
+        objects = np.column_stack([xy, radii])
+    else:
+        for attempt in range(MAX_RESTARTS):
+            if attempt >= RADII_KEPT:
+                # Redraw the radii too: such an image's radii are drawn from those that fit.
+                radii = draw()
+            objects = place(rng, radii, size)
+            if objects is not None:
+                break
+        else:
+            extra = f" and {len(ids)} distractors" if len(ids) else ""
+            raise CountnetError(
+                f"could not place {n} non-overlapping circles of radius {_fmt_radius(radius)}"
+                f"{extra} in a {size}x{size} image after {MAX_RESTARTS} attempts: lower the "
+                "count or --radius, or raise --size"
+            )
+    circles, rest = objects[:n], objects[n:]
+    if distractors is None:
+        return circles, np.zeros((0, 5))
+    return circles, np.column_stack([rest, distractors.angles(rng, ids), ids.astype(float)])
+
+
+def _radii_drawer(
+    rng: np.random.Generator,
+    n: int,
+    radius: tuple[float, float],
+    distractors: Distractors | None,
+    drawn: tuple[np.ndarray, float | None] | None = None,
+):
+    """A function drawing an image's radii: its n circles' (largest first), then its
+    distractors'. ``drawn``: the image's distractor shapes and target area, kept across
+    redraws (drawn here when not given, as trial layouts need)."""
+    if distractors is None:
+        return lambda: _draw_radii(rng, n, radius)
+    ids, target = drawn if drawn is not None else distractors.draw(rng)
+
+    def draw() -> np.ndarray:
+        circles = _draw_radii(rng, n, radius)
+        return np.concatenate([circles, distractors.radii(rng, ids, target, circles)])
+
+    return draw
 
 
 def _draw_radii(rng: np.random.Generator, n: int, radius: tuple[float, float]) -> np.ndarray:
@@ -142,6 +210,18 @@ def _draw_radii(rng: np.random.Generator, n: int, radius: tuple[float, float]) -
     r0, r1 = radius
     radii = rng.uniform(r0, r1, n) if r1 > r0 else np.full(n, float(r0))
     return np.sort(radii)[::-1]
+
+
+def _place_sorted(rng: np.random.Generator, radii: np.ndarray, size: int) -> np.ndarray | None:
+    """``_place_without_overlap`` with the largest objects first, returned in ``radii``'s
+    order."""
+    order = np.argsort(-radii, kind="stable")
+    placed = _place_without_overlap(rng, radii[order], size)
+    if placed is None:
+        return None
+    out = np.empty_like(placed)
+    out[order] = placed
+    return out
 
 
 def _place_without_overlap(

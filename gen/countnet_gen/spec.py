@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from countnet.errors import CountnetError
+from countnet_gen.distractors import AREA, RING_MIN_RADIUS, Distractors, parse_shapes
 
 # matplotlib's default scatter colour on white, as in the blog's images.
 DEFAULT_FG = "#1f77b4"
@@ -22,9 +23,9 @@ _RANGE_RE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
 
 def parse_int_range(
-    text: str | int | list | tuple, what: str, *, allow_single: bool
+    text: str | int | list | tuple, what: str, *, allow_single: bool, low: int = 1
 ) -> tuple[int, int]:
-    """Parse "A-B" (inclusive) or, where allowed, "A", into (A, B) with 0 < A <= B."""
+    """Parse "A-B" (inclusive) or, where allowed, "A", into (A, B) with low <= A <= B."""
     if isinstance(text, int) and not isinstance(text, bool):
         text = str(text)
     if isinstance(text, list | tuple) and len(text) == 2:
@@ -32,11 +33,13 @@ def parse_int_range(
     m = _RANGE_RE.match(str(text))
     if not m or (m.group(2) is None and not allow_single):
         form = "A-B or A" if allow_single else "A-B, e.g. 45-50"
-        raise CountnetError(f"{what} must look like {form} (positive integers), got {text!r}")
+        kind = "positive integers" if low == 1 else "whole numbers"
+        raise CountnetError(f"{what} must look like {form} ({kind}), got {text!r}")
     lo = int(m.group(1))
     hi = int(m.group(2)) if m.group(2) is not None else lo
-    if lo <= 0:
-        raise CountnetError(f"{what} must be positive, got {text!r}")
+    if lo < low:
+        kind = "positive" if low == 1 else f"at least {low}"
+        raise CountnetError(f"{what} must be {kind}, got {text!r}")
     if lo > hi:
         raise CountnetError(f"{what} {text!r} is reversed: write {hi}-{lo}")
     return lo, hi
@@ -85,6 +88,14 @@ class DatasetSpec:
     # Counts written only to test/ (never trained or validated on): what a model makes of
     # counts it has not seen. Their images are the ones the set would have without it.
     holdout: tuple[int, ...] = ()
+    # Other shapes in every image, not counted (--distractors K or K-L an image): which
+    # shapes, their radius (of the circle each is inscribed in; default: the circles' own,
+    # or with match_area half the smallest to twice the largest), and whether an image's
+    # total foreground area is drawn independently of its count (distractors.py).
+    distractors: tuple[int, int] = (0, 0)
+    distractor_shape: tuple[str, ...] = ("square",)
+    distractor_radius: tuple[float, float] | None = None
+    match_area: bool = False
     name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -120,10 +131,55 @@ class DatasetSpec:
             )
         if self.fg == self.bg:
             raise CountnetError("--fg and --bg are the same colour: circles would be invisible")
+        self._resolve_distractors()
         # Checked here, up front, so an impossible packing never starts a job.
         from countnet_gen.sampler import check_packable
 
-        check_packable(self.counts[1], self.size, self.radius, self.no_overlap)
+        check_packable(
+            self.counts[1], self.size, self.radius, self.no_overlap, self.distractor_plan()
+        )
+
+    def _resolve_distractors(self) -> None:
+        counts = parse_int_range(self.distractors, "--distractors", allow_single=True, low=0)
+        object.__setattr__(self, "distractors", counts)
+        object.__setattr__(self, "distractor_shape", parse_shapes(self.distractor_shape))
+        if not isinstance(self.match_area, bool):
+            raise CountnetError(f"--match-area must be true or false, got {self.match_area!r}")
+        if counts[1] == 0:
+            if self.match_area or self.distractor_radius is not None:
+                option = "--match-area" if self.match_area else "--distractor-radius"
+                raise CountnetError(f"{option} needs distractors: add --distractors K or K-L")
+            return
+        if self.distractor_radius is not None:
+            radius = parse_radius(self.distractor_radius, "--distractor-radius")
+        elif self.match_area:  # sizes must vary for the areas to balance
+            radius = (max(0.5, self.radius[0] / 2), min(2 * self.radius[1], self.size / 2))
+        else:  # as big as the circles, so size tells nothing apart
+            radius = self.radius
+        if 2 * radius[1] > self.size:
+            raise CountnetError(
+                f"--distractor-radius {radius[1]:g} is too large for --size {self.size}"
+            )
+        if "ring" in self.distractor_shape and radius[0] < RING_MIN_RADIUS:
+            raise CountnetError(
+                f"rings need a --distractor-radius of at least {RING_MIN_RADIUS:g} px (a smaller "
+                f"one is a blob, or falls apart in the pixels), got {radius[0]:g}"
+            )
+        object.__setattr__(self, "distractor_radius", radius)
+        self.distractor_plan().check()
+
+    def distractor_plan(self) -> Distractors | None:
+        """The distractors' description the sampler uses (None without distractors)."""
+        if self.distractors[1] == 0:
+            return None
+        (lo, hi), (r0, r1) = self.counts, self.radius
+        return Distractors(
+            counts=self.distractors,
+            shapes=self.distractor_shape,
+            radius=self.distractor_radius,
+            match_area=self.match_area,
+            circle_area=(lo * AREA["circle"] * r0 * r0, hi * AREA["circle"] * r1 * r1),
+        )
 
     # -- derived values -------------------------------------------------
     @property
@@ -163,6 +219,16 @@ class DatasetSpec:
             parts.append(f"v{self.valid_pct:g}")
         if self.holdout:
             parts.append("holdout-" + "-".join(map(str, self.holdout)))
+        if self.distractors[1]:
+            k0, k1 = self.distractors
+            d0, d1 = self.distractor_radius
+            parts.append(
+                f"d{k0}" + (f"-{k1}" if k1 != k0 else "") + "-" + "-".join(self.distractor_shape)
+            )
+            if (d0, d1) != self.radius:
+                parts.append(f"dr{d0:g}" if d0 == d1 else f"dr{d0:g}-{d1:g}")
+            if self.match_area:
+                parts.append("matcharea")
         if self.seed:
             parts.append(f"seed{self.seed}")
         return "_".join(parts)
@@ -190,6 +256,15 @@ class DatasetSpec:
             d["holdout"] = list(self.holdout)
         else:  # absent, not empty: sets made before --holdout keep their records and keys
             d.pop("holdout")
+        if self.distractors[1]:
+            k0, k1 = self.distractors
+            d["distractors"] = f"{k0}" if k0 == k1 else f"{k0}-{k1}"
+            d["distractor_shape"] = list(self.distractor_shape)
+            d0, d1 = (_exact(r) for r in self.distractor_radius)
+            d["distractor_radius"] = d0 if d0 == d1 else f"{d0}-{d1}"
+        else:  # likewise: sets without distractors keep their records and layout keys
+            for key in ("distractors", "distractor_shape", "distractor_radius", "match_area"):
+                d.pop(key)
         return d
 
     @classmethod
@@ -241,7 +316,7 @@ def parse_holdout(value: Any, counts: tuple[int, int]) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-def parse_radius(value: Any) -> tuple[float, float]:
+def parse_radius(value: Any, what: str = "--radius") -> tuple[float, float]:
     """Parse "R" or "R1-R2" (pixels, may be fractional) into (min, max)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         lo = hi = float(value)
@@ -250,13 +325,13 @@ def parse_radius(value: Any) -> tuple[float, float]:
     else:
         m = re.match(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:-\s*(\d+(?:\.\d+)?)\s*)?$", str(value))
         if not m:
-            raise CountnetError(f"--radius must look like R or R1-R2 in pixels, got {value!r}")
+            raise CountnetError(f"{what} must look like R or R1-R2 in pixels, got {value!r}")
         lo = float(m.group(1))
         hi = float(m.group(2)) if m.group(2) is not None else lo
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0:
-        raise CountnetError(f"--radius must be positive, got {value!r}")
+        raise CountnetError(f"{what} must be positive, got {value!r}")
     if lo < 0.5:
-        raise CountnetError(f"--radius {lo:g} is below half a pixel: such circles are invisible")
+        raise CountnetError(f"{what} {lo:g} is below half a pixel: such circles are invisible")
     if lo > hi:
-        raise CountnetError(f"--radius {value!r} is reversed: write {hi:g}-{lo:g}")
+        raise CountnetError(f"{what} {value!r} is reversed: write {hi:g}-{lo:g}")
     return lo, hi

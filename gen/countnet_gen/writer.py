@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, features
@@ -26,8 +27,9 @@ from countnet.cpus import usable_cpus
 from countnet.errors import CountnetError
 from countnet.versions import package_versions
 from countnet_gen import PIXELS_VERSION
+from countnet_gen.distractors import RING_WIDTH, SHAPES
 from countnet_gen.render import RIM, coverage_u8, palette
-from countnet_gen.sampler import GAP, sample_circles
+from countnet_gen.sampler import GAP, sample_layout
 from countnet_gen.spec import DatasetSpec, color_rgb
 
 MANIFEST = "manifest.csv"
@@ -79,13 +81,22 @@ def image_rng(spec: DatasetSpec, count: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=key))
 
 
-def make_image(spec: DatasetSpec, job: ImageJob) -> tuple[np.ndarray, np.ndarray]:
-    """(circles, coverage indices) for one image: a pure function of spec and job."""
+class Rendered(NamedTuple):
+    circles: np.ndarray  # (n, 3): x, y, r
+    index: np.ndarray  # (size, size) uint8 coverage indices into the palette
+    distractors: np.ndarray  # (k, 5): x, y, r, angle, shape index (sampler.sample_layout)
+
+
+def make_image(spec: DatasetSpec, job: ImageJob) -> Rendered:
+    """One image's objects and pixels: a pure function of spec and job."""
     rng = image_rng(spec, job.count, job.index)
-    circles = sample_circles(rng, job.count, spec.size, spec.radius, spec.no_overlap)
-    # --no-overlap circles share no pixel while the gap exceeds both anti-aliased rims
+    circles, distractors = sample_layout(
+        rng, job.count, spec.size, spec.radius, spec.no_overlap, spec.distractor_plan()
+    )
+    # --no-overlap objects share no pixel while the gap exceeds both anti-aliased rims
     disjoint = spec.no_overlap and GAP >= 2 * RIM
-    return circles, coverage_u8(circles, spec.size, disjoint=disjoint)
+    index = coverage_u8(circles, spec.size, disjoint=disjoint, distractors=distractors)
+    return Rendered(circles, index, distractors)
 
 
 def encode_png(index_img: np.ndarray, pal: bytes) -> bytes:
@@ -100,6 +111,15 @@ def _circles_json(circles: np.ndarray) -> str:
     return json.dumps(np.round(circles, 3).tolist(), separators=(",", ":"))
 
 
+def _distractors_json(distractors: np.ndarray) -> str:
+    """[shape, x, y, r, angle in degrees] per distractor."""
+    rows = [
+        [SHAPES[int(s)], *np.round([x, y, r], 3).tolist(), round(float(np.degrees(a)), 2)]
+        for x, y, r, a, s in distractors
+    ]
+    return json.dumps(rows, separators=(",", ":"))
+
+
 # -- worker side ---------------------------------------------------------
 _W: dict = {}
 
@@ -111,13 +131,16 @@ def _init_worker(spec_dict: dict, root: str) -> None:
     )
 
 
-def _write_chunk(jobs: list[ImageJob]) -> list[tuple[str, str, int, str]]:
+def _write_chunk(jobs: list[ImageJob]) -> list[tuple]:
     spec, root, pal = _W["spec"], _W["root"], _W["pal"]
     rows = []
     for job in jobs:
-        circles, idx = make_image(spec, job)
-        (root / job.relpath).write_bytes(encode_png(idx, pal))
-        rows.append((job.relpath, job.split, job.count, _circles_json(circles)))
+        image = make_image(spec, job)
+        (root / job.relpath).write_bytes(encode_png(image.index, pal))
+        row = (job.relpath, job.split, job.count, _circles_json(image.circles))
+        if spec.distractors[1]:
+            row += (_distractors_json(image.distractors),)
+        rows.append(row)
     return rows
 
 
@@ -157,7 +180,7 @@ def generate(
         folders = [(sp, c) for sp in ("train", "valid") for c in spec.trained_classes]
         for split, count in folders + [("test", c) for c in spec.holdout]:
             (tmp / split / str(count)).mkdir(parents=True, exist_ok=True)
-        rows: list[tuple[str, str, int, str]] = []
+        rows: list[tuple] = []
         # Chunks small enough for a smooth progress bar, large enough to amortise IPC.
         chunk = max(1, min(256, len(jobs) // (workers * 8) or 1))
         done = 0
@@ -177,7 +200,8 @@ def generate(
                     done += len(part)
                     if progress:
                         progress(done, len(jobs))
-        _write_manifest(tmp / MANIFEST, rows)
+        fields = MANIFEST_FIELDS + (("distractors",) if spec.distractors[1] else ())
+        _write_manifest(tmp / MANIFEST, fields, rows)
         meta = {
             "spec": spec.to_dict(),
             "classes": spec.classes,
@@ -187,6 +211,15 @@ def generate(
             "image_format": "PNG, 8-bit palette (coverage index into a fg/bg blend)",
             "png": {"zlib_level": PNG_LEVEL, "zlib_strategy": "Z_RLE"},
             "coordinates": "x, y, r in pixels; pixel (i, j) covers [j, j+1) x [i, i+1)",
+            **(
+                {
+                    "distractors": "manifest column distractors: [shape, x, y, r, angle] each; "
+                    "r: radius of the circle the shape is inscribed in (a ring's outer "
+                    f"radius; rings {RING_WIDTH:.3g} of it wide); angle in degrees"
+                }
+                if spec.distractors[1]
+                else {}
+            ),
             "pixels_version": PIXELS_VERSION,
             # held-out counts (--holdout): only in test/, all their images
             **(
@@ -206,10 +239,10 @@ def generate(
     return final
 
 
-def _write_manifest(path: Path, rows: list[tuple[str, str, int, str]]) -> None:
+def _write_manifest(path: Path, fields: tuple[str, ...], rows: list[tuple]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(MANIFEST_FIELDS)
+        w.writerow(fields)
         w.writerows(rows)
 
 
@@ -232,6 +265,8 @@ def read_manifest(root: Path | str) -> list[dict]:
     for row in rows:
         row["count"] = int(row["count"])
         row["circles"] = np.asarray(json.loads(row["circles"]), dtype=np.float64).reshape(-1, 3)
+        # (shape, x, y, r, angle in degrees) tuples; none in sets made without distractors
+        row["distractors"] = [tuple(d) for d in json.loads(row.get("distractors") or "[]")]
     return rows
 
 
