@@ -25,6 +25,7 @@ from PIL import Image, features
 from countnet.atomic import absolute, check_replaceable, exclusive, staging_dir
 from countnet.cpus import usable_cpus
 from countnet.errors import CountnetError
+from countnet.malloc import retain_freed_memory
 from countnet.versions import package_versions
 from countnet_gen import PIXELS_VERSION
 from countnet_gen.distractors import RING_WIDTH, SHAPES
@@ -125,6 +126,7 @@ _W: dict = {}
 
 
 def _init_worker(spec_dict: dict, root: str) -> None:
+    retain_freed_memory()  # else each image page-faults its temporaries back in
     spec = DatasetSpec.from_dict(spec_dict)
     _W.update(
         spec=spec, root=Path(root), pal=palette(color_rgb(spec.fg), color_rgb(spec.bg)).tobytes()

@@ -1,0 +1,49 @@
+"""countnet.malloc.retain_freed_memory: freed temporaries are reused, not faulted back in
+(counted in page faults, not timed; the speed is in bench/gen_malloc.py)."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+
+import pytest
+
+# A generator worker making images, its pixels and PNG bytes (224 px, 45-50 circles of radius
+# 4-12), counting the page faults of the second hundred.
+CHILD = """
+import resource, sys
+from countnet_gen import writer
+from countnet_gen.spec import DatasetSpec
+spec = DatasetSpec(counts=(45, 50), size=224, radius=(4, 12), no_overlap=True)
+if sys.argv[1] == "1":  # a generator worker's set-up, as countnet gen runs it
+    writer._init_worker(spec.to_dict(), ".")
+pal = bytes(768)
+def images(start):
+    for i in range(start, start + 100):
+        writer.encode_png(writer.make_image(spec, writer.ImageJob(45, i, "train")).index, pal)
+images(0)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+images(100)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults(tuned: bool) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, "1" if tuned else "0"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    return int(out.stdout.split()[-1])
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt"
+)
+def test_generator_workers_reuse_freed_memory_instead_of_faulting_it_back():
+    from countnet.malloc import retain_freed_memory
+
+    default, tuned = _faults(False), _faults(True)
+    assert default > 5000, default  # glibc's defaults: the temporaries fault in each time
+    assert tuned < default / 100, (tuned, default)
+    assert retain_freed_memory() is True
