@@ -38,11 +38,14 @@ TINY = """
 datasets:
   tiny-a: {range: 1-2, per_class: 12, size: 32, radius: 3, valid_pct: 0.25}
   tiny-b: {range: 3-4, per_class: 12, size: 32, radius: 2-4, no_overlap: true, valid_pct: 0.25}
+  tiny-a-shapes: {range: 1-2, per_class: 12, size: 32, radius: 3, valid_pct: 0.25, distractors: 1-2,
+                  distractor_shape: [square, ring]}
 train: {arch: resnet18, size: 32, bs: 8, epochs: 1, lr_find_iters: 30, workers: 0, head: linear}
 select_transforms: {candidates: [none, dihedral, aug], epochs: 1, lr: 0.001}
 experiments:
   a: {data: tiny-a}
   b: {data: tiny-b, transforms: flips, head: fastai}
+  a-shapes: {data: tiny-a-shapes}
   mine: {data: data/mine, optional: true}
 sweeps:
   sw: {data: tiny-b, params: {lr: [0.01, 0.003]}, seeds: 1, lr_find_iters: 0, head: fastai}
@@ -55,7 +58,7 @@ def test_tiny_workflow_end_to_end(tmp_path):
     proc = snakemake(tmp_path, cfg, "all")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "experiment 'mine' skipped" in proc.stderr  # absent optional set: a note
-    for name in ("tiny-a", "tiny-b"):
+    for name in ("tiny-a", "tiny-b", "tiny-a-shapes"):
         assert len(list((tmp_path / "datasets" / name).rglob("*.png"))) == 24
     for log in ("gen/tiny-a", "select_transforms/a", "train/a", "train/b", "report"):
         assert (tmp_path / "logs" / f"{log}.log").is_file(), log
@@ -68,6 +71,7 @@ def test_tiny_workflow_end_to_end(tmp_path):
     answer, rest = md.split("## Summary", 1)
     assert "Can a CNN count?" in answer and "| a | tiny-a |" in answer
     rest, cost = rest.split("## Model cost", 1)
+    cost = cost.split("## Circles or pixels?", 1)[0]
     summary = [ln for ln in rest.splitlines() if ln.startswith("| a |") or ln.startswith("| b |")]
     assert [
         ln.split(" | ")[1] for ln in cost.splitlines() if ln.startswith(("| a |", "| b |"))
@@ -82,7 +86,7 @@ def test_tiny_workflow_end_to_end(tmp_path):
     assert a[5].endswith(" M") and a[6].endswith(" G") and "ms (cpu)" in a[7]  # cost.json
     assert a[8] in ("none", "dihedral")  # the selection's choice; aug is label-unsafe here
     assert b[8] == "flips"
-    assert md.count("| epoch | train_loss | valid_loss | error_rate | time |") == 2
+    assert md.count("| epoch | train_loss | valid_loss | error_rate | time |") == 3
     assert "No ImageNet weights for resnet18" in md  # said plainly
     assert "### Transform selection" in md and "label-unsafe" in md
     assert (tmp_path / "runs" / "report.html").stat().st_size > 10_000
@@ -101,6 +105,10 @@ def test_tiny_workflow_end_to_end(tmp_path):
     assert sorted(r["run"] for r in csv.DictReader(sweep_csv)) == sorted(runs)
     assert [r["lr"] for r in csv.DictReader(summary_csv)] == ["0.01", "0.003"]
     assert "## Sweep sw" in md and "| lr | runs | final error_rate |" in md
+    # Circles or pixels: the set with distractors beside the same set without, same budget
+    pixels = md.split("## Circles or pixels?", 1)[1].split("\n## ", 1)[0]
+    (row,) = [ln for ln in pixels.splitlines() if ln.startswith("| a |")]
+    assert "| a-shapes | 1-2 an image (square, ring) | no |" in row
 
     assert planned_jobs(tmp_path, cfg) == {}  # nothing to be done
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from countnet.atomic import write_text_atomic
 from countnet.errors import CountnetError
+from countnet_classify import pixels
 from countnet_classify.callbacks import read_rows
 from countnet_classify.cost import COST_JSON, DISPLAY_COLUMNS, format_row
 from countnet_classify.outputs import CONFIG, format_time, read_config
@@ -344,6 +345,9 @@ def render_markdown(
             _md_table(("run", *DISPLAY_COLUMNS), _cost_rows(views)),
             "",
         ]
+        if pixel_rows := pixels.rows(views):
+            parts += ["## Circles or pixels?", "", pixels.INTRO, ""]
+            parts += [_md_table(pixels.COLUMNS, pixel_rows), ""]
     for sv in sweeps:
         table = _md_table(*sv.table()) if sv.summary else NO_SWEEP_RUNS
         parts += [f"## Sweep {sv.name}", "", sv.text(), "", table, ""]
@@ -435,6 +439,9 @@ def render_html(views: list[RunView], sweeps: list[SweepView] | tuple = ()) -> s
             f"<p>{html.escape(COST_INTRO)}</p>",
             _h_table(("run", *DISPLAY_COLUMNS), _cost_rows(views)),
         ]
+        if pixel_rows := pixels.rows(views):
+            p += ["<h2>Circles or pixels?</h2>", f"<p>{html.escape(pixels.INTRO)}</p>"]
+            p.append(_h_table(pixels.COLUMNS, pixel_rows))
     for sv in sweeps:
         p += [
             f"<h2 id='{html.escape(sv.name)}'>Sweep {html.escape(sv.name)}</h2>",

@@ -90,7 +90,8 @@ class DatasetSpec:
     holdout: tuple[int, ...] = ()
     # Other shapes in every image, not counted (--distractors K or K-L an image): which
     # shapes, their radius (of the circle each is inscribed in; default: the circles' own,
-    # or with match_area half the smallest to twice the largest), and whether an image's
+    # or with match_area half the smallest to twice the largest, rings at least
+    # RING_MIN_RADIUS), and whether an image's
     # total foreground area is drawn independently of its count (distractors.py).
     distractors: tuple[int, int] = (0, 0)
     distractor_shape: tuple[str, ...] = ("square",)
@@ -153,7 +154,8 @@ class DatasetSpec:
         if self.distractor_radius is not None:
             radius = parse_radius(self.distractor_radius, "--distractor-radius")
         elif self.match_area:  # sizes must vary for the areas to balance
-            radius = (max(0.5, self.radius[0] / 2), min(2 * self.radius[1], self.size / 2))
+            smallest = RING_MIN_RADIUS if "ring" in self.distractor_shape else 0.5
+            radius = (max(smallest, self.radius[0] / 2), min(2 * self.radius[1], self.size / 2))
         else:  # as big as the circles, so size tells nothing apart
             radius = self.radius
         if 2 * radius[1] > self.size:
