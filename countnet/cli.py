@@ -313,13 +313,19 @@ PREDICT_EXAMPLES = """
   countnet predict runs/c4550 image1.png image2.png
 
   countnet predict runs/c4550/model.safetensors datasets/count-45-50/valid/47/*.png --out preds.csv
+
+  countnet predict runs/c4550/model.onnx image1.png  [dim]# countnet export's file[/dim]
 """
 
 
 @app.command("predict", epilog=PREDICT_EXAMPLES)
 def predict_cmd(
     run: Annotated[
-        Path, typer.Argument(help="A run folder, or its model.safetensors / model.json.")
+        Path,
+        typer.Argument(
+            help="A run folder, its model.safetensors / model.json, or an ONNX file from "
+            "countnet export."
+        ),
     ],
     images: Annotated[list[Path], typer.Argument(help="Images to classify.")],
     out: Annotated[
@@ -336,6 +342,32 @@ def predict_cmd(
     else:
         for p in preds:
             typer.echo(f"{p.path}\t{p.label}\t{p.probability:.4f}")
+
+
+EXPORT_EXAMPLES = """
+[bold]Examples[/bold]
+
+  countnet export runs/c4550                            [dim]# runs/c4550/model.onnx[/dim]
+
+  countnet export runs/c4550 --format onnx --out c4550.onnx
+"""
+
+
+@app.command("export", epilog=EXPORT_EXAMPLES)
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="A finished run folder (or its model.safetensors).")],
+    format: Annotated[str, typer.Option("--format", help="onnx.")] = "onnx",
+    out: Annotated[
+        Path | None, typer.Option(help="Output file \\[default: RUN/model.onnx].")
+    ] = None,
+) -> None:
+    """Write a run's network as an ONNX model (normalisation and softmax inside; the
+    preprocessing it expects is in its metadata), checked against the weights with
+    onnxruntime. Needs the onnx extra."""
+    from countnet_classify.export import export
+
+    path = export(run, format, out)
+    typer.echo(f"wrote {path} (checked against the weights with onnxruntime)", err=True)
 
 
 weights_app = typer.Typer(

@@ -1,10 +1,11 @@
-"""The README's `countnet train`, `predict`, `select-transforms` and `report` examples, run in
-order as a reader would, each line as written (gen, cost and sweep examples are run by
-their own tests). What a test cannot give them is swapped for the smallest equivalent:
-tiny 32-px sets at the paths the lines name, ImageNet-shaped random weights imported into
-a private torch hub cache, and, appended to training lines, options that make them take
-seconds (`--size 32 --epochs 1 ...`; a later option wins). A line followed by the same
-line with --resume is interrupted as the README says: SIGKILL in its second epoch."""
+"""The README's `countnet train`, `predict`, `export`, `select-transforms` and `report`
+examples, run in order as a reader would, each line as written (gen, cost and sweep
+examples are run by their own tests). What a test cannot give them is swapped for the
+smallest equivalent: tiny 32-px sets at the paths the lines name, ImageNet-shaped random
+weights imported into a private torch hub cache, and, appended to training lines, options
+that make them take seconds (`--size 32 --epochs 1 ...`; a later option wins). A line
+followed by the same line with --resume is interrupted as the README says: SIGKILL in its
+second epoch."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tests.conftest import COUNTNET, save_resnet_weights
 from tests.test_resume import kill_9_after_checkpoint
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-VERBS = ("train", "predict", "select-transforms", "report")
+VERBS = ("train", "predict", "export", "select-transforms", "report")
 FAST = ["--size", "32", "--bs", "8", "--lr-find-iters", "0", "--quiet"]
 
 
@@ -84,4 +85,5 @@ def test_readme_examples_run_as_written(cli, tiny, tmp_path, monkeypatch):
     assert c15["status"] == "complete" and len(c15["resolved"]["phases"]) == 2  # fine-tuned
     assert (runs / "select-transforms" / "c4550.json").is_file()
     assert Path("preds.csv").read_text().count(".png") == len(valid)
+    assert (runs / "c4550" / "model.onnx").is_file()
     assert (runs / "report.html").is_file() and "## c15" in (runs / "report.md").read_text()

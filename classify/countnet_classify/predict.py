@@ -1,9 +1,9 @@
 """`countnet predict`: classify images with a finished run's weights.
 
-Reads only model.json and model.safetensors (or a weights-only torch file): nothing is
-unpickled. Preprocessing is fastai's own validation pipeline for the run (RGB decode,
-squish resize, scale to [0, 1], the run's normalisation), so predictions match the
-learner's."""
+Reads only model.json and model.safetensors (or a weights-only torch file), or an ONNX file
+from `countnet export` (protobuf): nothing is unpickled. Preprocessing is fastai's own
+validation pipeline for the run (RGB decode, squish resize, scale to [0, 1], the run's
+normalisation), so predictions match the learner's."""
 
 from __future__ import annotations
 
@@ -86,12 +86,30 @@ def _pipeline(meta: dict):
 def predict(
     run_or_weights: Path | str, images: list[Path | str], *, bs: int = 64
 ) -> list[Prediction]:
-    """Class and probability for each image, in order."""
+    """Class and probability for each image, in order. ``run_or_weights`` may also be an
+    ONNX file written by `countnet export`, run with onnxruntime."""
     from fastai.torch_core import TensorImage
 
     from countnet_classify.screen import _check_image
 
-    model, meta = load_predictor(run_or_weights)
+    if Path(run_or_weights).suffix == ".onnx":
+        from countnet_classify.export import session
+
+        sess, meta = session(run_or_weights)
+
+        def probabilities(x: torch.Tensor) -> torch.Tensor:
+            (p,) = sess.run(["probabilities"], {"image": x.numpy()})
+            return torch.from_numpy(p)
+
+        # the graph normalises: only fastai's item transforms and the [0, 1] scaling here
+        items, batch = _pipeline({**meta, "normalize": None})
+    else:
+        model, meta = load_predictor(run_or_weights)
+
+        def probabilities(x: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(model(x).float(), dim=1)
+
+        items, batch = _pipeline(meta)
     for img in images:
         p = Path(img)
         if not p.is_file():
@@ -99,13 +117,12 @@ def predict(
         why = _check_image(p)
         if why:
             raise CountnetError(f"image {p}: {why}")
-    items, batch = _pipeline(meta)
     out: list[Prediction] = []
     with torch.inference_mode():
         for i in range(0, len(images), bs):
             chunk = images[i : i + bs]
             x = batch(TensorImage(torch.stack([items(Path(p)) for p in chunk])))
-            probs = torch.softmax(model(x).float(), dim=1)
+            probs = probabilities(x)
             for p, row in zip(chunk, probs, strict=True):
                 k = int(row.argmax())
                 out.append(

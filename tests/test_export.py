@@ -1,0 +1,89 @@
+"""`countnet export --format onnx` and `countnet predict FILE.onnx`: the same classes, and
+probabilities within 1e-4, as the PyTorch weights, for every --arch."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from countnet_classify.config import ARCHS
+from countnet_classify.model import build_model
+from countnet_classify.outputs import export_weights
+from tests.conftest import assert_one_line_error
+
+IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def fake_run(folder: Path, arch: str, size: int, normalize: dict | None) -> Path:
+    """A run folder as training leaves it (model.json + model.safetensors), random weights
+    with the last layer scaled up, so the classes' probabilities are far apart."""
+    torch.manual_seed(0)
+    head = "linear" if arch == "resnet18" else "fastai"
+    model = build_model(arch, 3, head, 0.5 if head == "fastai" else 0.0).eval()
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.mul_(30)
+    meta = {"arch": arch, "head": head, "head_dropout": 0.5 if head == "fastai" else 0.0,
+            "classes": ["1", "2", "3"], "size": size, "resize": "squish",
+            "normalize": normalize, "n_in": 3}  # fmt: skip
+    folder.mkdir(parents=True)
+    export_weights(folder, model, meta)
+    return folder
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_arch_exports_and_predicts_as_its_weights(arch, tiny, tmp_path):
+    from countnet_classify.export import export
+    from countnet_classify.predict import predict
+
+    size = 64 if arch == "alexnet" else 32  # AlexNet needs >= 63 px
+    norm = IMAGENET if arch in ("resnet34", "alexnet") else None  # as pretrained runs have
+    run = fake_run(tmp_path / arch, arch, size, norm)
+    onnx_file = export(run)
+    assert onnx_file == run / "model.onnx"
+    images = sorted(tiny.rglob("*.png"))[::3]
+    want, got = predict(run, images), predict(onnx_file, images)
+    assert [p.path for p in got] == [p.path for p in want]
+    for w, g in zip(want, got, strict=True):
+        assert max(abs(g.probs[c] - w.probs[c]) for c in w.probs) < 1e-4
+        assert g.label == w.label
+    assert len({p.label for p in want}) > 1 or max(p.probability for p in want) > 0.5
+
+
+def test_export_cli_writes_checked_onnx_with_its_preprocessing(cli, tiny, tmp_path):
+    import onnx
+
+    run = fake_run(tmp_path / "run", "resnet18", 32, IMAGENET)
+    r = cli("export", run, "--format", "onnx", "--out", tmp_path / "net.onnx")
+    assert r.returncode == 0 and "checked against the weights" in r.stderr
+    proto = onnx.load(str(tmp_path / "net.onnx"))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert '"size": 32' in meta["countnet"] and '"resize": "squish"' in meta["countnet"]
+    assert "[0, 1]" in meta["preprocessing"] and "normalisation is inside" in meta["preprocessing"]
+    assert [i.name for i in proto.graph.input] == ["image"]
+    assert [o.name for o in proto.graph.output] == ["probabilities", "logits"]
+    images = sorted((tiny / "valid").rglob("*.png"))[:2]
+    a, b = cli("predict", tmp_path / "net.onnx", *images), cli("predict", run, *images)
+    assert a.returncode == 0 and a.stdout.count(".png") == 2
+    assert [ln.split("\t")[1] for ln in a.stdout.splitlines()] == [
+        ln.split("\t")[1] for ln in b.stdout.splitlines()
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.onnx", "run"]  # no temp left
+
+
+def test_export_and_onnx_predict_bad_input(cli, tiny, tmp_path, monkeypatch):
+    run = fake_run(tmp_path / "run", "lenet", 32, None)
+    assert_one_line_error(cli("export", tmp_path / "nope"), "does not exist")
+    assert_one_line_error(cli("export", run, "--format", "tflite"), "--format must be one of onnx")
+    assert_one_line_error(cli("export", run, "--out", tmp_path / "x.txt"), "must end in .onnx")
+    image = next(tiny.rglob("*.png"))
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a protobuf")
+    assert_one_line_error(cli("predict", junk, image), "not a readable ONNX model")
+    assert_one_line_error(cli("predict", tmp_path / "absent.onnx", image), "does not exist")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # the extra not installed
+    assert_one_line_error(cli("export", run), "uv sync --extra onnx")
+    assert not (run / "model.onnx").exists()
