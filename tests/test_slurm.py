@@ -185,14 +185,15 @@ def _alive(pid: int) -> bool:
 def test_workflow_runs_through_the_slurm_profile(slurm, tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)
-    # The shipped profile as is, sized down to this 2-core node, and squeue for job status:
+    # The shipped profile as is, sized down to this 2-core node (one thread a training job,
+    # so two run side by side), and squeue for job status:
     # this cluster, like many small ones, keeps no accounting database for sacct.
     cmd = [
         sys.executable, "-m", "snakemake", "all",
         "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile", str(cfg),
         "--workflow-profile", str(REPO / "profiles" / "slurm"),
         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
-        "--set-threads", "gen=2", "select_transforms=2", "train=2", "sweep_run=2",
+        "--set-threads", "gen=2", "select_transforms=2", "train=1", "sweep_run=1",
         "--set-resources", "gen:mem_mb=1000", "train:mem_mb=3000", "select_transforms:mem_mb=3000",
         "sweep_run:mem_mb=3000",
         "--default-resources", "mem_mb=1000", "runtime=30",
