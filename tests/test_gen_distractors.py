@@ -163,7 +163,9 @@ def test_matched_target_areas_do_not_depend_on_the_count():
             ids, target = plan.draw(np.random.default_rng(seed))
             lo, hi = plan.window(ids)
             assert lo <= target <= hi
-            circles, extra = sample_layout(rng, count, 64, spec.radius, True, plan)
+            # overlap allowed: one draw an image (--no-overlap may redraw a draw that
+            # does not fit, see sampler.MATCHED_MIN_OK)
+            circles, extra = sample_layout(rng, count, 64, spec.radius, False, plan)
             area = math.pi * (circles[:, 2] ** 2).sum()
             area += sum(AREA[SHAPES[int(s)]] * rr * rr for rr, s in extra[:, [2, 4]])
             assert area == pytest.approx(target, rel=1e-9)
@@ -194,6 +196,7 @@ def test_spec_records_distractors_and_sets_without_them_are_unchanged():
     [
         ({"match_area": True}, "--match-area needs distractors"),
         ({"distractor_radius": "3"}, "--distractor-radius needs distractors"),
+        ({"distractor_shape": "ring"}, "--distractor-shape needs distractors"),
         ({"distractors": "2", "distractor_shape": "star"}, "--distractor-shape must be"),
         ({"distractors": "x"}, "--distractors must look like"),
         ({"distractors": "4-2"}, "reversed"),
@@ -209,8 +212,52 @@ def test_spec_records_distractors_and_sets_without_them_are_unchanged():
             {"range": "20-20", "radius": 3, "no_overlap": True, "distractors": "40"},
             "random placement jams",
         ),
+        (  # fits at first sight, but most drawn areas of one circle cannot be placed
+            {
+                "range": "1-4",
+                "size": 28,
+                "radius": 3,
+                "no_overlap": True,
+                "distractors": "2-3",
+                "distractor_radius": "1-9",
+                "match_area": True,
+            },
+            "images of 1 circle and their distractors cannot be placed reliably",
+        ),
     ],
 )
 def test_bad_distractor_options_are_refused(options, fragment):
     with pytest.raises(CountnetError, match=fragment):
         DatasetSpec.from_dict({"range": "1-5", "size": 64, "radius": 4, **options})
+
+
+# sha256 of the circles, distractors and coverage indices of the images below: sets with
+# distractors keep their pixels too. A change that moves an object or a pixel must bump
+# PIXELS_VERSION (so the workflow regenerates its datasets) and this digest with it.
+DISTRACTOR_DIGEST = "c89e02a03732f0093c24bf52afa48b7fabfa6916395eeb2639b2e4352e94d2de"
+
+
+def test_distractor_pixels_are_those_of_this_pixels_version():
+    import hashlib
+
+    from countnet_gen import PIXELS_VERSION
+    from countnet_gen.writer import ImageJob, make_image
+
+    h = hashlib.sha256()
+    for options in (
+        {"range": "1-5", "size": 64, "radius": 4, "no_overlap": True, "distractors": "3-5",
+         "distractor_shape": list(SHAPES), "match_area": True},
+        {"range": "45-50", "size": 64, "radius": 2, "no_overlap": True, "distractors": "4-6",
+         "match_area": True},
+        {"range": "2-4", "size": 40, "radius": "2-5", "distractors": "0-3",
+         "distractor_shape": "triangle,ring"},
+    ):  # fmt: skip
+        spec = DatasetSpec.from_dict({"per_class": 4, "seed": 7, **options})
+        for i in range(6):
+            image = make_image(spec, ImageJob(spec.classes[i % len(spec.classes)], i, "train"))
+            h.update(np.round(image.circles, 9).tobytes())
+            h.update(np.round(image.distractors, 9).tobytes())
+            h.update(image.index.tobytes())
+    assert PIXELS_VERSION == 4 and h.hexdigest() == DISTRACTOR_DIGEST, (
+        f"pixels changed (digest {h.hexdigest()}): bump PIXELS_VERSION and this digest"
+    )

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from countnet.malloc import retain_freed_memory
 from countnet.progress import progress_bar
 from countnet_gen.spec import DEFAULT_BG, DEFAULT_FG, DatasetSpec, parse_int_range
 from countnet_gen.writer import generate
@@ -73,9 +74,12 @@ def gen(
         ),
     ] = "0",
     distractor_shape: Annotated[
-        list[str],
-        typer.Option(help="square, triangle or ring (comma-separated or repeated: a mix)."),
-    ] = ["square"],  # noqa: B006  (typer reads the default; it is never mutated)
+        list[str] | None,
+        typer.Option(
+            help="square, triangle or ring (comma-separated or repeated: a mix) "
+            "\\[default: square]."
+        ),
+    ] = None,
     distractor_radius: Annotated[
         str | None,
         typer.Option(
@@ -126,10 +130,11 @@ def gen(
         bg=bg,
         holdout=",".join(holdout),
         distractors=distractors,
-        distractor_shape=",".join(distractor_shape),
+        distractor_shape=",".join(distractor_shape) if distractor_shape else None,
         distractor_radius=distractor_radius,
         match_area=match_area,
     )
+    retain_freed_memory()  # this process is ours: with --workers 1 it renders too
     t0 = time.perf_counter()
     with progress_bar("generating", enabled=not quiet) as update:
         path = generate(spec, out, workers=workers, force=force, progress=update)

@@ -47,6 +47,12 @@ RADII_KEPT = 20
 TRIAL_LAYOUTS = 64
 TRIAL_MIN_OK = 16
 TRIAL_SEED = 20261125
+# With --match-area an image's distractor draw (shapes, target area) is kept with its radii
+# for the first RADII_KEPT layouts too, and redrawn with them after that, so a set never
+# fails midway; a draw that must be redrawn is one the area distribution loses, so trial
+# images at the lowest and the highest count must almost all place within RADII_KEPT
+# layouts of their first draw (MATCHED_MIN_OK of TRIAL_LAYOUTS).
+MATCHED_MIN_OK = 62
 
 
 def covered_fraction(n: int, size: int, radius: float) -> float:
@@ -62,12 +68,14 @@ def check_packable(
     radius: tuple[float, float],
     no_overlap: bool,
     distractors: Distractors | None = None,
+    n_low: int | None = None,
 ) -> None:
     """Refuse, before anything is written, a --no-overlap request that cannot be placed:
     beyond random placement's jamming coverage even with every object at its smallest
     radius, or too rarely placed in trial layouts of the actual radius distribution (so the
-    set could fail midway). ``distractors`` are placed too. Bounded work; the verdict is
-    cached per process."""
+    set could fail midway). ``distractors`` are placed too; with matched areas, trial
+    images at ``n_low`` circles (the set's lowest count) as well. Bounded work; the
+    verdict is cached per process."""
     if not no_overlap:
         return
     what = f"{n} non-overlapping circles of radius {_fmt_radius(radius)}"
@@ -94,26 +102,46 @@ def check_packable(
             f"{what} cannot be placed in a {size}x{size} image (even at their smallest radius "
             f"they would cover {cover:.0%} of it, with the {GAP:g} px gaps; {why}): {fix}"
         )
-    placed, tried = _trial_layouts(n, size, (float(r0), float(r1)), distractors)
+    radius = (float(r0), float(r1))
+    placed, tried = _trial_layouts(n, size, radius, distractors, 1, TRIAL_MIN_OK)
     if placed < TRIAL_MIN_OK:
         raise CountnetError(
             f"{what} cannot be placed reliably in a {size}x{size} image (only {placed} of "
             f"{tried} trial layouts fit; at least {TRIAL_MIN_OK} of {TRIAL_LAYOUTS} must): {fix}"
         )
+    if distractors is None or not distractors.match_area:
+        return
+    for count in sorted({n_low or n, n}):
+        placed, tried = _trial_layouts(count, size, radius, distractors, RADII_KEPT, MATCHED_MIN_OK)
+        if placed < MATCHED_MIN_OK:
+            raise CountnetError(
+                f"--match-area: images of {count} circle{'s' * (count != 1)} and their "
+                "distractors cannot be "
+                f"placed reliably in a {size}x{size} image without overlap (only {placed} of "
+                f"{tried} trial images fit their drawn areas; at least {MATCHED_MIN_OK} of "
+                f"{TRIAL_LAYOUTS} must): {fix}"
+            )
 
 
 @functools.lru_cache(maxsize=64)
 def _trial_layouts(
-    n: int, size: int, radius: tuple[float, float], distractors: Distractors | None
+    n: int,
+    size: int,
+    radius: tuple[float, float],
+    distractors: Distractors | None,
+    attempts: int,
+    need: int,
 ) -> tuple[int, int]:
-    """(layouts that fit, layouts tried): stops as soon as the verdict is known."""
+    """(trial images placed, images tried): each image one draw of its radii (and
+    distractor draw) and up to ``attempts`` layouts of it; stops as soon as it is known
+    whether ``need`` of TRIAL_LAYOUTS place."""
     rng = np.random.default_rng(TRIAL_SEED)
     placed = tried = 0
-    while tried < TRIAL_LAYOUTS and placed < TRIAL_MIN_OK:
-        if tried - placed > TRIAL_LAYOUTS - TRIAL_MIN_OK:
-            break  # too many failures for the rest to reach TRIAL_MIN_OK
+    while tried < TRIAL_LAYOUTS and placed < need:
+        if tried - placed > TRIAL_LAYOUTS - need:
+            break  # too many failures for the rest to reach ``need``
         radii = _radii_drawer(rng, n, radius, distractors)()
-        placed += _place_sorted(rng, radii, size) is not None
+        placed += any(_place_sorted(rng, radii, size) is not None for _ in range(attempts))
         tried += 1
     return placed, tried
 
@@ -166,17 +194,23 @@ def sample_layout(
     else:
         for attempt in range(MAX_RESTARTS):
             if attempt >= RADII_KEPT:
-                # Redraw the radii too: such an image's radii are drawn from those that fit.
+                # Redraw the radii too: such an image's radii are drawn from those that fit
+                # (and its distractor draw: shapes, target area; see MATCHED_MIN_OK).
+                if distractors is not None:
+                    drawn = distractors.draw(rng)
+                    ids = drawn[0]
+                    draw = _radii_drawer(rng, n, radius, distractors, drawn)
                 radii = draw()
             objects = place(rng, radii, size)
             if objects is not None:
                 break
         else:
             extra = f" and {len(ids)} distractors" if len(ids) else ""
+            what = "--radius or --distractor-radius" if len(ids) else "--radius"
             raise CountnetError(
                 f"could not place {n} non-overlapping circles of radius {_fmt_radius(radius)}"
                 f"{extra} in a {size}x{size} image after {MAX_RESTARTS} attempts: lower the "
-                "count or --radius, or raise --size"
+                f"counts or {what}, or raise --size"
             )
     circles, rest = objects[:n], objects[n:]
     if distractors is None:

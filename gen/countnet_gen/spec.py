@@ -94,7 +94,7 @@ class DatasetSpec:
     # RING_MIN_RADIUS), and whether an image's
     # total foreground area is drawn independently of its count (distractors.py).
     distractors: tuple[int, int] = (0, 0)
-    distractor_shape: tuple[str, ...] = ("square",)
+    distractor_shape: tuple[str, ...] | None = None  # None: squares
     distractor_radius: tuple[float, float] | None = None
     match_area: bool = False
     name: str | None = field(default=None, compare=False)
@@ -137,20 +137,28 @@ class DatasetSpec:
         from countnet_gen.sampler import check_packable
 
         check_packable(
-            self.counts[1], self.size, self.radius, self.no_overlap, self.distractor_plan()
+            self.counts[1],
+            self.size,
+            self.radius,
+            self.no_overlap,
+            self.distractor_plan(),
+            n_low=self.counts[0],
         )
 
     def _resolve_distractors(self) -> None:
         counts = parse_int_range(self.distractors, "--distractors", allow_single=True, low=0)
         object.__setattr__(self, "distractors", counts)
-        object.__setattr__(self, "distractor_shape", parse_shapes(self.distractor_shape))
         if not isinstance(self.match_area, bool):
             raise CountnetError(f"--match-area must be true or false, got {self.match_area!r}")
         if counts[1] == 0:
-            if self.match_area or self.distractor_radius is not None:
-                option = "--match-area" if self.match_area else "--distractor-radius"
+            given = {"--match-area": self.match_area, "--distractor-radius": self.distractor_radius,
+                     "--distractor-shape": self.distractor_shape}  # fmt: skip
+            option = next((k for k, v in given.items() if v not in (None, False)), None)
+            if option:
                 raise CountnetError(f"{option} needs distractors: add --distractors K or K-L")
             return
+        shapes = "square" if self.distractor_shape is None else self.distractor_shape
+        object.__setattr__(self, "distractor_shape", parse_shapes(shapes))
         if self.distractor_radius is not None:
             radius = parse_radius(self.distractor_radius, "--distractor-radius")
         elif self.match_area:  # sizes must vary for the areas to balance
