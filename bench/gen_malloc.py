@@ -4,9 +4,9 @@ settings are per process. Rounds alternate which goes first; medians and their r
 
     uv run python bench/gen_malloc.py [--images 400] [--repeats 5]
 
-Per image, as ``countnet gen`` does in a worker (writer._write_chunk): placement, coverage
-indices, PNG encoding, the file write, the manifest row; 224 px, 45-50 circles,
---no-overlap, fixed radius 6 and radii 4-12.
+Per image, as ``countnet gen`` does in a pool worker (writer._init_pool_worker, then
+_write_chunk): placement, coverage indices, PNG encoding, the file write, the manifest row;
+224 px, 45-50 circles, --no-overlap, fixed radius 6 and radii 4-12.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ spec = DatasetSpec.from_dict(
 with tempfile.TemporaryDirectory() as tmp:
     for c in spec.classes:
         (Path(tmp) / "train" / str(c)).mkdir(parents=True)
-    writer._init_worker(spec.to_dict(), tmp)
+    writer._init_pool_worker(spec.to_dict(), tmp)  # as generate()'s pool starts a worker
     jobs = [writer.ImageJob(c, i, "train") for i in range(n) for c in spec.classes][:n]
     writer._write_chunk(jobs[:20])  # warm-up
     t0 = time.perf_counter()

@@ -36,7 +36,7 @@ from countnet_gen.writer import (
     PNG_LEVEL,
     PNG_STRATEGY,
     ImageJob,
-    _init_worker,
+    _init_pool_worker,
     _write_chunk,
     generate,
 )
@@ -87,10 +87,11 @@ def bench_pillow(n: int, out: Path) -> float:
 
 
 def bench_countnet_core(spec: DatasetSpec, n: int, out: Path) -> float:
-    """One process, no pool: the per-core figure."""
+    """One process, no pool, set up as a pool worker is (its malloc tuned, which from the
+    first round on the baselines in this process get too): the per-core figure."""
     for c in spec.classes:
         (out / "train" / str(c)).mkdir(parents=True, exist_ok=True)
-    _init_worker(spec.to_dict(), str(out))
+    _init_pool_worker(spec.to_dict(), str(out))
     jobs = [ImageJob(spec.classes[i % len(spec.classes)], i, "train") for i in range(n)]
     t0 = time.perf_counter()
     _write_chunk(jobs)

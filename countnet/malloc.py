@@ -17,9 +17,15 @@ def retain_freed_memory(trim_mb: int = 64, mmap_mb: int = 16) -> bool:
 
     Why: the generator allocates and frees about a megabyte of NumPy temporaries an image.
     With glibc's defaults the heap top is trimmed, or large blocks unmapped, as soon as
-    they are freed, so each image page-faulted its temporaries back in: 30-45% of an
-    image's time at 224 px (bench/gen_malloc.py). Process-wide and bounded: at most
-    ``trim_mb`` of freed memory stays with the process.
+    they are freed, so each image page-faulted its temporaries back in: 30-45% of the
+    time of placing and drawing an image at 224 px, 15% of a worker's whole image with its
+    PNG write (bench/gen_malloc.py).
+
+    Process-wide, and it fixes glibc's otherwise adaptive mmap threshold, so freed blocks
+    below ``mmap_mb`` stay in the heap (up to ``trim_mb`` at its top, per arena, and
+    whatever fragmentation pins): call it only in a process of one's own — generate()'s
+    pool workers and the `countnet gen` command do, library callers of generate() are left
+    alone.
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False

@@ -17,6 +17,8 @@ from countnet_gen import writer
 from countnet_gen.spec import DatasetSpec
 spec = DatasetSpec(counts=(45, 50), size=224, radius=(4, 12), no_overlap=True)
 if sys.argv[1] == "1":  # a generator worker's set-up, as countnet gen runs it
+    writer._init_pool_worker(spec.to_dict(), ".")
+else:  # a library caller's process, e.g. generate(..., workers=1): left alone
     writer._init_worker(spec.to_dict(), ".")
 pal = bytes(768)
 def images(start):

@@ -126,11 +126,16 @@ _W: dict = {}
 
 
 def _init_worker(spec_dict: dict, root: str) -> None:
-    retain_freed_memory()  # else each image page-faults its temporaries back in
     spec = DatasetSpec.from_dict(spec_dict)
     _W.update(
         spec=spec, root=Path(root), pal=palette(color_rgb(spec.fg), color_rgb(spec.bg)).tobytes()
     )
+
+
+def _init_pool_worker(spec_dict: dict, root: str) -> None:
+    """A worker process of generate()'s pool: its own process, so its malloc may be tuned."""
+    retain_freed_memory()  # else each image page-faults its temporaries back in
+    _init_worker(spec_dict, root)
 
 
 def _write_chunk(jobs: list[ImageJob]) -> list[tuple]:
@@ -196,7 +201,7 @@ def generate(
         else:
             # fork would copy a possibly large parent (e.g. a Snakemake or torch process).
             ctx = mp.get_context("spawn")
-            with ctx.Pool(workers, _init_worker, (spec.to_dict(), str(tmp))) as pool:
+            with ctx.Pool(workers, _init_pool_worker, (spec.to_dict(), str(tmp))) as pool:
                 for part in pool.imap(_write_chunk, _chunks(jobs, chunk)):
                     rows.extend(part)
                     done += len(part)
