@@ -15,11 +15,16 @@ SHAPES = {"distractors": "3-5", "distractor_shape": ["square", "ring"],
           "distractor_radius": "2-6", "match_area": True}  # fmt: skip
 
 
-def view(name: str, params: dict | None, error: float, **run) -> RunView:
+def view(name: str, params: dict | None, error: float, transforms="dihedral", **run) -> RunView:
     options = {"arch": "resnet18", "pretrained": False, "size": 48, "epochs": 4, "lr": 0.01}
     config = {
         "run": {**options, **run},
-        "resolved": {"name": name, "batch_size": 64},
+        "resolved": {
+            "name": name,
+            "batch_size": 64,
+            "transforms": transforms,
+            "precision": "bf16",
+        },  # fmt: skip
         "summary": {"final_error_rate": error},
         "data": {
             "root": f"datasets/{name}",
@@ -36,15 +41,19 @@ def test_runs_pair_on_the_same_set_and_budget_only():
     plain = view("plain", PLAIN, 0.0)
     shapes = view("shapes", {**PLAIN, **SHAPES, "name": "other-name"}, 0.36)
     longer = view("longer", {**PLAIN, **SHAPES}, 0.17, epochs=12)  # another budget
+    decayed = view("decayed", {**PLAIN, **SHAPES}, 0.3, wd=0.1)  # another recipe
     bigger = view("bigger", {**PLAIN, "size": 64, **SHAPES}, 0.2)  # another set
     folder = view("folder", None, 0.1)  # not a countnet set
-    pairs = pixels.pairs([plain, shapes, longer, bigger, folder])
-    assert [(p.name, d.name) for p, d in pairs] == [("plain", "shapes")]
-    (row,) = pixels.rows([plain, shapes, longer, bigger, folder])
+    flipped = view("flipped", {**PLAIN, **SHAPES}, 0.4, transforms="none")
+    views = [plain, shapes, longer, decayed, bigger, folder, flipped]
+    pairs = pixels.pairs(views)
+    assert [(p.name, d.name) for p, d in pairs] == [("plain", "shapes"), ("plain", "flipped")]
+    row, other = pixels.rows(views)
     assert row[:7] == ["plain", "0.0000", "shapes", "3-5 an image (square, ring)", "yes",
                        "0.3600", "0.8000"]  # fmt: skip
-    assert row[7].startswith("circles, not pixels (far below chance")
-    assert pixels.rows([plain, longer, folder]) == []  # nothing to compare: no section
+    assert row[7].startswith("circles, not pixels (far below chance") and row[8] == "none"
+    assert other[8] == "transforms: dihedral vs none"  # said, not hidden
+    assert pixels.rows([plain, longer, decayed, folder]) == []  # nothing to compare
 
 
 @pytest.mark.parametrize(

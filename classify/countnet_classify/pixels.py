@@ -14,11 +14,15 @@ if TYPE_CHECKING:
     from countnet_classify.report import RunView
 
 DISTRACTOR_KEYS = ("distractors", "distractor_shape", "distractor_radius", "match_area")
-# What makes two runs the same experiment but for the data: model size and training budget.
+# What makes two runs the same experiment but for the data: the model, its size, and the
+# training budget and recipe (resolved batch size too). Augmentation and precision may
+# differ (a transform selection may choose differently per set): the table says so.
 BUDGET_KEYS = (
-    "arch", "pretrained", "size", "epochs", "freeze_epochs", "lr", "lr_policy", "opt",
+    "arch", "pretrained", "weights", "size", "valid_pct", "epochs", "freeze_epochs", "lr",
+    "lr_policy", "lr_gamma", "lr_power", "lr_step", "lr_find_iters", "opt", "momentum", "wd",
     "head", "head_dropout", "precise_bn",
 )  # fmt: skip
+NOTED = ("transforms", "precision")  # resolved values, shown where the two runs differ
 COLUMNS = (
     "plain run",
     "plain error_rate",
@@ -28,10 +32,12 @@ COLUMNS = (
     "distractor error_rate",
     "chance",
     "counts",
+    "differences",
 )
 INTRO = (
     "Each run on a set with distractors (other shapes, not counted) beside "
-    "a run on the same set without them, with the same model and budget. Where the areas are "
+    "a run on the same set without them, with the same model, budget and training recipe "
+    "(augmentation or precision, where they differ, are listed). Where the areas are "
     "matched, an image's foreground area has the same distribution for every count: an "
     "error well below chance there cannot come from counting foreground pixels."
 )
@@ -116,6 +122,15 @@ def rows(views: list[RunView]) -> list[list[str]]:
                     d.config["data"]["n_valid"],
                     matched,
                 ),
+                _differences(p, d),
             ]
         )
     return out
+
+
+def _differences(plain: RunView, other: RunView) -> str:
+    """What the two runs did differently besides the data: "none", or e.g.
+    "transforms: dihedral vs none"."""
+    a, b = plain.config["resolved"], other.config["resolved"]
+    diffs = [f"{k}: {a.get(k)} vs {b.get(k)}" for k in NOTED if a.get(k) != b.get(k)]
+    return "; ".join(diffs) or "none"
