@@ -26,12 +26,18 @@ FAST = ["--size", "32", "--bs", "8", "--lr-find-iters", "0", "--quiet"]
 
 
 def _examples() -> list[list[str]]:
-    lines = README.read_text().splitlines()
-    return [
-        shlex.split(ln, comments=True)
-        for ln in lines
-        if ln.startswith(tuple(f"countnet {v} " for v in VERBS))
-    ]
+    """README's lines, then `countnet export --help`'s that README lacks."""
+    from countnet.cli import EXPORT_EXAMPLES
+
+    readme = README.read_text().splitlines()
+    helps = [ln.strip().split("[dim]")[0] for ln in EXPORT_EXAMPLES.splitlines()]
+    found: list[list[str]] = []
+    for ln in readme + helps:
+        if ln.startswith(tuple(f"countnet {v} " for v in VERBS)):
+            args = shlex.split(ln, comments=True)
+            if args not in found or ln in readme:
+                found.append(args)
+    return found
 
 
 def test_readme_examples_run_as_written(cli, tiny, tmp_path, monkeypatch):
@@ -85,5 +91,5 @@ def test_readme_examples_run_as_written(cli, tiny, tmp_path, monkeypatch):
     assert c15["status"] == "complete" and len(c15["resolved"]["phases"]) == 2  # fine-tuned
     assert (runs / "select-transforms" / "c4550.json").is_file()
     assert Path("preds.csv").read_text().count(".png") == len(valid)
-    assert (runs / "c4550" / "model.onnx").is_file()
+    assert (runs / "c4550" / "model.onnx").is_file() and Path("c4550.onnx").is_file()
     assert (runs / "report.html").is_file() and "## c15" in (runs / "report.md").read_text()
