@@ -10,9 +10,10 @@ to end including the PNG write, on the same number of images. The baselines get 
 PNG settings: the Pillow drawer writes an 8-bit palette PNG (fg/bg blend, like countnet's)
 with countnet's zlib level and strategy; matplotlib writes its own RGBA PNG (that is how
 the blog made its images). Methods run interleaved, ``--repeats`` rounds, and each figure
-is the median. Scaling runs ``countnet_gen.writer.generate`` with 1 worker (always
-measured: the base of the efficiency) and each ``--workers`` value, also interleaved with
-medians.
+is the median. Every method runs with countnet's malloc setting (countnet/malloc.py), as a
+``countnet gen`` worker does: set once, for the whole process. Scaling runs
+``countnet_gen.writer.generate`` with 1 worker (always measured: the base of the
+efficiency) and each ``--workers`` value, also interleaved with medians.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 import PIL
 
 from countnet.cpus import usable_cpus
+from countnet.malloc import retain_freed_memory
 from countnet_gen.render import palette
 from countnet_gen.spec import DatasetSpec, color_rgb
 from countnet_gen.writer import (
@@ -87,8 +89,7 @@ def bench_pillow(n: int, out: Path) -> float:
 
 
 def bench_countnet_core(spec: DatasetSpec, n: int, out: Path) -> float:
-    """One process, no pool, set up as a pool worker is (its malloc tuned, which from the
-    first round on the baselines in this process get too): the per-core figure."""
+    """One process, no pool, set up as a pool worker is: the per-core figure."""
     for c in spec.classes:
         (out / "train" / str(c)).mkdir(parents=True, exist_ok=True)
     _init_pool_worker(spec.to_dict(), str(out))
@@ -126,6 +127,8 @@ def main() -> None:
     ap.add_argument("--scaling-images", type=int, default=3000, help="images per scaling run")
     ap.add_argument("--dir", type=Path, default=None, help="where to write (default: $TMPDIR)")
     args = ap.parse_args()
+    # as in a countnet gen worker, for every method alike: malloc settings are per process
+    retain_freed_memory()
     n = args.images
     per_class = max(n // 6, 1)
     cases = {

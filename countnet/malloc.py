@@ -17,15 +17,16 @@ def retain_freed_memory(trim_mb: int = 64, mmap_mb: int = 16) -> bool:
 
     Why: the generator allocates and frees about a megabyte of NumPy temporaries an image.
     With glibc's defaults the heap top is trimmed, or large blocks unmapped, as soon as
-    they are freed, so each image page-faulted its temporaries back in: 30-45% of the
-    time of placing and drawing an image at 224 px, 15% of a worker's whole image with its
-    PNG write (bench/gen_malloc.py).
+    they are freed, so each image page-faulted its temporaries back in: 31% of the time of
+    placing and drawing an image at 224 px with radii 4-12 (10% at a fixed 6), 4-18% of a
+    worker's whole image with its PNG write (BENCHMARKS.md, bench/gen_malloc.py).
 
     Process-wide, and it fixes glibc's otherwise adaptive mmap threshold, so freed blocks
     below ``mmap_mb`` stay in the heap (up to ``trim_mb`` at its top, per arena, and
-    whatever fragmentation pins): call it only in a process of one's own — generate()'s
-    pool workers and the `countnet gen` command do, library callers of generate() are left
-    alone.
+    whatever fragmentation pins): call it only in a process of one's own. generate()'s
+    pool workers and the `countnet gen` command do (so does whatever runs that command's
+    main() in-process, such as the test suite's ``cli`` fixture); callers of generate()
+    itself are left alone.
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False

@@ -87,3 +87,17 @@ def test_export_and_onnx_predict_bad_input(cli, tiny, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # the extra not installed
     assert_one_line_error(cli("export", run), "uv sync --extra onnx")
     assert not (run / "model.onnx").exists()
+
+
+def test_an_export_that_differs_from_the_weights_is_refused(tmp_path, monkeypatch):
+    # The check runs the file against the loaded weights, not the exporter's rewritten copy:
+    # a wrong rewrite (LeNet's unrolled pool, broken here) is refused and nothing is written.
+    from countnet.errors import CountnetError
+    from countnet_classify import export as export_mod
+
+    run = fake_run(tmp_path / "run", "lenet", 32, None)
+    forward = export_mod.Unrolled.forward
+    monkeypatch.setattr(export_mod.Unrolled, "forward", lambda self, x: forward(self, x) * 1.5)
+    with pytest.raises(CountnetError, match="differs from the weights"):
+        export_mod.export(run)
+    assert sorted(p.name for p in run.iterdir()) == ["model.json", "model.safetensors"]

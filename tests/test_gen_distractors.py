@@ -196,6 +196,7 @@ def test_spec_records_distractors_and_sets_without_them_are_unchanged():
     [
         ({"match_area": True}, "--match-area needs distractors"),
         ({"distractor_radius": "3"}, "--distractor-radius needs distractors"),
+        ({"distractor_radius": 0}, "--distractor-radius needs distractors"),
         ({"distractor_shape": "ring"}, "--distractor-shape needs distractors"),
         ({"distractors": "2", "distractor_shape": "star"}, "--distractor-shape must be"),
         ({"distractors": "x"}, "--distractors must look like"),
@@ -261,3 +262,36 @@ def test_distractor_pixels_are_those_of_this_pixels_version():
     assert PIXELS_VERSION == 4 and h.hexdigest() == DISTRACTOR_DIGEST, (
         f"pixels changed (digest {h.hexdigest()}): bump PIXELS_VERSION and this digest"
     )
+
+
+def test_a_draw_that_does_not_fit_is_redrawn_whole(monkeypatch):
+    # --no-overlap: an image whose layouts keep failing redraws, after RADII_KEPT of them,
+    # its distractor draw (shapes, target area) with its radii; the objects it returns are
+    # those of the last draw: its shapes, areas adding up to its target.
+    import countnet_gen.sampler as sampler
+
+    spec = DatasetSpec.from_dict(
+        {"range": "1-5", "size": 64, "radius": 4, "no_overlap": True, "distractors": "3-5",
+         "distractor_shape": list(SHAPES), "match_area": True}
+    )  # fmt: skip
+    draws, calls = [], []
+    draw, place = Distractors.draw, sampler._place_sorted
+
+    def recorded(self, rng):
+        draws.append(draw(self, rng))
+        return draws[-1]
+
+    def failing(rng, radii, size):  # the first RADII_KEPT layouts do not fit
+        calls.append(len(radii))
+        return None if len(calls) <= sampler.RADII_KEPT else place(rng, radii, size)
+
+    monkeypatch.setattr(Distractors, "draw", recorded)
+    monkeypatch.setattr(sampler, "_place_sorted", failing)
+    plan = spec.distractor_plan()
+    circles, extra = sample_layout(np.random.default_rng(3), 4, 64, spec.radius, True, plan)
+    assert len(draws) == 2 and len(calls) > sampler.RADII_KEPT
+    ids, target = draws[-1]
+    assert extra[:, 4].astype(int).tolist() == ids.tolist() and len(circles) == 4
+    area = math.pi * (circles[:, 2] ** 2).sum()
+    area += sum(AREA[SHAPES[int(k)]] * r * r for r, k in extra[:, [2, 4]])
+    assert area == pytest.approx(target, rel=1e-9)

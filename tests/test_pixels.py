@@ -15,7 +15,9 @@ SHAPES = {"distractors": "3-5", "distractor_shape": ["square", "ring"],
           "distractor_radius": "2-6", "match_area": True}  # fmt: skip
 
 
-def view(name: str, params: dict | None, error: float, transforms="dihedral", **run) -> RunView:
+def view(
+    name: str, params: dict | None, error: float, transforms="dihedral", lr_used=0.01, **run
+) -> RunView:
     options = {"arch": "resnet18", "pretrained": False, "size": 48, "epochs": 4, "lr": 0.01}
     config = {
         "run": {**options, **run},
@@ -33,6 +35,7 @@ def view(name: str, params: dict | None, error: float, transforms="dihedral", **
             "valid_class_counts": dict.fromkeys("12345", 60),
         },  # fmt: skip
         "dataset_params": params,
+        "lr": {"used": lr_used},
     }
     return RunView(Path(name), config, [], [], None)
 
@@ -44,7 +47,7 @@ def test_runs_pair_on_the_same_set_and_budget_only():
     decayed = view("decayed", {**PLAIN, **SHAPES}, 0.3, wd=0.1)  # another recipe
     bigger = view("bigger", {**PLAIN, "size": 64, **SHAPES}, 0.2)  # another set
     folder = view("folder", None, 0.1)  # not a countnet set
-    flipped = view("flipped", {**PLAIN, **SHAPES}, 0.4, transforms="none")
+    flipped = view("flipped", {**PLAIN, **SHAPES}, 0.4, transforms="none", lr_used=0.003)
     views = [plain, shapes, longer, decayed, bigger, folder, flipped]
     pairs = pixels.pairs(views)
     assert [(p.name, d.name) for p, d in pairs] == [("plain", "shapes"), ("plain", "flipped")]
@@ -52,7 +55,7 @@ def test_runs_pair_on_the_same_set_and_budget_only():
     assert row[:7] == ["plain", "0.0000", "shapes", "3-5 an image (square, ring)", "yes",
                        "0.3600", "0.8000"]  # fmt: skip
     assert row[7].startswith("circles, not pixels (far below chance") and row[8] == "none"
-    assert other[8] == "transforms: dihedral vs none"  # said, not hidden
+    assert other[8] == "transforms: dihedral vs none; lr used: 0.01 vs 0.003"  # said
     assert pixels.rows([plain, longer, decayed, folder]) == []  # nothing to compare
 
 

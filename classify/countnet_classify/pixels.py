@@ -1,6 +1,6 @@
 """Circles or pixels? The report's answer to the blog's worry that a CNN "counts the blue
 pixels": each run on a countnet set with distractors beside a run on the same set without
-them (`countnet gen --distractors ... --match-area`), same model and budget.
+them (`countnet gen --distractors ... --match-area`), same model, budget and recipe.
 
 With matched areas an image's foreground area has the same distribution for every count, so
 an error well below chance there cannot come from counting foreground pixels.
@@ -55,12 +55,14 @@ def _plain_params(v: RunView) -> tuple | None:
 
 def _budget(v: RunView) -> tuple:
     run, res = v.config["run"], v.config["resolved"]
-    return (*(run.get(k) for k in BUDGET_KEYS), res.get("batch_size"))
+    resolved = (res.get(k) for k in ("batch_size", "pretrained", "weights_sha256"))
+    return (*(run.get(k) for k in BUDGET_KEYS), *resolved)
 
 
 def pairs(views: list[RunView]) -> list[tuple[RunView, RunView]]:
     """(plain run, distractor run): every run on a set with distractors and each run on the
-    same set without them that has the same model and budget."""
+    same set without them that has the same model, budget and recipe (options and the
+    resolved batch size, pretraining and weights)."""
     plain = [v for v in views if _plain_params(v) and not _has_distractors(v)]
     out = []
     for d in views:
@@ -130,7 +132,10 @@ def rows(views: list[RunView]) -> list[list[str]]:
 
 def _differences(plain: RunView, other: RunView) -> str:
     """What the two runs did differently besides the data: "none", or e.g.
-    "transforms: dihedral vs none"."""
+    "transforms: dihedral vs none" (an LR rule such as --lr auto picks a rate per set)."""
     a, b = plain.config["resolved"], other.config["resolved"]
     diffs = [f"{k}: {a.get(k)} vs {b.get(k)}" for k in NOTED if a.get(k) != b.get(k)]
+    lr_a, lr_b = ((v.config.get("lr") or {}).get("used") for v in (plain, other))
+    if lr_a != lr_b:
+        diffs.append(f"lr used: {lr_a:.3g} vs {lr_b:.3g}" if lr_a and lr_b else "lr used")
     return "; ".join(diffs) or "none"

@@ -151,9 +151,10 @@ class DatasetSpec:
         if not isinstance(self.match_area, bool):
             raise CountnetError(f"--match-area must be true or false, got {self.match_area!r}")
         if counts[1] == 0:
-            given = {"--match-area": self.match_area, "--distractor-radius": self.distractor_radius,
+            given = {"--match-area": self.match_area or None,
+                     "--distractor-radius": self.distractor_radius,
                      "--distractor-shape": self.distractor_shape}  # fmt: skip
-            option = next((k for k, v in given.items() if v not in (None, False)), None)
+            option = next((k for k, v in given.items() if v is not None), None)
             if option:
                 raise CountnetError(f"{option} needs distractors: add --distractors K or K-L")
             return
