@@ -86,11 +86,23 @@ def _shape_patches(distractors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     return rows, cols, vals, p
 
 
-def _all_patches(circles: np.ndarray, distractors: np.ndarray | None):
+def _all_patches(circles: np.ndarray, distractors: np.ndarray | None, by_size: bool = False):
     """Flat canvas indices and values of every object's patch, and the canvas side w: a
     canvas with a margin on every side so every patch pixel has a bin (no masking: 1.3-1.6x
-    faster at 224 px), cropped afterwards; pixels off the frame carry zero ramp anyway."""
-    groups = [_patches(circles)] if len(circles) else []
+    faster at 224 px), cropped afterwards; pixels off the frame carry zero ramp anyway.
+
+    ``by_size``: circles of varying radii in two groups, the smaller ones on smaller
+    patches (a patch only needs to hold its own disc and rim): fewer values to compute
+    where radii vary 2:1 or more. Only for the disjoint path, whose maximum does not depend
+    on the order values land in; a sum would."""
+    groups = []
+    if len(circles):
+        sides = np.ceil(circles[:, 2]) * 2 + 3
+        if by_size and sides.min() < sides.max():
+            small = sides <= (sides.min() + sides.max()) / 2
+            groups += [_patches(circles[small]), _patches(circles[~small])]
+        else:
+            groups.append(_patches(circles))
     if distractors is not None and len(distractors):
         groups.append(_shape_patches(distractors))
     m = max(g[3] for g in groups)
@@ -130,7 +142,7 @@ def coverage_u8(
     empty = len(circles) == 0 and (distractors is None or len(distractors) == 0)
     if not disjoint or empty:
         return np.rint(coverage(circles, size, distractors) * 255).astype(np.uint8)
-    m, groups = _all_patches(circles, distractors)
+    m, groups = _all_patches(circles, distractors, by_size=True)
     w = size + 2 * m
     out = np.zeros(w * w, np.uint8)
     for rows, cols, vals in groups:
