@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -140,7 +141,7 @@ def _trial_layouts(
     while tried < TRIAL_LAYOUTS and placed < need:
         if tried - placed > TRIAL_LAYOUTS - need:
             break  # too many failures for the rest to reach ``need``
-        radii = _radii_drawer(rng, n, radius, distractors)()
+        radii = _radii_drawer(rng, n, radius, distractors)[1]()
         placed += any(_place_sorted(rng, radii, size) is not None for _ in range(attempts))
         tried += 1
     return placed, tried
@@ -181,9 +182,7 @@ def sample_layout(
     r1 = max(radius[1], distractors.radius[1] if distractors else 0.0)
     if 2 * r1 > size:
         raise CountnetError(f"radius {r1:g} does not fit in a {size}px frame")
-    drawn = distractors.draw(rng) if distractors is not None else None
-    ids = drawn[0] if drawn is not None else np.zeros(0, np.int64)
-    draw = _radii_drawer(rng, n, radius, distractors, drawn)
+    ids, draw = _radii_drawer(rng, n, radius, distractors)
     # circles alone come sorted, largest first, already: placed as before distractors
     place = _place_without_overlap if distractors is None else _place_sorted
     radii = draw()
@@ -197,9 +196,7 @@ def sample_layout(
                 # Redraw the radii too: such an image's radii are drawn from those that fit
                 # (and its distractor draw: shapes, target area; see MATCHED_MIN_OK).
                 if distractors is not None:
-                    drawn = distractors.draw(rng)
-                    ids = drawn[0]
-                    draw = _radii_drawer(rng, n, radius, distractors, drawn)
+                    ids, draw = _radii_drawer(rng, n, radius, distractors)
                 radii = draw()
             objects = place(rng, radii, size)
             if objects is not None:
@@ -223,20 +220,19 @@ def _radii_drawer(
     n: int,
     radius: tuple[float, float],
     distractors: Distractors | None,
-    drawn: tuple[np.ndarray, float | None] | None = None,
-):
-    """A function drawing an image's radii: its n circles' (largest first), then its
-    distractors'. ``drawn``: the image's distractor shapes and target area, kept across
-    redraws (drawn here when not given, as trial layouts need)."""
+) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+    """An image's distractor shapes (indices into SHAPES; none without distractors), drawn
+    now with its target area, and a function drawing its radii: its n circles' (largest
+    first), then its distractors', for those shapes and that target at every call."""
     if distractors is None:
-        return lambda: _draw_radii(rng, n, radius)
-    ids, target = drawn if drawn is not None else distractors.draw(rng)
+        return np.zeros(0, np.int64), lambda: _draw_radii(rng, n, radius)
+    ids, target = distractors.draw(rng)
 
     def draw() -> np.ndarray:
         circles = _draw_radii(rng, n, radius)
         return np.concatenate([circles, distractors.radii(rng, ids, target, circles)])
 
-    return draw
+    return ids, draw
 
 
 def _draw_radii(rng: np.random.Generator, n: int, radius: tuple[float, float]) -> np.ndarray:
