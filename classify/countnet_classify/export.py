@@ -55,9 +55,7 @@ class Unrolled(torch.nn.Module):
 
     def __init__(self, pool: torch.nn.Module, height: int, width: int):
         super().__init__()
-        out = pool.output_size
-        oh, ow = (out, out) if isinstance(out, int) else out
-        oh, ow = oh or height, ow or width
+        oh, ow = _output_size(pool, height, width)
 
         def windows(length: int, n: int) -> list[tuple[int, int]]:
             return [(i * length // n, -(-(i + 1) * length // n)) for i in range(n)]
@@ -97,11 +95,17 @@ def exportable(model: torch.nn.Module, size: int) -> torch.nn.Module:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         pool = getattr(parent, child)
-        out = pool.output_size
-        oh, ow = (out, out) if isinstance(out, int) else out
-        if (oh and height % oh) or (ow and width % ow):
+        oh, ow = _output_size(pool, height, width)
+        if height % oh or width % ow:
             setattr(parent, child, Unrolled(pool, int(height), int(width)))
     return model
+
+
+def _output_size(pool: torch.nn.Module, height: int, width: int) -> tuple[int, int]:
+    """An adaptive pool's output (height, width) for this input (None keeps the input's)."""
+    out = pool.output_size
+    oh, ow = (out, out) if isinstance(out, int) else out
+    return oh or height, ow or width
 
 
 def onnx_modules():
