@@ -77,6 +77,11 @@ def _layout_key(spec: DatasetSpec) -> int:
     return spec.layout_key()  # a hash of the whole spec: once per spec, not per image
 
 
+@functools.lru_cache(maxsize=16)
+def _distractor_plan(spec: DatasetSpec):
+    return spec.distractor_plan()  # likewise once per spec
+
+
 def image_rng(spec: DatasetSpec, count: int, index: int) -> np.random.Generator:
     key = (_layout_key(spec), count, index)
     return np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=key))
@@ -92,7 +97,7 @@ def make_image(spec: DatasetSpec, job: ImageJob) -> Rendered:
     """One image's objects and pixels: a pure function of spec and job."""
     rng = image_rng(spec, job.count, job.index)
     circles, distractors = sample_layout(
-        rng, job.count, spec.size, spec.radius, spec.no_overlap, spec.distractor_plan()
+        rng, job.count, spec.size, spec.radius, spec.no_overlap, _distractor_plan(spec)
     )
     # --no-overlap objects share no pixel while the gap exceeds both anti-aliased rims
     disjoint = spec.no_overlap and GAP >= 2 * RIM
