@@ -11,7 +11,7 @@ from rich.console import Console
 
 from countnet.malloc import retain_freed_memory
 from countnet.progress import progress_bar
-from countnet_gen.spec import DEFAULT_BG, DEFAULT_FG, DatasetSpec, parse_int_range
+from countnet_gen.spec import DEFAULT_BG, DEFAULT_FG, DatasetSpec, parse_int_range, range_text
 from countnet_gen.writer import generate
 
 EXAMPLES = """
@@ -144,7 +144,7 @@ def gen(
         f"{spec.n_train}/{spec.n_valid} train/valid each"
         + (f"; counts {','.join(map(str, spec.holdout))} in test/ only" if spec.holdout else "")
         + (
-            f"; {_range_text(spec.distractors)} distractors an image"
+            f"; {range_text(*spec.distractors)} distractors an image"
             + (", areas matched" if spec.match_area else "")
             if spec.distractors[1]
             else ""
@@ -153,7 +153,3 @@ def gen(
         f"({spec.n_images / dt:.0f} images/s)",
         highlight=False,
     )
-
-
-def _range_text(r: tuple[int, int]) -> str:
-    return f"{r[0]}" if r[0] == r[1] else f"{r[0]}-{r[1]}"

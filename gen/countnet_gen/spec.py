@@ -231,11 +231,8 @@ class DatasetSpec:
         if self.holdout:
             parts.append("holdout-" + "-".join(map(str, self.holdout)))
         if self.distractors[1]:
-            k0, k1 = self.distractors
             d0, d1 = self.distractor_radius
-            parts.append(
-                f"d{k0}" + (f"-{k1}" if k1 != k0 else "") + "-" + "-".join(self.distractor_shape)
-            )
+            parts.append(f"d{range_text(*self.distractors)}-" + "-".join(self.distractor_shape))
             if (d0, d1) != self.radius:
                 parts.append(f"dr{d0:g}" if d0 == d1 else f"dr{d0:g}-{d1:g}")
             if self.match_area:
@@ -261,18 +258,16 @@ class DatasetSpec:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["counts"] = f"{self.counts[0]}-{self.counts[1]}"
-        r0, r1 = (_exact(r) for r in self.radius)  # exact: the workflow rebuilds specs from it
-        d["radius"] = r0 if r0 == r1 else f"{r0}-{r1}"
+        # exact: the workflow rebuilds specs from it
+        d["radius"] = range_text(*(_exact(r) for r in self.radius))
         if self.holdout:
             d["holdout"] = list(self.holdout)
         else:  # absent, not empty: sets made before --holdout keep their records and keys
             d.pop("holdout")
         if self.distractors[1]:
-            k0, k1 = self.distractors
-            d["distractors"] = f"{k0}" if k0 == k1 else f"{k0}-{k1}"
+            d["distractors"] = range_text(*self.distractors)
             d["distractor_shape"] = list(self.distractor_shape)
-            d0, d1 = (_exact(r) for r in self.distractor_radius)
-            d["distractor_radius"] = d0 if d0 == d1 else f"{d0}-{d1}"
+            d["distractor_radius"] = range_text(*(_exact(r) for r in self.distractor_radius))
         else:  # likewise: sets without distractors keep their records and layout keys
             for key in ("distractors", "distractor_shape", "distractor_radius", "match_area"):
                 d.pop(key)
@@ -293,6 +288,11 @@ class DatasetSpec:
         if "counts" not in d:
             raise CountnetError("a dataset needs a count range, e.g. range: 45-50")
         return cls(**d)
+
+
+def range_text(lo: object, hi: object) -> str:
+    """ "A" when both ends are the same, else "A-B": how ranges are written back."""
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
 def _exact(x: float) -> str:
