@@ -60,6 +60,8 @@ TRAIN_EXAMPLES = """
 
   countnet train datasets/count-1-5 --weights resnet34.pth   [dim]# offline ImageNet weights[/dim]
 
+  countnet train datasets/count-45-50-holdout --task regression --no-pretrained --name reg4550
+
   countnet train datasets/count-1-5 --name c15 --resume       [dim]# after an interruption[/dim]
 """
 
@@ -104,6 +106,17 @@ def train_cmd(
     data: Annotated[
         Path, typer.Argument(help="train/ + valid/ folders, or a folder of class folders.")
     ],
+    task: Annotated[
+        str,
+        typer.Option(
+            help="classification | regression (the count as a number: class folders named "
+            "by counts; test/<count>/ is predicted after training)."
+        ),
+    ] = "classification",
+    loss: Annotated[
+        str | None,
+        typer.Option(help="Regression loss: mse | huber | l1 \\[default: mse]."),
+    ] = None,
     arch: Annotated[
         str, typer.Option(help="resnet18 | resnet34 | resnet50 | squeezenet1_1 | alexnet | lenet.")
     ] = "resnet34",
@@ -329,10 +342,15 @@ def predict_cmd(
     ],
     images: Annotated[list[Path], typer.Argument(help="Images to classify.")],
     out: Annotated[
-        Path | None, typer.Option(help="Write a CSV (path, prediction, probability, p_<class>...).")
+        Path | None,
+        typer.Option(
+            help="Write a CSV (path, prediction, probability, p_<class>...; a regression "
+            "run's: path, prediction, count)."
+        ),
     ] = None,
 ) -> None:
-    """Classify images with a trained run's weights (weights only: never unpickles)."""
+    """Classify images with a trained run's weights (weights only: never unpickles); a
+    regression run prints each image's count to one decimal and its rounding."""
     from countnet_classify.predict import predict, write_csv
 
     preds = predict(run, images)
@@ -341,7 +359,7 @@ def predict_cmd(
         typer.echo(f"wrote {len(preds)} predictions to {out}", err=True)
     else:
         for p in preds:
-            typer.echo(f"{p.path}\t{p.label}\t{p.probability:.4f}")
+            typer.echo(p.text())
 
 
 EXPORT_EXAMPLES = """

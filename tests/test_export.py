@@ -3,6 +3,7 @@ probabilities within 1e-4, as the PyTorch weights, for every --arch."""
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -17,18 +18,29 @@ from tests.conftest import assert_one_line_error
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
-def fake_run(folder: Path, arch: str, size: int, normalize: dict | None) -> Path:
+def fake_run(
+    folder: Path, arch: str, size: int, normalize: dict | None, regression: bool = False
+) -> Path:
     """A run folder as training leaves it (model.json + model.safetensors), random weights
-    with the last layer scaled up, so the classes' probabilities are far apart."""
+    with the last layer scaled up, so the classes' probabilities are far apart (a
+    regression run's counts: spread around 47, as a 45-50 set's standardisation gives)."""
+    from countnet_classify.regression import Rescale
+
     torch.manual_seed(0)
     head = "linear" if arch == "resnet18" else "fastai"
-    model = build_model(arch, 3, head, 0.5 if head == "fastai" else 0.0).eval()
+    model = build_model(arch, 3, head, 0.5 if head == "fastai" else 0.0, regression).eval()
     last = [m for m in model.modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)][-1]
     with torch.no_grad():
         last.weight.mul_(30)
+        for m in model.modules():
+            if isinstance(m, Rescale):
+                m.mean.fill_(47.5)
+                m.std.fill_(1.7)
     meta = {"arch": arch, "head": head, "head_dropout": 0.5 if head == "fastai" else 0.0,
             "classes": ["1", "2", "3"], "size": size, "resize": "squish",
             "normalize": normalize, "n_in": 3}  # fmt: skip
+    if regression:
+        meta.update(task="regression", target={"mean": 47.5, "std": 1.7})
     folder.mkdir(parents=True)
     export_weights(folder, model, meta)
     return folder
@@ -51,6 +63,30 @@ def test_every_arch_exports_and_predicts_as_its_weights(arch, tiny, tmp_path):
         assert max(abs(g.probs[c] - w.probs[c]) for c in w.probs) < 1e-4
         assert g.label == w.label
     assert len({p.label for p in want}) > 1 or max(p.probability for p in want) > 0.5
+
+
+@pytest.mark.parametrize("arch", ["lenet", "resnet18"])  # LeNet's classifier, fastai's head
+def test_regression_runs_export_and_predict_their_counts(arch, cli, tiny, tmp_path):
+    import onnx
+
+    run = fake_run(tmp_path / arch, arch, 32, IMAGENET, regression=True)
+    r = cli("export", run)
+    assert r.returncode == 0, r.stderr
+    proto = onnx.load(str(run / "model.onnx"))
+    assert [o.name for o in proto.graph.output] == ["count"]
+    assert "regression" in proto.doc_string
+    images = sorted(tiny.rglob("*.png"))[::3]
+    from countnet_classify.predict import predict
+
+    want, got = predict(run, images), predict(run / "model.onnx", images)
+    for w, g in zip(want, got, strict=True):
+        assert abs(g.count - w.count) <= 1e-4 * max(1.0, abs(w.count))
+        assert g.label == w.label == str(max(0, math.floor(w.count + 0.5)))
+        assert w.probability is None and w.probs == {}
+    counts = [p.count for p in want]
+    assert max(counts) - min(counts) > 0.1  # not a constant: the images' counts differ
+    lines = cli("predict", run / "model.onnx", *images[:2]).stdout.splitlines()
+    assert [ln.split("\t")[1:] for ln in lines] == [[f"{p.count:.1f}", p.label] for p in want[:2]]
 
 
 def test_export_cli_writes_checked_onnx_with_its_preprocessing(cli, tiny, tmp_path):

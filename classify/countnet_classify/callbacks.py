@@ -16,6 +16,8 @@ from countnet.atomic import atomic_path, write_text_atomic
 from countnet_classify.outputs import metrics_markdown
 
 METRICS_FIELDS = ("epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "time")
+# --task regression: error_rate and accuracy of the rounded count, then MAE and RMSE
+REGRESSION_FIELDS = (*METRICS_FIELDS[:-1], "mae", "rmse", "time")
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -53,14 +55,16 @@ class _EpochAware(Callback):
 
 
 class MetricsTable(_EpochAware):
-    """metrics.csv (epoch, train_loss, valid_loss, error_rate, accuracy, time) and
-    losses.csv (every training batch's loss), rewritten atomically after each epoch."""
+    """metrics.csv (``fields``: epoch, train_loss, valid_loss, error_rate, accuracy, time;
+    regression adds mae and rmse) and losses.csv (every training batch's loss), rewritten
+    atomically after each epoch."""
 
     order = 65  # after fastai's Recorder (50) has logged the epoch
 
-    def __init__(self, run_dir: Path, offset: int, total: int, echo: bool):
+    def __init__(self, run_dir: Path, offset: int, total: int, echo: bool, fields=METRICS_FIELDS):
         super().__init__(offset)
         self.run_dir, self.total, self.echo = Path(run_dir), total, echo
+        self.fields = tuple(fields)
         self.rows = read_rows(self.run_dir / "metrics.csv")
         self.losses = read_rows(self.run_dir / "losses.csv")
 
@@ -81,10 +85,7 @@ class MetricsTable(_EpochAware):
         n = self.global_epoch
         row = {
             "epoch": n,
-            "train_loss": f"{float(log['train_loss']):.6f}",
-            "valid_loss": f"{float(log['valid_loss']):.6f}",
-            "error_rate": f"{float(log['error_rate']):.6f}",
-            "accuracy": f"{float(log['accuracy']):.6f}",
+            **{f: f"{float(log[f]):.6f}" for f in self.fields if f not in ("epoch", "time")},
             "time": f"{time.perf_counter() - self._t0:.2f}",
         }
         self.rows = [r for r in self.rows if int(r["epoch"]) < n] + [row]
@@ -96,12 +97,14 @@ class MetricsTable(_EpochAware):
             {"iter": start + i, "epoch": n, "loss": f"{v:.6f}"} for i, v in enumerate(batch_losses)
         ]
         write_rows(self.run_dir / "losses.csv", ("iter", "epoch", "loss"), self.losses)
-        write_rows(self.run_dir / "metrics.csv", METRICS_FIELDS, self.rows)
-        write_text_atomic(self.run_dir / "metrics.md", metrics_markdown(self.rows, METRICS_FIELDS))
+        write_rows(self.run_dir / "metrics.csv", self.fields, self.rows)
+        write_text_atomic(self.run_dir / "metrics.md", metrics_markdown(self.rows, self.fields))
         if self.echo:
+            shown = [f for f in self.fields if f not in ("epoch", "accuracy", "time")]
             print(
-                f"epoch {n}/{self.total}  train_loss {row['train_loss']}  valid_loss "
-                f"{row['valid_loss']}  error_rate {row['error_rate']}  time {row['time']}s",
+                f"epoch {n}/{self.total}  "
+                + "  ".join(f"{f} {row[f]}" for f in shown)
+                + f"  time {row['time']}s",
                 flush=True,
             )
 

@@ -22,6 +22,10 @@ OPTIMIZERS = ("adam", "sgd")  # optim.OPTIMIZERS: fastai's Adam (fused), the see
 # Classifier heads on a torchvision body: fastai's (concat avg+max pooling, BatchNorm, a
 # 512-unit hidden layer) or torchvision's own (average pooling + one linear layer).
 HEADS = ("fastai", "linear")
+# What the network predicts: a class (softmax over the folders) or the count as a number
+# (one output; the class folders must be numbers). Regression losses: countnet_classify.regression.
+TASKS = ("classification", "regression")
+LOSSES = ("l1", "mse", "huber")
 # Options that may differ between an interrupted run and its --resume.
 RESUME_FREE = ("resume", "quiet", "device", "workers", "force", "note", "loader")
 
@@ -34,6 +38,9 @@ class RunSpec:
     (default: a third of training)."""
 
     data: str
+    task: str = "classification"
+    # regression only; None: regression.DEFAULT_LOSS (chosen by measurement, BENCHMARKS.md)
+    loss: str | None = None
     arch: str = "resnet34"
     pretrained: bool = True
     weights: str | None = None
@@ -80,6 +87,8 @@ class RunSpec:
             ("--precision", self.precision, PRECISIONS),
             ("--loader", self.loader, LOADERS),
             ("--head", self.head, HEADS),
+            ("--task", self.task, TASKS),
+            ("--loss", self.loss or LOSSES[0], LOSSES),
         ):
             if value not in choices:
                 raise CountnetError(f"unknown {opt} {value!r}; choose one of {', '.join(choices)}")
@@ -108,6 +117,8 @@ class RunSpec:
             raise CountnetError(f"--workers must be >= 0, got {self.workers}")
         if self.weights and not self.pretrained:
             raise CountnetError("--weights and --no-pretrained contradict each other: pick one")
+        if self.loss is not None and self.task != "regression":
+            raise CountnetError("--loss is for --task regression (classification: cross-entropy)")
         if self.arch == "lenet" and self.weights:
             raise CountnetError("--arch lenet has no pretrained weights: drop --weights")
 

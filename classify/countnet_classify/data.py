@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from fastai.data.block import CategoryBlock, DataBlock
+from fastai.data.block import CategoryBlock, DataBlock, RegressionBlock
 from fastai.data.core import DataLoaders, TfmdDL
 from fastai.data.transforms import CategoryMap, IndexSplitter, IntToFloatTensor
 from fastai.losses import CrossEntropyLossFlat
-from fastai.torch_core import TensorCategory, TensorImage
+from fastai.torch_core import TensorBase, TensorCategory, TensorImage
 from fastai.vision.augment import Resize, ResizeMethod
 from fastai.vision.core import PILImage
 from fastai.vision.data import ImageBlock
@@ -43,19 +43,35 @@ def _label(item):
     return item[1]
 
 
+def _count(item):
+    return float(item[1])
+
+
 def _path(item):
     return item[0]
 
 
 def make_dataloaders(
-    sc: Screened, *, size: int, bs: int, transforms: str, workers: int, device, seed: int
+    sc: Screened,
+    *,
+    size: int,
+    bs: int,
+    transforms: str,
+    workers: int,
+    device,
+    seed: int,
+    regression: bool = False,
 ):
     valid_idx = [i for i, it in enumerate(sc.items) if it[2]]
-    block = DataBlock(
+    if regression:
+        y_block, get_y = RegressionBlock(), _count
+    else:
         # sort=False: CategoryBlock would sort the vocab again, lexicographically ('10' < '8')
-        blocks=(ImageBlock(cls=RGBImage), CategoryBlock(vocab=sc.classes, sort=False)),
+        y_block, get_y = CategoryBlock(vocab=sc.classes, sort=False), _label
+    block = DataBlock(
+        blocks=(ImageBlock(cls=RGBImage), y_block),
         get_x=_path,
-        get_y=_label,
+        get_y=get_y,
         splitter=IndexSplitter(valid_idx),
         item_tfms=item_transforms(size),
         batch_tfms=batch_transforms(transforms),
@@ -85,12 +101,15 @@ def seed_loaders(dls: DataLoaders, seed: int) -> DataLoaders:
 class _Split:
     """One split of the decoded cache as a fastai dataset: items are row indices (the
     loader gathers pixels a batch at a time); ``split_idx`` tells fastai's batch
-    transforms whether to augment (0, train) or not (1, valid)."""
+    transforms whether to augment (0, train) or not (1, valid). ``labels``: class indices
+    (int64), or counts (float32) for --task regression."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, vocab: CategoryMap, split_idx):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, vocab, split_idx):
         self.images, self.labels, self.vocab, self.split_idx = images, labels, vocab, split_idx
-        self.c = len(vocab)
-        self.loss_func = CrossEntropyLossFlat()  # what fastai infers for a CategoryBlock
+        self.regression = labels.dtype.kind == "f"
+        self.c = 1 if self.regression else len(vocab)
+        # what fastai infers for a CategoryBlock (a regression run passes its own loss)
+        self.loss_func = None if self.regression else CrossEntropyLossFlat()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -119,18 +138,31 @@ class CachedDL(TfmdDL):
         if not self.channels_last:
             xb = xb.contiguous()
         yb = torch.from_numpy(self.dataset.labels[idx])
-        return TensorImage(xb), TensorCategory(yb)
+        return TensorImage(xb), (TensorBase if self.dataset.regression else TensorCategory)(yb)
 
 
 def make_cached_dataloaders(
-    decoded, *, bs: int, transforms: str, device, seed: int, channels_last: bool = False
+    decoded,
+    *,
+    bs: int,
+    transforms: str,
+    device,
+    seed: int,
+    channels_last: bool = False,
+    regression: bool = False,
 ) -> DataLoaders:
-    """Train/valid DataLoaders over the decoded cache (see ``make_dataloaders``)."""
+    """Train/valid DataLoaders over the decoded cache (see ``make_dataloaders``);
+    ``regression``: the targets are the counts the class names give, not class indices."""
+    from countnet_classify.regression import count_values
+
     vocab = CategoryMap(decoded.classes, sort=False)
+    values = count_values(decoded.classes) if regression else None
     after_batch = [IntToFloatTensor(), *batch_transforms(transforms)]
     dls = []
     for split, split_idx in (("train", 0), ("valid", 1)):
-        ds = _Split(decoded.images[split], decoded.labels[split], vocab, split_idx)
+        labels = decoded.labels[split]
+        ys = values[labels] if values is not None else labels
+        ds = _Split(decoded.images[split], ys, vocab, split_idx)
         train = split_idx == 0
         dls.append(
             CachedDL(

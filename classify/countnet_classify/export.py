@@ -2,7 +2,8 @@
 
 The graph takes ``image``: float32 (batch, 3, size, size), RGB scaled to [0, 1] after the
 run's resize (model.json: size, resize); the run's normalisation, if any, is inside the
-graph. It returns ``probabilities`` (softmax over the classes) and ``logits``. The ONNX
+graph. It returns ``probabilities`` (softmax over the classes) and ``logits``; a regression
+run's (``--task regression``) returns ``count``, shape (batch,), unrounded. The ONNX
 file's metadata carries model.json (under "countnet") and this contract (under
 "preprocessing"), so `countnet predict FILE.onnx` needs nothing else. Reading it never
 unpickles anything: ONNX is protobuf.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from countnet.atomic import atomic_path
@@ -32,19 +34,24 @@ MISSING = (
 
 
 class Exported(torch.nn.Module):
-    """The run's network with its normalisation in front and a softmax behind."""
+    """The run's network with its normalisation in front and a softmax behind (none for a
+    regression network, whose output is already the count)."""
 
-    def __init__(self, model: torch.nn.Module, normalize: dict | None):
+    def __init__(self, model: torch.nn.Module, normalize: dict | None, regression: bool = False):
         super().__init__()
-        self.model = model
+        self.model, self.regression = model, regression
         mean = (normalize or {}).get("mean", [0.0, 0.0, 0.0])
         std = (normalize or {}).get("std", [1.0, 1.0, 1.0])
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model((image - self.mean) / self.std)
-        return torch.softmax(logits, dim=1), logits
+    @property
+    def output_names(self) -> list[str]:
+        return ["count"] if self.regression else ["probabilities", "logits"]
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y = self.model((image - self.mean) / self.std)
+        return (y,) if self.regression else (torch.softmax(y, dim=1), y)
 
 
 class Unrolled(torch.nn.Module):
@@ -121,7 +128,7 @@ def onnx_modules():
 def export(run: Path | str, fmt: str = "onnx", out: Path | str | None = None) -> Path:
     """Write ``run``'s network as ONNX to ``out`` (default RUN/model.onnx), checked against
     the PyTorch weights with onnxruntime on a random batch before it is renamed into place."""
-    from countnet_classify.predict import load_predictor
+    from countnet_classify.predict import is_regression, load_predictor
 
     if fmt not in FORMATS:
         raise CountnetError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -133,9 +140,9 @@ def export(run: Path | str, fmt: str = "onnx", out: Path | str | None = None) ->
         raise CountnetError(f"--out must end in .onnx, got {out}")
     if out.parent and not out.parent.is_dir():
         raise CountnetError(f"{out.parent} is not a folder")
-    size = meta["size"]
-    net = Exported(exportable(model, size), meta.get("normalize")).eval()
-    weights = Exported(model, meta.get("normalize")).eval()  # the check's reference
+    size, regression = meta["size"], is_regression(meta)
+    net = Exported(exportable(model, size), meta.get("normalize"), regression).eval()
+    weights = Exported(model, meta.get("normalize"), regression).eval()  # the check's reference
     example = torch.rand(2, 3, size, size)
     with atomic_path(out) as tmp:
         _export_graph(net, example, tmp)
@@ -146,7 +153,7 @@ def export(run: Path | str, fmt: str = "onnx", out: Path | str | None = None) ->
     return out
 
 
-def _export_graph(net: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+def _export_graph(net: Exported, example: torch.Tensor, path: Path) -> None:
     # TorchScript's exporter: a single self-contained file in ~1 s; the dynamo exporter
     # took minutes per network here for the same graph.
     with torch.inference_mode(False), torch.no_grad():
@@ -155,12 +162,8 @@ def _export_graph(net: torch.nn.Module, example: torch.Tensor, path: Path) -> No
             (example,),
             str(path),
             input_names=["image"],
-            output_names=["probabilities", "logits"],
-            dynamic_axes={
-                "image": {0: "batch"},
-                "probabilities": {0: "batch"},
-                "logits": {0: "batch"},
-            },  # fmt: skip
+            output_names=net.output_names,
+            dynamic_axes={name: {0: "batch"} for name in ["image", *net.output_names]},
             opset_version=OPSET,
             dynamo=False,
         )
@@ -171,7 +174,12 @@ def _set_metadata(proto, meta: dict) -> None:
     for key, value in (("countnet", json.dumps(meta)), ("preprocessing", PREPROCESSING)):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    proto.doc_string = f"countnet {meta['arch']} over classes {', '.join(meta['classes'])}"
+    what = (
+        "counting (regression) trained on counts"
+        if meta.get("task") == "regression"
+        else ("over classes")
+    )
+    proto.doc_string = f"countnet {meta['arch']} {what} {', '.join(meta['classes'])}"
 
 
 def session(path: Path | str):
@@ -191,13 +199,15 @@ def session(path: Path | str):
     return sess, meta
 
 
-def check(path: Path, net: torch.nn.Module, size: int, tol: float = 1e-4) -> None:
-    """The ONNX file's probabilities equal the PyTorch network's within ``tol``."""
+def check(path: Path, net: Exported, size: int, tol: float = 1e-4) -> None:
+    """The ONNX file's probabilities equal the PyTorch network's within ``tol`` (a count:
+    within ``tol`` of it relative to its size, at least 1: float32 holds 47 to ~4e-6)."""
     sess, _ = session(path)
     x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = net(x)[0].numpy()
-    got = sess.run(["probabilities"], {"image": x.numpy()})[0]
-    diff = float(abs(got - want).max())
+    got = sess.run(net.output_names[:1], {"image": x.numpy()})[0]
+    scale = np.maximum(1.0, np.abs(want)) if net.regression else 1.0
+    diff = float((abs(got - want) / scale).max())
     if diff > tol:
         raise CountnetError(f"the exported model differs from the weights by {diff:.2g} (> {tol})")

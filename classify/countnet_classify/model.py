@@ -263,37 +263,58 @@ def make_learner(
     pretrained: bool,
     head: str = "fastai",
     head_dropout: float | None = None,
+    target: tuple[float, float] | None = None,
     **kwargs,
 ):
     """A fastai Learner for ``arch``: vision_learner (body + a new ``head`` with dropout
     ``head_dropout``) for torchvision archs, a plain Learner for LeNet. The optimizer is
-    fastai's Adam on a fused kernel (optim.FusedAdam) unless ``opt_func`` says otherwise."""
+    fastai's Adam on a fused kernel (optim.FusedAdam) unless ``opt_func`` says otherwise.
+    ``target`` (mean, std): --task regression, one output rescaled to a count
+    (regression.Rescale); else one output per class."""
     from fastai.learner import Learner
     from fastai.vision.learner import vision_learner
 
     from countnet_classify.optim import FusedAdam
+    from countnet_classify.regression import attach_rescale
 
     kwargs.setdefault("opt_func", FusedAdam)
+    n_out = 1 if target else len(dls.vocab)
     if arch == "lenet":
-        return Learner(dls, LeNet(len(dls.vocab)), **kwargs)
-    return vision_learner(
-        dls,
-        _PretrainedArch(arch, state_dict),
-        pretrained=pretrained,
-        **head_options(head, head_dropout),
-        **kwargs,
-    )
+        learn = Learner(dls, LeNet(n_out), **kwargs)
+    else:
+        learn = vision_learner(
+            dls,
+            _PretrainedArch(arch, state_dict),
+            pretrained=pretrained,
+            n_out=n_out,
+            **head_options(head, head_dropout),
+            **kwargs,
+        )
+    if target:
+        attach_rescale(learn.model, arch, *target)
+    return learn
 
 
 def build_model(
-    arch: str, n_out: int, head: str = "fastai", head_dropout: float | None = None
+    arch: str,
+    n_out: int,
+    head: str = "fastai",
+    head_dropout: float | None = None,
+    regression: bool = False,
 ) -> nn.Module:
     """The same network make_learner trains, freshly initialised (for loading weights).
     ``head_dropout`` matters to the layout: fastai leaves out dropout layers with p = 0,
-    which shifts the state dict's layer indices."""
-    if arch == "lenet":
-        return LeNet(n_out)
-    from fastai.vision.learner import create_vision_model
+    which shifts the state dict's layer indices. ``regression``: one output and the
+    Rescale whose mean and std the weights bring."""
+    from countnet_classify.regression import attach_rescale
 
-    opts = head_options(head, head_dropout)
-    return create_vision_model(_PretrainedArch(arch, None), n_out, pretrained=False, **opts)
+    if arch == "lenet":
+        model = LeNet(1 if regression else n_out)
+    else:
+        from fastai.vision.learner import create_vision_model
+
+        opts = head_options(head, head_dropout)
+        model = create_vision_model(
+            _PretrainedArch(arch, None), 1 if regression else n_out, pretrained=False, **opts
+        )
+    return attach_rescale(model, arch) if regression else model

@@ -8,7 +8,10 @@ an error well below chance there cannot come from counting foreground pixels.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
+
+from countnet_classify.config import RunSpec
 
 if TYPE_CHECKING:
     from countnet_classify.report import RunView
@@ -20,7 +23,7 @@ DISTRACTOR_KEYS = ("distractors", "distractor_shape", "distractor_radius", "matc
 BUDGET_KEYS = (
     "arch", "pretrained", "weights", "size", "valid_pct", "epochs", "freeze_epochs", "lr",
     "lr_policy", "lr_gamma", "lr_power", "lr_step", "lr_find_iters", "opt", "momentum", "wd",
-    "head", "head_dropout", "precise_bn",
+    "head", "head_dropout", "precise_bn", "task", "loss",
 )  # fmt: skip
 NOTED = ("transforms", "precision")  # resolved values, shown where the two runs differ
 COLUMNS = (
@@ -56,7 +59,9 @@ def _plain_params(v: RunView) -> tuple | None:
 def _budget(v: RunView) -> tuple:
     run, res = v.config["run"], v.config["resolved"]
     resolved = (res.get(k) for k in ("batch_size", "pretrained", "weights_sha256"))
-    return (*(run.get(k) for k in BUDGET_KEYS), *resolved)
+    # An option a run predates (task, loss) had its default then.
+    defaults = {f.name: f.default for f in dataclasses.fields(RunSpec)}
+    return (*(run.get(k, defaults.get(k)) for k in BUDGET_KEYS), *resolved)
 
 
 def pairs(views: list[RunView]) -> list[tuple[RunView, RunView]]:

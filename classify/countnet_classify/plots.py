@@ -54,3 +54,54 @@ def plot_losses(losses: list[dict], metrics: list[dict], path: Path) -> None:
     ax.legend()
     ax.set_title("Learning curves")
     save_current(path)
+
+
+def _by_seen(rows: list[dict]):
+    """(label, colour, rows) for counts seen in training and counts never seen."""
+    for label, colour, seen in (("seen counts", "tab:blue", True), ("unseen", "tab:red", False)):
+        part = [r for r in rows if r["seen"] == seen]
+        if part:
+            yield label, colour, part
+
+
+def plot_scatter(rows: list[dict], path: Path) -> None:
+    """--task regression: predicted count against the true count for every validation and
+    test image (jittered sideways so piles show), with the line of perfect counting."""
+    rng = np.random.default_rng(0)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    counts = [r["count"] for r in rows]
+    lo, hi = min(counts) - 1, max(counts) + 1
+    ax.plot([lo, hi], [lo, hi], color="0.5", lw=1, label="prediction = count")
+    for label, colour, part in _by_seen(rows):
+        x = np.array([r["count"] for r in part]) + rng.uniform(-0.15, 0.15, len(part))
+        y = [r["prediction"] for r in part]
+        ax.scatter(x, y, s=8, alpha=0.5, color=colour, label=label)
+    ax.set_xlabel("true count")
+    ax.set_ylabel("predicted count")
+    ax.set_title("Predicted vs true count")
+    ax.legend()
+    save_current(path)
+
+
+def plot_residuals(rows: list[dict], path: Path) -> None:
+    """--task regression: the residual (prediction - count) by count, one box per count,
+    coloured by whether training saw that count."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    counts = sorted({r["count"] for r in rows})
+    ax.axhline(0, color="0.5", lw=1)
+    for label, colour, part in _by_seen(rows):
+        mine = [c for c in counts if any(r["count"] == c for r in part)]
+        data = [[r["prediction"] - c for r in part if r["count"] == c] for c in mine]
+        box = ax.boxplot(data, positions=mine, widths=0.6, patch_artist=True, manage_ticks=False)
+        for patch in box["boxes"]:
+            patch.set(facecolor=colour, alpha=0.4)
+        ax.plot([], [], color=colour, lw=6, alpha=0.4, label=label)
+    for h in (-0.5, 0.5):  # inside these the rounded prediction is right
+        ax.axhline(h, color="0.7", lw=0.8, ls="--")
+    ax.set_xticks(counts, [str(c) for c in counts])
+    ax.set_xlim(counts[0] - 1, counts[-1] + 1)
+    ax.set_xlabel("true count")
+    ax.set_ylabel("prediction - count")
+    ax.set_title("Residual by count (dashed: rounds to the right count)")
+    ax.legend()
+    save_current(path)

@@ -1,4 +1,5 @@
-"""`countnet predict`: classify images with a finished run's weights.
+"""`countnet predict`: classify images with a finished run's weights, or count them with a
+regression run's (``--task regression``: the count, and its rounding).
 
 Reads only model.json and model.safetensors (or a weights-only torch file), or an ONNX file
 from `countnet export` (protobuf): nothing is unpickled. Preprocessing is fastai's own
@@ -19,14 +20,27 @@ from countnet.atomic import write_text_atomic
 from countnet.errors import CountnetError
 from countnet_classify.model import build_model, check_state_dict, load_state_dict_file
 from countnet_classify.outputs import MODEL_JSON, WEIGHTS
+from countnet_classify.regression import rounded
 
 
 @dataclass
 class Prediction:
     path: str
-    label: str
-    probability: float
-    probs: dict[str, float]
+    label: str  # the class; a regression run's rounded count
+    probability: float | None  # the class's probability (None for a regression run)
+    probs: dict[str, float]  # every class's (empty for a regression run)
+    count: float | None = None  # a regression run's prediction, unrounded
+
+    def text(self) -> str:
+        """One line of `countnet predict`: path, class and probability, or path, the count
+        to one decimal and its rounding."""
+        if self.count is not None:
+            return f"{self.path}\t{self.count:.1f}\t{self.label}"
+        return f"{self.path}\t{self.label}\t{self.probability:.4f}"
+
+
+def is_regression(meta: dict) -> bool:
+    return meta.get("task") == "regression"
 
 
 def locate(run_or_weights: Path | str) -> tuple[Path, Path]:
@@ -55,8 +69,9 @@ def load_predictor(run_or_weights: Path | str) -> tuple[torch.nn.Module, dict]:
         raise CountnetError(f"{meta_path} is not a countnet model.json") from None
     sd = load_state_dict_file(weights)
     head = meta.get("head") or "fastai"
+    regression = is_regression(meta)
     if meta.get("head_dropout") is not None:
-        model = build_model(arch, len(classes), head, float(meta["head_dropout"]))
+        model = build_model(arch, len(classes), head, float(meta["head_dropout"]), regression)
     else:
         # model.json from before head_dropout was recorded: fastai leaves p = 0 dropout
         # layers out, so take the layout whose layer names the weights have.
@@ -86,8 +101,9 @@ def _pipeline(meta: dict):
 def predict(
     run_or_weights: Path | str, images: list[Path | str], *, bs: int = 64
 ) -> list[Prediction]:
-    """Class and probability for each image, in order. ``run_or_weights`` may also be an
-    ONNX file written by `countnet export`, run with onnxruntime."""
+    """Class and probability for each image, in order (a regression run: the count and its
+    rounding). ``run_or_weights`` may also be an ONNX file written by `countnet export`,
+    run with onnxruntime."""
     from fastai.torch_core import TensorImage
 
     from countnet_classify.screen import _check_image
@@ -96,9 +112,10 @@ def predict(
         from countnet_classify.export import session
 
         sess, meta = session(run_or_weights)
+        output = "count" if is_regression(meta) else "probabilities"
 
-        def probabilities(x: torch.Tensor) -> torch.Tensor:
-            (p,) = sess.run(["probabilities"], {"image": x.numpy()})
+        def outputs(x: torch.Tensor) -> torch.Tensor:
+            (p,) = sess.run([output], {"image": x.numpy()})
             return torch.from_numpy(p)
 
         # the graph normalises: only fastai's item transforms and the [0, 1] scaling here
@@ -106,8 +123,9 @@ def predict(
     else:
         model, meta = load_predictor(run_or_weights)
 
-        def probabilities(x: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(model(x).float(), dim=1)
+        def outputs(x: torch.Tensor) -> torch.Tensor:
+            y = model(x).float()
+            return y if is_regression(meta) else torch.softmax(y, dim=1)
 
         items, batch = _pipeline(meta)
     for img in images:
@@ -122,8 +140,12 @@ def predict(
         for i in range(0, len(images), bs):
             chunk = images[i : i + bs]
             x = batch(TensorImage(torch.stack([items(Path(p)) for p in chunk])))
-            probs = probabilities(x)
-            for p, row in zip(chunk, probs, strict=True):
+            ys = outputs(x)
+            for p, row in zip(chunk, ys, strict=True):
+                if is_regression(meta):
+                    label = str(int(rounded(row)))
+                    out.append(Prediction(str(p), label, None, {}, float(row)))
+                    continue
                 k = int(row.argmax())
                 out.append(
                     Prediction(
@@ -137,14 +159,19 @@ def predict(
 
 
 def write_csv(preds: list[Prediction], path: Path | str) -> None:
+    """path, prediction, probability, p_<class>...; a regression run's: path, prediction
+    (the rounded count), count."""
     buf = io.StringIO()
-    classes = list(preds[0].probs) if preds else []
     w = csv.writer(buf)
-    w.writerow(["path", "prediction", "probability", *[f"p_{c}" for c in classes]])
-    for p in preds:
-        w.writerow(
-            [p.path, p.label, f"{p.probability:.6f}", *[f"{p.probs[c]:.6f}" for c in classes]]
-        )
+    if preds and preds[0].count is not None:
+        w.writerow(["path", "prediction", "count"])
+        w.writerows([p.path, p.label, f"{p.count:.4f}"] for p in preds)
+    else:
+        classes = list(preds[0].probs) if preds else []
+        w.writerow(["path", "prediction", "probability", *[f"p_{c}" for c in classes]])
+        for p in preds:
+            probs = [f"{p.probs[c]:.6f}" for c in classes]
+            w.writerow([p.path, p.label, f"{p.probability:.6f}", *probs])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, buf.getvalue())

@@ -16,7 +16,7 @@ from typing import Any
 
 from countnet.atomic import write_text_atomic
 from countnet.errors import CountnetError
-from countnet_classify import pixels
+from countnet_classify import pixels, regression
 from countnet_classify.callbacks import read_rows
 from countnet_classify.cost import COST_JSON, DISPLAY_COLUMNS, format_row
 from countnet_classify.outputs import CONFIG, format_time, read_config
@@ -27,6 +27,8 @@ FIGURES = (
     ("losses.png", "Learning curves"),
     ("confusion_matrix.png", "Confusion matrix"),
     ("top_losses.png", "Top losses"),
+    ("scatter.png", "Predicted vs true count"),  # --task regression
+    ("residuals.png", "Residual by count"),
     ("batch.png", "Sample training images (augmented)"),
 )
 SUMMARY_COLUMNS = (
@@ -191,15 +193,17 @@ def _read_cost(path: Path) -> dict | None:
     return cost
 
 
+def _blog_columns(v: RunView) -> tuple[str, ...]:
+    """The blog's columns; a regression run's error_rate (of the rounded count) is followed
+    by its MAE and RMSE."""
+    if v.metrics and "mae" in v.metrics[0]:
+        return (*BLOG_COLUMNS[:-1], "mae", "rmse", "time")
+    return BLOG_COLUMNS
+
+
 def _blog_rows(v: RunView) -> list[list[str]]:
     return [
-        [
-            r["epoch"],
-            r["train_loss"],
-            r["valid_loss"],
-            r["error_rate"],
-            format_time(float(r["time"])),
-        ]
+        [format_time(float(r[c])) if c == "time" else r[c] for c in _blog_columns(v)]
         for r in v.metrics
     ]
 
@@ -348,6 +352,9 @@ def render_markdown(
         if pixel_rows := pixels.rows(views):
             parts += ["## Circles or pixels?", "", pixels.INTRO, ""]
             parts += [_md_table(pixels.COLUMNS, pixel_rows), ""]
+        if unseen_rows := regression.unseen_rows(views):
+            parts += ["## Counts never seen", "", regression.UNSEEN_INTRO, ""]
+            parts += [_md_table(regression.UNSEEN_COLUMNS, unseen_rows), ""]
     for sv in sweeps:
         table = _md_table(*sv.table()) if sv.summary else NO_SWEEP_RUNS
         parts += [f"## Sweep {sv.name}", "", sv.text(), "", table, ""]
@@ -365,11 +372,15 @@ def render_markdown(
             "",
             "### Per-epoch results",
             "",
-            _md_table(BLOG_COLUMNS, _blog_rows(v)),
+            _md_table(_blog_columns(v), _blog_rows(v)),
             "",
             _lr_text(v),
             "",
         ]
+        if s := regression.summary_of(v.config):
+            parts += ["### Counts: seen and unseen", ""]
+            parts += [_md_table(regression.GROUP_COLUMNS, regression.group_rows(s)), ""]
+            parts += [_md_table(regression.COUNT_COLUMNS, regression.count_rows(s)), ""]
         for fname, title in FIGURES:
             if (v.path / fname).is_file():
                 rel = os.path.relpath(v.path / fname, out_dir)
@@ -442,6 +453,9 @@ def render_html(views: list[RunView], sweeps: list[SweepView] | tuple = ()) -> s
         if pixel_rows := pixels.rows(views):
             p += ["<h2>Circles or pixels?</h2>", f"<p>{html.escape(pixels.INTRO)}</p>"]
             p.append(_h_table(pixels.COLUMNS, pixel_rows))
+        if unseen_rows := regression.unseen_rows(views):
+            p += ["<h2>Counts never seen</h2>", f"<p>{html.escape(regression.UNSEEN_INTRO)}</p>"]
+            p.append(_h_table(regression.UNSEEN_COLUMNS, unseen_rows))
     for sv in sweeps:
         p += [
             f"<h2 id='{html.escape(sv.name)}'>Sweep {html.escape(sv.name)}</h2>",
@@ -464,9 +478,14 @@ def render_html(views: list[RunView], sweeps: list[SweepView] | tuple = ()) -> s
         )
         p += [
             "<h3>Per-epoch results</h3>",
-            _h_table(BLOG_COLUMNS, _blog_rows(v)),
-            f"<p>{html.escape(_lr_text(v))}</p><div class='figs'>",
+            _h_table(_blog_columns(v), _blog_rows(v)),
+            f"<p>{html.escape(_lr_text(v))}</p>",
         ]
+        if s := regression.summary_of(v.config):
+            p += ["<h3>Counts: seen and unseen</h3>"]
+            p += [_h_table(regression.GROUP_COLUMNS, regression.group_rows(s))]
+            p += [_h_table(regression.COUNT_COLUMNS, regression.count_rows(s))]
+        p.append("<div class='figs'>")
         p += [_img(v.path / f, t) for f, t in FIGURES if (v.path / f).is_file()]
         p.append("</div>")
         if v.selection:

@@ -160,6 +160,7 @@ def select_transforms(
     result = {
         "data": str(data.resolve()),
         "budget": {
+            "task": base.task,
             "arch": base.arch,
             "epochs": base.epochs,
             "size": base.size,

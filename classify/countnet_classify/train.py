@@ -14,20 +14,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from countnet.atomic import check_replaceable, exclusive, write_text_atomic
 from countnet.errors import CountnetError
 from countnet.versions import package_versions
-from countnet_classify import optim, outputs, phases, plots
+from countnet_classify import optim, outputs, phases, plots, regression
 from countnet_classify.cache import decoded_splits
 from countnet_classify.callbacks import (
     CHECKPOINT,
+    METRICS_FIELDS,
+    REGRESSION_FIELDS,
     Checkpoint,
     MetricsTable,
     PreciseBN,
     load_checkpoint,
     read_rows,
+    write_rows,
 )
 from countnet_classify.config import DEVICES, RunSpec, auto_batch_size
 from countnet_classify.cost import COST_JSON, model_cost
@@ -47,6 +51,8 @@ from countnet_classify.transforms import resolve_transforms
 
 AUTO_SCRATCH_RULE = "slide"
 AUTO_FALLBACK = ("valley", "minimum")  # when the sweep was too short for the rule above
+PREDICTIONS_CSV = "predictions.csv"  # --task regression: every validation and test image
+PREDICTIONS_FIELDS = ("split", "path", "count", "seen", "prediction", "rounded")
 
 
 @dataclass
@@ -191,6 +197,11 @@ class PreparedRun:
     quiet: bool
     state_dict: dict | None
     weights_source: str | None
+    target: tuple[float, float] | None  # --task regression: the training counts' mean, std
+
+    @property
+    def regression(self) -> bool:
+        return self.target is not None
 
 
 def check_spec(spec: RunSpec) -> tuple[str, torch.device, str]:
@@ -221,9 +232,18 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
         raise CountnetError(
             f"--resume: the files under {spec.data} changed since run {spec.run_name!r} started"
         )
+    target = None
+    data_info = _describe_data(sc)
+    if spec.task == "regression":  # before anything is written: class names must be counts
+        values = regression.count_values(sc.classes)
+        target = regression.standardisation(
+            np.array([values[sc.classes.index(lbl)] for _, lbl, v in sc.items if not v])
+        )
+        test = regression.test_folders(sc.root)
+        if test:
+            data_info["test_class_counts"] = {str(c): len(f) for c, f in test.items()}
     for warning in transform_warnings(spec.transforms, transforms, spec.data):
         say(warning)
-    data_info = _describe_data(sc)
     say(
         f"data: {data_info['n_images']} images in {len(sc.classes)} classes "
         f"({data_info['n_train']} train / {data_info['n_valid']} valid, {sc.layout}); "
@@ -253,19 +273,19 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
     def file_dls():
         return make_dataloaders(
             sc, size=spec.size, bs=bs, transforms=transforms, workers=workers, device=device,
-            seed=spec.seed,
+            seed=spec.seed, regression=target is not None,
         )  # fmt: skip
 
     if decoded is not None:
         dls = make_cached_dataloaders(
             decoded, bs=bs, transforms=transforms, device=device, seed=spec.seed,
-            channels_last=channels_last,
+            channels_last=channels_last, regression=target is not None,
         )  # fmt: skip
     else:
         dls = file_dls()
     return PreparedRun(
         final, partial, saved, sc, data_info, dls, file_dls, transforms, device, precision,
-        channels_last, bs, workers, quiet, state_dict, weights_source,
+        channels_last, bs, workers, quiet, state_dict, weights_source, target,
     )  # fmt: skip
 
 
@@ -277,6 +297,11 @@ def build_learner(spec: RunSpec, run: PreparedRun):
     from fastai.torch_core import set_seed
 
     set_seed(spec.seed, reproducible=True)
+    task = (
+        {"metrics": regression.metrics(), "loss_func": regression.loss_func(spec.loss)}
+        if run.regression
+        else {"metrics": [error_rate, accuracy]}
+    )
     learn = make_learner(
         run.dls,
         spec.arch,
@@ -284,10 +309,11 @@ def build_learner(spec: RunSpec, run: PreparedRun):
         pretrained=spec.uses_pretrained,
         head=spec.head,
         head_dropout=spec.dropout,
+        target=run.target,
         opt_func=optim.opt_func(spec.opt, spec.momentum, spec.wd),
-        metrics=[error_rate, accuracy],
         path=run.partial,
         model_dir=".tmp",
+        **task,
     )
     if run.quiet:
         learn.remove_cb(ProgressCallback)
@@ -317,6 +343,12 @@ def run_record(
         "run": spec.to_dict(),
         "resolved": {
             "name": spec.run_name,
+            "task": spec.task,
+            **(
+                {"loss": spec.loss or regression.DEFAULT_LOSS, "target": _target_dict(run)}
+                if run.regression
+                else {}
+            ),
             "transforms": run.transforms,
             "device": str(run.device),
             "precision": run.precision,
@@ -350,6 +382,10 @@ def run_record(
     }
 
 
+def _target_dict(run: PreparedRun) -> dict | None:
+    return {"mean": run.target[0], "std": run.target[1]} if run.target else None
+
+
 def _weights_sha256(run: PreparedRun) -> str | None:
     """The sha256 of the ImageNet weights the run started from (on --resume, as recorded
     then: the checkpoint, not today's file, holds the weights)."""
@@ -374,7 +410,13 @@ def fit_run(
     def callbacks(phase: phases.Phase, offset: int) -> list:
         return [
             PreciseBN(spec.precise_bn),
-            MetricsTable(run.partial, offset, total, echo=run.quiet),
+            MetricsTable(
+                run.partial,
+                offset,
+                total,
+                echo=run.quiet,
+                fields=REGRESSION_FIELDS if run.regression else METRICS_FIELDS,
+            ),  # fmt: skip
             Checkpoint(run.partial, offset, phase.name),
             *cbs,
         ]
@@ -397,29 +439,38 @@ def finish_run(
     total = record["resolved"]["total_epochs"]
     if len(metrics) != total:
         raise CountnetError(f"internal: {len(metrics)} epochs recorded, {total} expected")
+    # Predicted before the figures swap in file loaders: the training loaders' pixels.
+    evaluated = (
+        regression.evaluate(learn, run.screened, spec.size, run.bs) if run.regression else None
+    )
+    if evaluated:
+        write_rows(partial / PREDICTIONS_CSV, PREDICTIONS_FIELDS, evaluated[0])
     if figures:
         if spec.loader == "cache":
             # Figures through fastai's own file pipeline: interpretation and show_batch need
             # the file items, and the pixels are the same (the cache holds exactly them).
             learn.dls = _with_same_normalization(run.file_dls(), learn.dls)
-        _write_figures(learn, partial, metrics)
+        _write_figures(learn, partial, metrics, evaluated[0] if evaluated else None)
     outputs.export_weights(
         partial,
         learn.model,
         {
             "arch": spec.arch,
             **spec.head_layout,
-            "classes": list(learn.dls.vocab),
+            "task": spec.task,
+            **({"target": _target_dict(run)} if run.regression else {}),
+            "classes": list(run.screened.classes),
             "size": spec.size,
             "resize": "squish",
             "normalize": _normalize_stats(learn),
             "n_in": 3,
             "format": "safetensors state dict of countnet_classify.model.build_model"
-            "(arch, n, head, head_dropout)",
+            "(arch, n, head, head_dropout, regression)",
         },
     )
+    n_out = 1 if run.regression else len(run.screened.classes)
     cost = model_cost(
-        spec.arch, size=spec.size, classes=len(learn.dls.vocab), head=spec.head,
+        spec.arch, size=spec.size, classes=n_out, head=spec.head,
         head_dropout=spec.dropout, device=run.device, batch=min(64, run.bs),
     )  # fmt: skip
     write_text_atomic(partial / COST_JSON, json.dumps(cost, indent=2) + "\n")
@@ -435,6 +486,7 @@ def finish_run(
         "session_train_seconds": round(session["train"], 2),
         # This session's: a killed session's wall time is not known.
         "wall_seconds": round(time.perf_counter() - session["wall"], 2),
+        **({"regression": evaluated[1]} if evaluated else {}),
     }
     record.update(
         status="complete", summary=summary, finished=datetime.now(UTC).isoformat(timespec="seconds")
@@ -446,7 +498,16 @@ def finish_run(
     # loads the trained weights and finishes instead of retraining from nothing.
     (run.final / CHECKPOINT).unlink(missing_ok=True)
     learn.path = run.final
-    say(f"done: final error_rate {errors[-1]:.4f} (best {min(errors):.4f}); run folder {run.final}")
+    counted = ""
+    if evaluated:
+        reg = evaluated[1]
+        counted = f", MAE {reg['seen']['mae']:.3f} on seen counts" + (
+            f", {reg['unseen']['mae']:.3f} on unseen" if "unseen" in reg else ""
+        )
+    say(
+        f"done: final error_rate {errors[-1]:.4f} (best {min(errors):.4f}){counted}; "
+        f"run folder {run.final}"
+    )
     return TrainResult(run.final, learn, metrics, record)
 
 
@@ -544,16 +605,24 @@ def _normalize_stats(learn) -> dict | None:
     return None
 
 
-def _write_figures(learn, run_dir: Path, metrics: list[dict]) -> None:
+def _write_figures(
+    learn, run_dir: Path, metrics: list[dict], predictions: list[dict] | None = None
+) -> None:
+    """Learning curves and a batch; a classifier's confusion matrix and top losses, or a
+    regression's predicted-vs-true scatter and residuals by count (``predictions``)."""
     from fastai.interpret import ClassificationInterpretation
 
     plots.plot_losses(read_rows(run_dir / "losses.csv"), metrics, run_dir / "losses.png")
     with learn.no_bar():
-        interp = ClassificationInterpretation.from_learner(learn)
-        interp.plot_confusion_matrix(figsize=(5, 5))
-        plots.save_current(run_dir / "confusion_matrix.png")
-        k = min(9, len(learn.dls.valid_ds))
-        interp.plot_top_losses(k, nrows=3 if k > 3 else 1)
-        plots.save_current(run_dir / "top_losses.png")
+        if predictions is not None:
+            plots.plot_scatter(predictions, run_dir / "scatter.png")
+            plots.plot_residuals(predictions, run_dir / "residuals.png")
+        else:
+            interp = ClassificationInterpretation.from_learner(learn)
+            interp.plot_confusion_matrix(figsize=(5, 5))
+            plots.save_current(run_dir / "confusion_matrix.png")
+            k = min(9, len(learn.dls.valid_ds))
+            interp.plot_top_losses(k, nrows=3 if k > 3 else 1)
+            plots.save_current(run_dir / "top_losses.png")
         learn.dls.show_batch(max_n=9, show=True)
         plots.save_current(run_dir / "batch.png")

@@ -1,0 +1,222 @@
+"""`countnet train --task regression`: the count as a number, counts never seen in training
+(`countnet gen --holdout`), predict, the report — and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from countnet.errors import CountnetError
+from countnet_classify import regression
+from countnet_classify.config import RunSpec
+from tests.conftest import assert_one_line_error, written
+
+TRAIN = ("--task", "regression", "--no-pretrained", "--arch", "resnet18", "--head", "linear",
+         "--size", "32", "--epochs", "2", "--lr", "3e-3", "--lr-find-iters", "0",
+         "--precision", "fp32", "-q")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def held(tmp_path_factory) -> Path:
+    """Counts 1-4 with 3 held out: 3 trained counts x 8 images (6 train / 2 valid), and 8
+    images of count 3 in test/ only."""
+    from countnet_gen.spec import DatasetSpec
+    from countnet_gen.writer import generate
+
+    spec = DatasetSpec(counts=(1, 4), per_class=8, size=32, radius=3, valid_pct=0.25,
+                       no_overlap=True, holdout="3")  # fmt: skip
+    return generate(spec, tmp_path_factory.mktemp("data") / "held", workers=1)
+
+
+@pytest.fixture(scope="module")
+def trained(held, tmp_path_factory):
+    """One regression run on ``held``, trained through the CLI as a user would."""
+    from tests.conftest import run_countnet
+
+    runs = tmp_path_factory.mktemp("runs")
+    proc = run_countnet("train", held, *TRAIN, "--runs-dir", runs, "--name", "reg", check=True)
+    return runs / "reg", proc
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_regression_run_reports_mae_rmse_and_rounded_error_every_epoch(trained):
+    run, proc = trained
+    rows = _csv(run / "metrics.csv")
+    assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "error_rate", "accuracy",
+                             "mae", "rmse", "time"]  # fmt: skip
+    assert len(rows) == 2
+    for r in rows:  # the blog's error_rate is 1 - the accuracy of the rounded count
+        assert float(r["error_rate"]) == pytest.approx(1 - float(r["accuracy"]), abs=1e-6)
+        assert 0 < float(r["mae"]) <= float(r["rmse"])
+    assert "mae" in proc.stdout and "rmse" in proc.stdout  # -q's line per epoch
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["task"] == "regression" and meta["classes"] == ["1", "2", "4"]
+    assert meta["target"]["mean"] == pytest.approx(7 / 3)  # the training counts' mean
+    cfg = (run / "config.yaml").read_text()
+    assert "loss: mse" in cfg and "task: regression" in cfg
+    for fig in ("scatter.png", "residuals.png", "losses.png", "batch.png"):
+        assert (run / fig).stat().st_size > 1000, fig
+    assert not (run / "confusion_matrix.png").exists()
+
+
+def test_seen_and_unseen_counts_are_predicted_and_summarised_apart(trained, held):
+    import yaml
+
+    run, _ = trained
+    rows = _csv(run / "predictions.csv")
+    valid = [r for r in rows if r["split"] == "valid"]
+    test = [r for r in rows if r["split"] == "test"]
+    assert len(valid) == 6 and {r["count"] for r in valid} == {"1", "2", "4"}
+    assert len(test) == 8 and {(r["count"], r["seen"]) for r in test} == {("3", "False")}
+    assert {r["path"] for r in test} == {
+        p.relative_to(held).as_posix() for p in (held / "test").rglob("*.png")
+    }
+    for r in rows:
+        assert int(r["rounded"]) == max(0, int(np.floor(float(r["prediction"]) + 0.5)))
+    s = yaml.safe_load((run / "config.yaml").read_text())["summary"]["regression"]
+    err = [float(r["prediction"]) - 3 for r in test]
+    assert s["unseen"]["n"] == 8 and s["seen"]["n"] == 6
+    assert s["unseen"]["mae"] == pytest.approx(np.abs(err).mean(), abs=1e-3)
+    assert s["unseen"]["bias"] == pytest.approx(np.mean(err), abs=1e-3)
+    assert s["by_count"]["3"]["seen"] is False and s["by_count"]["4"]["seen"] is True
+    # The final epoch's validation MAE and the summary's "seen" are the same images and
+    # weights (fp32): one number.
+    last = _csv(run / "metrics.csv")[-1]
+    assert s["seen"]["mae"] == pytest.approx(float(last["mae"]), abs=1e-3)
+
+
+def test_predict_prints_the_count_to_one_decimal_and_its_rounding(trained, held, cli, tmp_path):
+    run, _ = trained
+    images = sorted((held / "test").rglob("*.png"))[:3]
+    r = cli("predict", run, *images)
+    assert r.returncode == 0, r.stderr
+    by_path = {row["path"]: row for row in _csv(run / "predictions.csv")}
+    for line, image in zip(r.stdout.splitlines(), images, strict=True):
+        path, count, rounded = line.split("\t")
+        assert path == str(image) and count == f"{float(count):.1f}"
+        want = float(by_path[image.relative_to(held).as_posix()]["prediction"])
+        assert float(count) == pytest.approx(want, abs=0.051)
+        assert int(rounded) == max(0, int(np.floor(want + 0.5)))
+    out = tmp_path / "p.csv"
+    assert cli("predict", run, *images, "--out", out).returncode == 0
+    assert list(_csv(out)[0]) == ["path", "prediction", "count"]
+
+
+def test_the_report_shows_unseen_counts_scatter_and_residuals(trained, cli, tmp_path):
+    run, _ = trained
+    r = cli("report", run, "--out", tmp_path / "rep")
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Counts never seen" in md and "### Counts: seen and unseen" in md
+    assert "| reg | held | mse | 3 |" in md
+    assert "test (counts never seen)" in md
+    assert "![Predicted vs true count]" in md and "![Residual by count]" in md
+    assert "| epoch | train_loss | valid_loss | error_rate | mae | rmse | time |" in md
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "Counts never seen" in page and page.count("data:image/png") >= 4
+
+
+def test_both_loaders_give_the_same_count_targets(held):
+    from countnet_classify.cache import decoded_splits
+    from countnet_classify.data import make_cached_dataloaders, make_dataloaders
+    from countnet_classify.screen import screen
+
+    sc = screen(held, valid_pct=0.2, seed=0)
+    cpu = torch.device("cpu")
+    kw = {"bs": 6, "transforms": "none", "device": cpu, "seed": 0, "regression": True}
+    files = make_dataloaders(sc, size=32, workers=0, **kw)
+    cached = make_cached_dataloaders(decoded_splits(sc, 32, progress=False), **kw)
+    (_, y_files), (_, y_cached) = files.valid.one_batch(), cached.valid.one_batch()
+    assert y_cached.dtype == torch.float32
+    assert sorted(y_files.flatten().tolist()) == sorted(y_cached.tolist()) == [1, 1, 2, 2, 4, 4]
+
+
+def test_rounding_metrics_and_rescale():
+    pred = torch.tensor([46.49, 46.5, 47.6, -0.7, 0.4])
+    assert regression.rounded(pred).tolist() == [46, 47, 48, 0, 0]
+    targ = torch.tensor([46.0, 46.0, 48.0, 0.0, 1.0])
+    assert float(regression.accuracy(pred, targ)) == pytest.approx(3 / 5)
+    assert float(regression.error_rate(pred, targ)) == pytest.approx(2 / 5)
+    assert float(regression.mae(pred, targ)) == pytest.approx(
+        float((pred - targ).abs().mean()), abs=1e-6
+    )
+    # bf16 holds 47 only to a quarter: the count is computed in float32 from z
+    z = torch.tensor([[0.3], [-1.1]], dtype=torch.bfloat16)
+    out = regression.Rescale(47.5, 1.7)(z)
+    assert out.dtype == torch.float32 and out.shape == (2,)
+    assert out.tolist() == pytest.approx([47.5 + 1.7 * float(z[0, 0]), 47.5 - 1.7 * 1.1],
+                                         abs=1e-2)  # fmt: skip
+    assert regression.standardisation(np.array([3.0, 3.0])) == (3.0, 1.0)
+
+
+def test_summarise_groups_seen_unseen_and_seen_test_counts():
+    rows = [
+        {"split": "valid", "count": 2, "seen": True, "prediction": 2.2, "rounded": 2},
+        {"split": "valid", "count": 4, "seen": True, "prediction": 3.4, "rounded": 3},
+        {"split": "test", "count": 3, "seen": False, "prediction": 3.1, "rounded": 3},
+        {"split": "test", "count": 3, "seen": False, "prediction": 2.0, "rounded": 2},
+        {"split": "test", "count": 4, "seen": True, "prediction": 4.0, "rounded": 4},
+    ]
+    s = regression.summarise(rows)
+    assert s["seen"] == {"n": 2, "mae": 0.4, "rmse": pytest.approx(0.4472, abs=1e-4),
+                         "accuracy": 0.5, "bias": -0.2}  # fmt: skip
+    assert s["unseen"]["n"] == 2 and s["unseen"]["mae"] == 0.55 and s["unseen"]["accuracy"] == 0.5
+    assert s["test_seen"]["n"] == 1 and s["test_seen"]["mae"] == 0.0
+    assert list(s["by_count"]) == ["2", "3", "4"] and s["by_count"]["4"]["n"] == 2
+
+
+def test_bad_regression_input_is_one_line_and_writes_nothing(cli, tmp_path, held):
+    from PIL import Image
+
+    pets = tmp_path / "pets"
+    for name in ("cat", "dog"):
+        (pets / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (32, 32), (i * 40, 0, 0)).save(pets / name / f"{i}.png")
+    runs = tmp_path / "runs"
+    assert_one_line_error(
+        cli("train", pets, *TRAIN, "--runs-dir", runs),
+        "--task regression needs class folders named by counts",
+        "'cat' is not a count",
+        alone=False,
+    )
+    assert_one_line_error(
+        cli("train", pets, "--loss", "l1", "--runs-dir", runs), "--loss is for --task regression"
+    )
+    assert_one_line_error(
+        cli("train", held, "--task", "counting", "--runs-dir", runs), "unknown --task 'counting'"
+    )
+    assert_one_line_error(
+        cli("train", held, *TRAIN, "--loss", "l3", "--runs-dir", runs), "unknown --loss 'l3'"
+    )
+    assert written(runs) == []
+
+
+def test_a_test_folder_that_names_no_count_is_refused_before_training(cli, tmp_path, held):
+    import shutil
+
+    data = tmp_path / "held"
+    shutil.copytree(held, data)
+    (data / "test" / "3").rename(data / "test" / "three")
+    r = cli("train", data, *TRAIN, "--runs-dir", tmp_path / "runs")
+    assert_one_line_error(r, "test/ class folders named by counts", "'three'", alone=False)
+    assert written(tmp_path / "runs") == []
+
+
+def test_task_and_loss_are_part_of_a_run():
+    spec = RunSpec(data="d", task="regression", loss="l1")
+    assert spec.resume_diff(RunSpec(data="d", task="regression").resume_key()) == {
+        "loss": (None, "l1")
+    }
+    assert "task" in RunSpec(data="d").resume_diff(spec.resume_key())
+    with pytest.raises(CountnetError, match="--loss is for --task regression"):
+        RunSpec(data="d", loss="mse")
