@@ -40,12 +40,14 @@ datasets:
   tiny-b: {range: 3-4, per_class: 12, size: 32, radius: 2-4, no_overlap: true, valid_pct: 0.25}
   tiny-a-shapes: {range: 1-2, per_class: 12, size: 32, radius: 3, valid_pct: 0.25, distractors: 1-2,
                   distractor_shape: [square, ring]}
+  tiny-h: {range: 1-3, per_class: 12, size: 32, radius: 3, valid_pct: 0.25, holdout: [2]}
 train: {arch: resnet18, size: 32, bs: 8, epochs: 1, lr_find_iters: 30, workers: 0, head: linear}
 select_transforms: {candidates: [none, dihedral, aug], epochs: 1, lr: 0.001}
 experiments:
   a: {data: tiny-a}
   b: {data: tiny-b, transforms: flips, head: fastai}
   a-shapes: {data: tiny-a-shapes}
+  h: {data: tiny-h, task: regression, loss: l1, transforms: none}
   mine: {data: data/mine, optional: true}
 sweeps:
   sw: {data: tiny-b, params: {lr: [0.01, 0.003]}, seeds: 1, lr_find_iters: 0, head: fastai}
@@ -109,6 +111,10 @@ def test_tiny_workflow_end_to_end(tmp_path):
     pixels = md.split("## Circles or pixels?", 1)[1].split("\n## ", 1)[0]
     (row,) = [ln for ln in pixels.splitlines() if ln.startswith("| a |")]
     assert "| a-shapes | 1-2 an image (square, ring) | no |" in row
+    # Regression on the set with count 2 held out: predicted, and reported as unseen.
+    unseen = md.split("## Counts never seen", 1)[1].split("\n## ", 1)[0]
+    assert "| h | tiny-h | l1 | 2 |" in unseen
+    assert "| epoch | train_loss | valid_loss | error_rate | mae | rmse | time |" in md
 
     assert planned_jobs(tmp_path, cfg) == {}  # nothing to be done
 
