@@ -25,30 +25,42 @@ VERBS = ("train", "predict", "export", "select-transforms", "report")
 FAST = ["--size", "32", "--bs", "8", "--lr-find-iters", "0", "--quiet"]
 
 
-def _examples() -> list[list[str]]:
-    """README's lines, then `countnet export --help`'s that README lacks."""
-    from countnet.cli import EXPORT_EXAMPLES
+def _examples() -> list[tuple[list[str], bool]]:
+    """README's lines, then `countnet train --help`'s and `export --help`'s that README
+    lacks, each with whether it came from --help."""
+    from countnet.cli import EXPORT_EXAMPLES, TRAIN_EXAMPLES
 
     readme = README.read_text().splitlines()
-    helps = [ln.strip().split("[dim]")[0] for ln in EXPORT_EXAMPLES.splitlines()]
-    found: list[list[str]] = []
-    for ln in readme + helps:
-        if ln.startswith(tuple(f"countnet {v} " for v in VERBS)):
-            args = shlex.split(ln, comments=True)
-            if args not in found or ln in readme:
-                found.append(args)
+    helps = [
+        ln.strip().split("[dim]")[0]
+        for text in (TRAIN_EXAMPLES, EXPORT_EXAMPLES)
+        for ln in text.splitlines()
+    ]
+    found: list[tuple[list[str], bool]] = []
+    for from_help, lines in ((False, readme), (True, helps)):
+        for ln in lines:
+            if ln.startswith(tuple(f"countnet {v} " for v in VERBS)):
+                args = shlex.split(ln, comments=True)
+                # README may repeat a line on purpose (resume); --help only adds new ones
+                if not from_help or all(args != a for a, _ in found):
+                    found.append((args, from_help))
     return found
 
 
 def test_readme_examples_run_as_written(cli, tiny, tmp_path, monkeypatch):
-    examples = _examples()
-    assert len(examples) >= 10
+    examples = [args for args, _ in _examples()]
+    from_help = [h for _, h in _examples()]
+    assert len(examples) >= 10 and any(from_help)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # ours alone
-    save_resnet_weights(tmp_path / "r34.pth", "resnet34")
-    assert cli("weights", "import", tmp_path / "r34.pth", "--arch", "resnet34").returncode == 0
-    for where in ("datasets/count-1-5", "datasets/count-45-50"):
+    save_resnet_weights(tmp_path / "resnet34.pth", "resnet34")  # --help's --weights example
+    assert cli("weights", "import", "resnet34.pth", "--arch", "resnet34").returncode == 0
+    for where in ("datasets/count-1-5", "datasets/count-45-50", "datasets/count-45-50-holdout"):
         shutil.copytree(tiny, where)
+    held = Path("datasets/count-45-50-holdout")  # count 2 held out, as `gen --holdout` does
+    for split in ("train", "valid"):
+        shutil.copytree(held / split / "2", held / "test" / "2", dirs_exist_ok=True)
+        shutil.rmtree(held / split / "2")
     shutil.copytree(tiny / "train", "data/paintings")  # class folders only: split 80/20
     valid = sorted((tiny / "valid" / "2").glob("*.png"))
     for i, src in enumerate(valid[:2], 1):
@@ -73,6 +85,8 @@ def test_readme_examples_run_as_written(cli, tiny, tmp_path, monkeypatch):
             extra = [*FAST, *lr, "--epochs", "3"]
         elif verb == "train":
             extra = [*FAST, *lr, "--epochs", "1"]
+            if from_help[i]:  # runs README's lines already made keep their folders
+                extra += ["--runs-dir", "help-runs"]
         elif verb == "select-transforms":
             extra = ["--size", "32", "--bs", "8", "--candidates", "none,dihedral"]
         else:
@@ -93,3 +107,6 @@ def test_readme_examples_run_as_written(cli, tiny, tmp_path, monkeypatch):
     assert Path("preds.csv").read_text().count(".png") == len(valid)
     assert (runs / "c4550" / "model.onnx").is_file() and Path("c4550.onnx").is_file()
     assert (runs / "report.html").is_file() and "## c15" in (runs / "report.md").read_text()
+    reg = yaml.safe_load((runs / "reg4550" / "config.yaml").read_text())["summary"]
+    assert reg["regression"]["unseen"]["n"] == 12  # count 2's images, predicted
+    assert "## Counts never seen" in (runs / "report.md").read_text()
