@@ -67,6 +67,16 @@ TRAIN_EXAMPLES = """
 
 
 # Options that train and select-transforms share, spelled once.
+TaskOpt = Annotated[
+    str,
+    typer.Option(
+        help="classification | regression (the count as a number: class folders named by "
+        "counts; test/<count>/ is predicted after training)."
+    ),
+]
+LossOpt = Annotated[
+    str | None, typer.Option(help="Regression loss: mse | huber | l1 \\[default: mse].")
+]
 HeadOpt = Annotated[
     str,
     typer.Option(
@@ -106,17 +116,8 @@ def train_cmd(
     data: Annotated[
         Path, typer.Argument(help="train/ + valid/ folders, or a folder of class folders.")
     ],
-    task: Annotated[
-        str,
-        typer.Option(
-            help="classification | regression (the count as a number: class folders named "
-            "by counts; test/<count>/ is predicted after training)."
-        ),
-    ] = "classification",
-    loss: Annotated[
-        str | None,
-        typer.Option(help="Regression loss: mse | huber | l1 \\[default: mse]."),
-    ] = None,
+    task: TaskOpt = "classification",
+    loss: LossOpt = None,
     arch: Annotated[
         str, typer.Option(help="resnet18 | resnet34 | resnet50 | squeezenet1_1 | alexnet | lenet.")
     ] = "resnet34",
@@ -477,6 +478,8 @@ def select_transforms_cmd(
         str,
         typer.Option(help="Preset kept when no candidate beats it by more than the noise."),
     ] = "dihedral",
+    task: TaskOpt = "classification",
+    loss: LossOpt = None,
     arch: Annotated[str, typer.Option(help="Architecture for the comparison.")] = "resnet34",
     pretrained: Annotated[
         bool, typer.Option("--pretrained/--no-pretrained", help="Start from ImageNet weights.")
@@ -508,6 +511,8 @@ def select_transforms_cmd(
 
     spec = RunSpec(
         data=str(data),
+        task=task,
+        loss=loss,
         arch=arch,
         pretrained=pretrained,
         weights=str(weights) if weights else None,

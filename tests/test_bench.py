@@ -53,3 +53,26 @@ def test_solver_recipe_runs_the_seeds_recipe_beside_the_default(tmp_path):
     assert default["resolved"]["optimizer"]["name"] == "FusedAdam"
     assert default["resolved"]["schedule"] == "one-cycle for 1 epoch(s)"
     assert default["lr"]["source"].startswith("LR finder")  # the finder chose it
+
+
+def test_regression_holdout_bench_runs_each_loss_beside_its_baselines(tmp_path):
+    """bench/regression_holdout.py as documented, 1 epoch on 10 images a count: the set holds
+    47 and 49 out, each loss trains as a regression run, and the mean predictor and the
+    classifier are measured on the same images (the classifier can never answer 47 or 49)."""
+    import yaml
+
+    r = subprocess.run(
+        [sys.executable, "bench/regression_holdout.py", "--epochs", "1", "--per-class", "10",
+         "--losses", "mse,l1", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    data = tmp_path / "count-45-50-holdout"
+    assert sorted(p.name for p in (data / "test").iterdir()) == ["47", "49"]
+    rows = {ln[:16].strip(): ln.split()[-6:] for ln in r.stdout.splitlines()
+            if ln.startswith(("regression", "mean", "classifier"))}  # fmt: skip
+    assert set(rows) == {"regression mse", "regression l1", "mean (baseline)", "classifier"}
+    assert float(rows["classifier"][3]) == 0.0  # accuracy on unseen counts: never right
+    assert float(rows["classifier"][2]) >= 1.0  # and off by at least one
+    run = yaml.safe_load((tmp_path / "runs" / "regression-l1" / "config.yaml").read_text())
+    assert run["resolved"]["loss"] == "l1" and run["summary"]["regression"]["unseen"]["n"] == 20

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from countnet_classify.config import ARCHS
+from countnet_classify.config import ARCHS, RunSpec
 from countnet_classify.model import build_model
 from countnet_classify.outputs import export_weights
 from tests.conftest import assert_one_line_error
@@ -27,8 +27,11 @@ def fake_run(
     from countnet_classify.regression import Rescale
 
     torch.manual_seed(0)
-    head = "linear" if arch == "resnet18" else "fastai"
-    model = build_model(arch, 3, head, 0.5 if head == "fastai" else 0.0, regression).eval()
+    # model.json's head and dropout as training writes them (LeNet's: none)
+    layout = RunSpec(data="d", arch=arch, head="linear" if arch == "resnet18" else "fastai")
+    layout = layout.head_layout
+    model = build_model(arch, 3, layout["head"] or "fastai", layout["head_dropout"], regression)
+    model.eval()
     last = [m for m in model.modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)][-1]
     with torch.no_grad():
         last.weight.mul_(30)
@@ -36,9 +39,8 @@ def fake_run(
             if isinstance(m, Rescale):
                 m.mean.fill_(47.5)
                 m.std.fill_(1.7)
-    meta = {"arch": arch, "head": head, "head_dropout": 0.5 if head == "fastai" else 0.0,
-            "classes": ["1", "2", "3"], "size": size, "resize": "squish",
-            "normalize": normalize, "n_in": 3}  # fmt: skip
+    meta = {"arch": arch, **layout, "classes": ["1", "2", "3"], "size": size,
+            "resize": "squish", "normalize": normalize, "n_in": 3}  # fmt: skip
     if regression:
         meta.update(task="regression", target={"mean": 47.5, "std": 1.7})
     folder.mkdir(parents=True)

@@ -495,8 +495,10 @@ def test_full_config_is_complete_on_its_own():
 
     repo = Path(__file__).resolve().parents[1]
     config = yaml.safe_load((repo / "config" / "full.yaml").read_text())
-    for name in ("count-1-5", "count-45-50", "count-45-50-var", "count-45-50-distract"):
+    names = ("count-1-5", "count-45-50", "count-45-50-var", "count-45-50-distract",
+             "count-45-50-regression")  # fmt: skip
+    for name in names:
         opts = {**config["train"], **config["experiments"][name]}
         assert (opts["epochs"], opts["size"], opts["transforms"]) == (15, 224, "select"), name
         assert (opts["head"], opts["head_dropout"], opts["precise_bn"]) == ("fastai", 0.5, 1024)
-        assert config["datasets"][name]["size"] == 224
+        assert config["datasets"][opts["data"]]["size"] == 224

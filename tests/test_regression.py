@@ -121,6 +121,7 @@ def test_the_report_shows_unseen_counts_scatter_and_residuals(trained, cli, tmp_
     assert "test (counts never seen)" in md
     assert "![Predicted vs true count]" in md and "![Residual by count]" in md
     assert "| epoch | train_loss | valid_loss | error_rate | mae | rmse | time |" in md
+    assert "| reg | held | resnet18 (regression, mse loss) |" in md  # the summary says so
     page = (tmp_path / "rep" / "report.html").read_text()
     assert "Counts never seen" in page and page.count("data:image/png") >= 4
 
@@ -214,9 +215,55 @@ def test_a_test_folder_that_names_no_count_is_refused_before_training(cli, tmp_p
 
 def test_task_and_loss_are_part_of_a_run():
     spec = RunSpec(data="d", task="regression", loss="l1")
+    # Without --loss a regression run records the default it used: a later default cannot
+    # change what --resume continues with.
+    assert RunSpec(data="d", task="regression").loss == "mse"
     assert spec.resume_diff(RunSpec(data="d", task="regression").resume_key()) == {
-        "loss": (None, "l1")
+        "loss": ("mse", "l1")
     }
     assert "task" in RunSpec(data="d").resume_diff(spec.resume_key())
     with pytest.raises(CountnetError, match="--loss is for --task regression"):
         RunSpec(data="d", loss="mse")
+
+
+def test_a_regression_run_killed_and_resumed_equals_the_whole_run(held, tmp_path):
+    """SIGKILL after epoch 1, resumed in a fresh process: the same metrics (mae and rmse
+    too) and predictions as the run never interrupted — here through the file loader and
+    under bf16 autocast, the paths the other regression tests leave out."""
+    from tests.conftest import COUNTNET, run_countnet
+    from tests.test_resume import kill_9_after_checkpoint
+
+    def args(name: str) -> list:
+        return ["train", held, *TRAIN, "--epochs", "4", "--loader", "files", "--workers", "0",
+                "--precision", "bf16", "--bs", "4", "--device", "cpu", "--runs-dir", tmp_path,
+                "--name", name]  # fmt: skip
+
+    assert run_countnet(*args("whole")).returncode == 0
+    proc, reached = kill_9_after_checkpoint([COUNTNET, *args("cut")], tmp_path / ".cut.partial", 1)
+    assert proc.returncode == -9 and 1 <= reached < 4, proc.stderr
+    r = run_countnet(*args("cut"), "--resume")
+    assert r.returncode == 0 and f"resuming after epoch {reached}/4" in r.stderr, r.stderr
+    whole, cut = (_csv(tmp_path / n / "metrics.csv") for n in ("whole", "cut"))
+    assert [m["epoch"] for m in cut] == ["1", "2", "3", "4"]
+    for w, c in zip(whole, cut, strict=True):
+        for col in ("error_rate", "mae", "rmse", "train_loss", "valid_loss"):
+            assert float(c[col]) == pytest.approx(float(w[col]), abs=1e-5), (col, whole, cut)
+    preds = [[float(r["prediction"]) for r in _csv(tmp_path / n / "predictions.csv")]
+             for n in ("whole", "cut")]  # fmt: skip
+    assert preds[1] == pytest.approx(preds[0], abs=1e-4) and len(preds[0]) == 14
+
+
+def test_a_lenet_regression_run_predicts_and_exports(held, cli, tmp_path):
+    # LeNet has no head options: model.json records none, and predict must still rebuild
+    # its one-output classifier with the Rescale the weights bring.
+    runs = tmp_path / "runs"
+    r = cli("train", held, *TRAIN, "--arch", "lenet", "--epochs", "1", "--runs-dir", runs,
+            "--name", "le")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads((runs / "le" / "model.json").read_text())["head_dropout"] is None
+    images = sorted((held / "test").rglob("*.png"))[:2]
+    a = cli("predict", runs / "le", *images)
+    assert a.returncode == 0, a.stderr
+    assert cli("export", runs / "le").returncode == 0
+    b = cli("predict", runs / "le" / "model.onnx", *images)
+    assert a.stdout == b.stdout and a.stdout.count("\t") == 4

@@ -25,7 +25,10 @@ HEADS = ("fastai", "linear")
 # What the network predicts: a class (softmax over the folders) or the count as a number
 # (one output; the class folders must be numbers). Regression losses: countnet_classify.regression.
 TASKS = ("classification", "regression")
-LOSSES = ("l1", "mse", "huber")
+LOSSES = ("mse", "huber", "l1")
+# Chosen by measurement on the default 45-50 set with counts 47 and 49 held out
+# (BENCHMARKS.md, "Regression"); --loss overrides it.
+DEFAULT_LOSS = "mse"
 # Options that may differ between an interrupted run and its --resume.
 RESUME_FREE = ("resume", "quiet", "device", "workers", "force", "note", "loader")
 
@@ -39,7 +42,7 @@ class RunSpec:
 
     data: str
     task: str = "classification"
-    # regression only; None: regression.DEFAULT_LOSS (chosen by measurement, BENCHMARKS.md)
+    # regression only; None: DEFAULT_LOSS (filled in, so a run records the loss it used)
     loss: str | None = None
     arch: str = "resnet34"
     pretrained: bool = True
@@ -119,6 +122,8 @@ class RunSpec:
             raise CountnetError("--weights and --no-pretrained contradict each other: pick one")
         if self.loss is not None and self.task != "regression":
             raise CountnetError("--loss is for --task regression (classification: cross-entropy)")
+        if self.task == "regression" and self.loss is None:
+            object.__setattr__(self, "loss", DEFAULT_LOSS)
         if self.arch == "lenet" and self.weights:
             raise CountnetError("--arch lenet has no pretrained weights: drop --weights")
 

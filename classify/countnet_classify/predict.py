@@ -75,7 +75,8 @@ def load_predictor(run_or_weights: Path | str) -> tuple[torch.nn.Module, dict]:
     else:
         # model.json from before head_dropout was recorded: fastai leaves p = 0 dropout
         # layers out, so take the layout whose layer names the weights have.
-        layouts = [build_model(arch, len(classes), head, p) for p in (0.5, 0.0)]
+        # (LeNet records none: it has no head options.)
+        layouts = [build_model(arch, len(classes), head, p, regression) for p in (0.5, 0.0)]
         model = next((m for m in layouts if set(m.state_dict()) == set(sd)), layouts[0])
     check_state_dict(sd, model, str(weights))
     model.load_state_dict(sd)
@@ -143,7 +144,8 @@ def predict(
             ys = outputs(x)
             for p, row in zip(chunk, ys, strict=True):
                 if is_regression(meta):
-                    label = str(int(rounded(row)))
+                    finite = bool(torch.isfinite(row))  # a diverged run's weights: nan
+                    label = str(int(rounded(row))) if finite else "nan"
                     out.append(Prediction(str(p), label, None, {}, float(row)))
                     continue
                 k = int(row.argmax())

@@ -25,23 +25,27 @@ from torch import nn
 
 from countnet.cpus import usable_cpus
 from countnet.errors import CountnetError
+from countnet_classify.config import DEFAULT_LOSS
 
-# Chosen by measurement on the default 45-50 set with counts 47 and 49 held out
-# (BENCHMARKS.md, "Regression"); --loss overrides it.
-DEFAULT_LOSS = "mse"
 HUBER_DELTA = 1.0  # counts: quadratic within one circle of the truth, linear beyond
 TEST = "test"
 
 
 def count_values(classes: list[str], where: str = "class folder") -> np.ndarray:
-    """The count each class folder names, or a one-line error for one that names none."""
+    """The count each class folder names, or a one-line error for one that names none (or
+    names the same count as another: 7 and 07)."""
     bad = [c for c in classes if not (c.isascii() and c.isdigit())]
     if bad:
+        hint = " (a test/ split is read only beside train/ and valid/)" if bad[0] == TEST else ""
         raise CountnetError(
             f"--task regression needs {where}s named by counts (0, 1, 2, ...); "
-            f"{bad[0]!r} is not a count"
+            f"{bad[0]!r} is not a count{hint}"
         )
-    return np.array([int(c) for c in classes], np.float32)
+    values = [int(c) for c in classes]
+    twice = sorted({c for c, v in zip(classes, values, strict=True) if values.count(v) > 1})
+    if twice:
+        raise CountnetError(f"{where}s {', '.join(twice)} name the same count: keep one")
+    return np.array(values, np.float32)
 
 
 class Rescale(nn.Module):
@@ -118,7 +122,7 @@ def metrics() -> list:
     return [error_rate, accuracy, mae, AccumMetric(_root_mean_square, name="rmse")]
 
 
-def test_folders(root: Path) -> dict[int, list[Path]]:
+def find_test_folders(root: Path) -> dict[int, list[Path]]:
     """The files of each ``root/test/<count>/`` folder (`countnet gen --holdout`'s held-out
     counts, or a test split of the user's), by count; a folder that names no count is a
     one-line error."""
@@ -132,12 +136,12 @@ def test_folders(root: Path) -> dict[int, list[Path]]:
     return {int(v): _files(d) for d, v in zip(dirs, values, strict=True)}
 
 
-def test_items(root: Path) -> list[tuple[Path, int]]:
+def find_test_items(root: Path) -> list[tuple[Path, int]]:
     """(image, count) for every readable image of the test split; unreadable files are
     left out, as screening leaves them out of training."""
     from countnet_classify.screen import _check_image
 
-    entries = [(f, c) for c, files in test_folders(root).items() for f in files]
+    entries = [(f, c) for c, files in find_test_folders(root).items() for f in files]
     with ThreadPoolExecutor(min(8, usable_cpus())) as pool:
         problems = list(pool.map(_check_image, [f for f, _ in entries]))
     return [e for e, why in zip(entries, problems, strict=True) if why is None]
@@ -183,21 +187,26 @@ def evaluate(learn, screened, size: int, bs: int) -> tuple[list[dict], dict]:
     """Every validation and test image predicted by the trained ``learn``: the rows of
     predictions.csv and the summary's "regression" entry."""
     root = screened.root
-    trained = set(screened.classes)
+    trained = {int(c) for c in screened.classes}
     valid_items = [(p, int(lbl)) for p, lbl, v in screened.items if v]
-    groups = [("valid", valid_items), (TEST, test_items(root))]
+    groups = [("valid", valid_items), (TEST, find_test_items(root))]
     rows = []
     for split, items in groups:
         if not items:
             continue
         preds = predict_items(learn, items, size, bs)
+        if not np.isfinite(preds).all():
+            raise CountnetError(
+                f"training diverged: {int((~np.isfinite(preds)).sum())} of {len(preds)} {split} "
+                "predictions are not finite numbers; train again with a lower --lr"
+            )
         for (path, count), pred in zip(items, preds, strict=True):
             rows.append(
                 {
                     "split": split,
                     "path": path.relative_to(root).as_posix(),
                     "count": count,
-                    "seen": str(count) in trained,
+                    "seen": count in trained,
                     "prediction": round(float(pred), 4),
                     "rounded": int(rounded(torch.tensor(float(pred)))),
                 }

@@ -77,6 +77,15 @@ class RunView:
         dropout = res.get("head_dropout", run.get("head_dropout"))
         return head if dropout is None else f"{head} (dropout {dropout:g})"
 
+    def arch_text(self) -> str:
+        """The arch, and the task when it is not classification: a regression run's
+        error_rate is of its rounded count."""
+        res = self.config["resolved"]
+        arch = self.config["run"]["arch"]
+        if res.get("task") == "regression":
+            return f"{arch} (regression, {res.get('loss')} loss)"
+        return arch
+
     def cost_cells(self) -> list[str]:
         """Parameters, MACs per image and batch-1 latency (fp32, on the run's device)."""
         c = self.cost
@@ -95,7 +104,7 @@ class RunView:
         return [
             self.name,
             Path(data["root"]).name,
-            self.config["run"]["arch"],
+            self.arch_text(),
             self.head_text(),
             self.pretrained_text(),
             *self.cost_cells(),

@@ -45,7 +45,7 @@ from countnet_classify.model import (
 )
 from countnet_classify.precision import apply_precision, resolve_precision, use_channels_last
 from countnet_classify.schedules import caffe_scheduler  # also patches fit_one_cycle onto Learner
-from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen
+from countnet_classify.screen import IMBALANCE_RATIO, Screened, fingerprint, screen
 from countnet_classify.select import transform_warnings
 from countnet_classify.transforms import resolve_transforms
 
@@ -239,9 +239,16 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
         target = regression.standardisation(
             np.array([values[sc.classes.index(lbl)] for _, lbl, v in sc.items if not v])
         )
-        test = regression.test_folders(sc.root)
+        test = regression.find_test_folders(sc.root)
         if test:
+            files = [f for fs in test.values() for f in fs]
             data_info["test_class_counts"] = {str(c): len(f) for c, f in test.items()}
+            data_info["test_fingerprint"] = fingerprint(sc.root, files)
+        if saved and saved["data"].get("test_fingerprint") != data_info.get("test_fingerprint"):
+            raise CountnetError(
+                f"--resume: the files under {spec.data}/test changed since run "
+                f"{spec.run_name!r} started"
+            )
     for warning in transform_warnings(spec.transforms, transforms, spec.data):
         say(warning)
     say(
@@ -344,11 +351,7 @@ def run_record(
         "resolved": {
             "name": spec.run_name,
             "task": spec.task,
-            **(
-                {"loss": spec.loss or regression.DEFAULT_LOSS, "target": _target_dict(run)}
-                if run.regression
-                else {}
-            ),
+            **({"loss": spec.loss, "target": _target_dict(run)} if run.regression else {}),
             "transforms": run.transforms,
             "device": str(run.device),
             "precision": run.precision,
