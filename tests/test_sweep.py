@@ -139,6 +139,33 @@ def test_summary_arithmetic_and_csv_values(tiny, tmp_path, monkeypatch):
     assert float(summary[0]["final_error_rate_std"]) == pytest.approx(0.264575, abs=1e-6)
 
 
+def test_regression_sweeps_summarise_mae_on_seen_and_unseen_counts(tiny, tmp_path, monkeypatch):
+    """A sweep of regression runs (--param loss=...) adds their MAE on seen and unseen counts
+    to sweep.csv, summary.csv (mean, sample std) and the table a person reads; a classifier
+    sweep has no such columns."""
+    from countnet_classify import sweep as sw
+
+    sweep = sw.Sweep({"data": str(tiny), "pretrained": False, "task": "regression"},
+                     (("loss", ("mse", "l1")),), str(tmp_path), seeds=2)  # fmt: skip
+    maes = {"mse": [(0.1, 0.2), (0.3, 0.5)], "l1": [(0.2, 0.2), (0.2, 0.4)]}
+    fake = [
+        {"loss": loss, "seed": k, "final_error_rate": 0.1, "best_error_rate": 0.1,
+         "best_epoch": 1, "final_valid_loss": 1.0, "train_seconds": 10.0, "run": f"r{k}",
+         "mae_seen": seen, "mae_unseen": unseen}
+        for loss, vals in maes.items() for k, (seen, unseen) in enumerate(vals)
+    ]  # fmt: skip
+    monkeypatch.setattr(sw, "result_rows", lambda s: fake)
+    rows, summary = sw.write_tables(sweep)
+    assert [r["mae_unseen"] for r in _csv(tmp_path / "sweep.csv")] == ["0.2", "0.5", "0.2", "0.4"]
+    mse = _csv(tmp_path / "summary.csv")[0]
+    assert float(mse["mae_seen_mean"]) == pytest.approx(0.2)
+    assert float(mse["mae_unseen_std"]) == pytest.approx(statistics.stdev([0.2, 0.5]))
+    head, body = sw.summary_table(sweep, summary)
+    assert head[4:6] == ["MAE seen", "MAE unseen"] and body[1][5] == "0.300 ± 0.141"
+    assert sw._maes({"seen": {"mae": 0.2}}) == {"mae_seen": 0.2}  # no test/ split: seen only
+    assert sw._maes(None) == {}  # a classifier run
+
+
 def test_error_plot_axes_as_the_values_need(tiny, tmp_path, monkeypatch):
     """lr spans decades: log axis; wd with a 0 (README's grid example): a linear axis whose
     points sit at their values; an arch: one tick per value."""

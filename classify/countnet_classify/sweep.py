@@ -52,6 +52,9 @@ RESULT_COLUMNS = (
     "train_seconds",
     "run",
 )
+# --task regression runs add MAE on the seen counts (validation) and, with a test/ split of
+# counts never trained on, on those (regression.summarise)
+MAE_COLUMNS = ("mae_seen", "mae_unseen")
 LOG_SCALE = ("lr", "wd")  # swept over decades: plotted on a log axis
 
 
@@ -349,9 +352,22 @@ def result_rows(sweep: Sweep) -> list[dict[str, Any]]:
                 "final_valid_loss": float(metrics[-1]["valid_loss"]),
                 "train_seconds": float(s["train_seconds"]),
                 "run": spec.run_dir.name,
+                **_maes(s.get("regression")),
             }
         )
     return rows
+
+
+def _maes(reg: dict | None) -> dict[str, float]:
+    if not reg:
+        return {}
+    groups = {"mae_seen": reg.get("seen"), "mae_unseen": reg.get("unseen")}
+    return {k: float(g["mae"]) for k, g in groups.items() if g}
+
+
+def _mae_columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The MAE columns some run of ``rows`` has (none for classifiers)."""
+    return tuple(c for c in MAE_COLUMNS if any(c in r for r in rows))
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -367,8 +383,9 @@ def summary_rows(sweep: Sweep, rows: list[dict[str, Any]]) -> list[dict[str, Any
         if not mine:
             continue
         row: dict[str, Any] = {**point.as_dict(), "n": len(mine)}
-        for col in ("final_error_rate", "best_error_rate"):
-            m, s = mean_std([r[col] for r in mine])
+        for col in ("final_error_rate", "best_error_rate", *_mae_columns(mine)):
+            values = [r[col] for r in mine if col in r]
+            m, s = mean_std(values)
             row[f"{col}_mean"], row[f"{col}_std"] = m, s
         row["train_seconds_mean"] = statistics.fmean(r["train_seconds"] for r in mine)
         out.append(row)
@@ -411,8 +428,11 @@ def write_tables(sweep: Sweep) -> tuple[list[dict], list[dict]]:
     out = Path(sweep.out)
     rows = result_rows(sweep)
     summary = summary_rows(sweep, rows)
-    write_text_atomic(out / SWEEP_CSV, _csv(sweep.keys, RESULT_COLUMNS, rows))
-    write_text_atomic(out / SUMMARY_CSV, _csv(sweep.keys, SUMMARY_COLUMNS, summary))
+    maes = _mae_columns(rows)
+    columns = (*RESULT_COLUMNS[:-1], *maes, RESULT_COLUMNS[-1])
+    summary_columns = (*SUMMARY_COLUMNS, *(f"{c}_{x}" for c in maes for x in ("mean", "std")))
+    write_text_atomic(out / SWEEP_CSV, _csv(sweep.keys, columns, rows))
+    write_text_atomic(out / SUMMARY_CSV, _csv(sweep.keys, summary_columns, summary))
     return rows, summary
 
 
@@ -433,13 +453,17 @@ def pm(mean: float, std: float | None, digits: int = 4) -> str:
 
 def summary_table(sweep: Sweep, summary: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The summary as a person reads it: mean ± std (sample std over seeds)."""
-    head = [*sweep.keys, "runs", "final error_rate", "best error_rate", "train time (mean)"]
+    maes = [c for c in MAE_COLUMNS if any(f"{c}_mean" in r for r in summary)]
+    mae_heads = [c.replace("mae_", "MAE ") for c in maes]
+    head = [*sweep.keys, "runs", "final error_rate", "best error_rate", *mae_heads,
+            "train time (mean)"]  # fmt: skip
     body = [
         [
             *(format_value(r[k]) for k in sweep.keys),
             str(r["n"]),
             pm(r["final_error_rate_mean"], r["final_error_rate_std"]),
             pm(r["best_error_rate_mean"], r["best_error_rate_std"]),
+            *(pm(r[f"{c}_mean"], r[f"{c}_std"], 3) if f"{c}_mean" in r else "—" for c in maes),
             outputs.format_time(r["train_seconds_mean"]),
         ]
         for r in summary
