@@ -32,7 +32,7 @@ import numpy as np
 
 from countnet_classify.config import RunSpec
 from countnet_classify.predict import predict
-from countnet_classify.regression import find_test_items, summarise
+from countnet_classify.regression import screen_test, summarise
 from countnet_classify.train import train
 from countnet_gen.spec import DatasetSpec
 from countnet_gen.writer import generate, is_dataset, read_dataset_spec
@@ -77,7 +77,7 @@ def classifier_rows(run: Path, data: Path, screened_valid: list[tuple[Path, int]
     """The classifier's answers on the same validation and test images, as regression rows."""
     trained = {p.name for p in (data / "train").iterdir()}
     items = [("valid", p, c) for p, c in screened_valid] + [
-        ("test", p, c) for p, c in find_test_items(data)
+        ("test", p, c) for p, c in screen_test(data)[0]
     ]
     preds = predict(run, [p for _, p, _ in items])
     return [

@@ -255,11 +255,23 @@ def test_a_regression_run_killed_and_resumed_equals_the_whole_run(held, tmp_path
 
 def test_a_lenet_regression_run_predicts_and_exports(held, cli, tmp_path):
     # LeNet has no head options: model.json records none, and predict must still rebuild
-    # its one-output classifier with the Rescale the weights bring.
+    # its one-output classifier with the Rescale the weights bring. An unreadable test/
+    # file is skipped and listed, as screening skips and lists train/ and valid/ ones.
+    import shutil
+
+    data = tmp_path / "held"
+    shutil.copytree(held, data)
+    (data / "test" / "3" / "junk.png").write_bytes(b"not a png")
     runs = tmp_path / "runs"
-    r = cli("train", held, *TRAIN, "--arch", "lenet", "--epochs", "1", "--runs-dir", runs,
+    r = cli("train", data, *TRAIN, "--arch", "lenet", "--epochs", "1", "--runs-dir", runs,
             "--name", "le")  # fmt: skip
     assert r.returncode == 0, r.stderr
+    assert "test split (predicted after training): 3=8; skipped 1" in r.stderr
+    assert (runs / "le" / "skipped.txt").read_text().startswith("test/3/junk.png\tnot an image")
+    import yaml
+
+    summary = yaml.safe_load((runs / "le" / "config.yaml").read_text())["summary"]
+    assert summary["regression"]["unseen"]["n"] == 8
     assert json.loads((runs / "le" / "model.json").read_text())["head_dropout"] is None
     images = sorted((held / "test").rglob("*.png"))[:2]
     a = cli("predict", runs / "le", *images)

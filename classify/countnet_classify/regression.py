@@ -136,15 +136,23 @@ def find_test_folders(root: Path) -> dict[int, list[Path]]:
     return {int(v): _files(d) for d, v in zip(dirs, values, strict=True)}
 
 
-def find_test_items(root: Path) -> list[tuple[Path, int]]:
-    """(image, count) for every readable image of the test split; unreadable files are
-    left out, as screening leaves them out of training."""
-    from countnet_classify.screen import _check_image
+def screen_test(root: Path) -> tuple[list[tuple[Path, int]], list[tuple[Path, str]], dict]:
+    """The test split vetted as screening vets train/ and valid/: (image, count) for every
+    readable image, the skipped files with why, and what the run records of it (images
+    per count, a fingerprint of every file; nothing without a test/ folder)."""
+    from countnet_classify.screen import _check_image, fingerprint
 
-    entries = [(f, c) for c, files in find_test_folders(root).items() for f in files]
+    folders = find_test_folders(root)
+    entries = [(f, c) for c, files in folders.items() for f in files]
     with ThreadPoolExecutor(min(8, usable_cpus())) as pool:
         problems = list(pool.map(_check_image, [f for f, _ in entries]))
-    return [e for e, why in zip(entries, problems, strict=True) if why is None]
+    items = [e for e, why in zip(entries, problems, strict=True) if why is None]
+    skipped = [(e[0], why) for e, why in zip(entries, problems, strict=True) if why is not None]
+    info = {}
+    if folders:
+        info["test_class_counts"] = {str(c): sum(1 for _, k in items if k == c) for c in folders}
+        info["test_fingerprint"] = fingerprint(root, [f for f, _ in entries])
+    return items, skipped, info
 
 
 def _decoded(paths: list[Path], size: int) -> np.ndarray:
@@ -183,13 +191,15 @@ def predict_items(
     return np.concatenate(out)
 
 
-def evaluate(learn, screened, size: int, bs: int) -> tuple[list[dict], dict]:
-    """Every validation and test image predicted by the trained ``learn``: the rows of
-    predictions.csv and the summary's "regression" entry."""
+def evaluate(
+    learn, screened, test_items: list[tuple[Path, int]], size: int, bs: int
+) -> tuple[list[dict], dict]:
+    """Every validation and test image (``test_items``: ``screen_test``'s) predicted by the
+    trained ``learn``: the rows of predictions.csv and the summary's "regression" entry."""
     root = screened.root
     trained = {int(c) for c in screened.classes}
     valid_items = [(p, int(lbl)) for p, lbl, v in screened.items if v]
-    groups = [("valid", valid_items), (TEST, find_test_items(root))]
+    groups = [("valid", valid_items), (TEST, test_items)]
     rows = []
     for split, items in groups:
         if not items:

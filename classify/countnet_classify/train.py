@@ -45,7 +45,7 @@ from countnet_classify.model import (
 )
 from countnet_classify.precision import apply_precision, resolve_precision, use_channels_last
 from countnet_classify.schedules import caffe_scheduler  # also patches fit_one_cycle onto Learner
-from countnet_classify.screen import IMBALANCE_RATIO, Screened, fingerprint, screen
+from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen
 from countnet_classify.select import transform_warnings
 from countnet_classify.transforms import resolve_transforms
 
@@ -198,6 +198,7 @@ class PreparedRun:
     state_dict: dict | None
     weights_source: str | None
     target: tuple[float, float] | None  # --task regression: the training counts' mean, std
+    test_items: list[tuple[Path, int]]  # --task regression: the test split's (image, count)
 
     @property
     def regression(self) -> bool:
@@ -232,18 +233,15 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
         raise CountnetError(
             f"--resume: the files under {spec.data} changed since run {spec.run_name!r} started"
         )
-    target = None
+    target, test_items, test_skipped = None, [], []
     data_info = _describe_data(sc)
     if spec.task == "regression":  # before anything is written: class names must be counts
         values = regression.count_values(sc.classes)
         target = regression.standardisation(
             np.array([values[sc.classes.index(lbl)] for _, lbl, v in sc.items if not v])
         )
-        test = regression.find_test_folders(sc.root)
-        if test:
-            files = [f for fs in test.values() for f in fs]
-            data_info["test_class_counts"] = {str(c): len(f) for c, f in test.items()}
-            data_info["test_fingerprint"] = fingerprint(sc.root, files)
+        test_items, test_skipped, test_info = regression.screen_test(sc.root)
+        data_info.update(test_info)
         if saved and saved["data"].get("test_fingerprint") != data_info.get("test_fingerprint"):
             raise CountnetError(
                 f"--resume: the files under {spec.data}/test changed since run "
@@ -257,6 +255,12 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
         f"skipped {len(sc.skipped)} unreadable file(s)"
     )
     say("class counts: " + ", ".join(f"{c}={n}" for c, n in data_info["class_counts"].items()))
+    if "test_class_counts" in data_info:
+        say(
+            "test split (predicted after training): "
+            + ", ".join(f"{c}={n}" for c, n in data_info["test_class_counts"].items())
+            + f"; skipped {len(test_skipped)} unreadable file(s)"
+        )
     if data_info["imbalanced"]:
         say(
             f"warning: classes are imbalanced (largest/smallest = {sc.imbalance:.1f} > "
@@ -272,7 +276,7 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
     partial.mkdir(parents=True, exist_ok=True)
     if transforms != spec.transforms:  # chosen by a select-transforms JSON: keep its table
         shutil.copyfile(spec.transforms, partial / "transforms.json")
-    outputs.write_skipped(partial, sc.root, sc.skipped)
+    outputs.write_skipped(partial, sc.root, [*sc.skipped, *test_skipped])
     workers = spec.workers if spec.workers is not None else (0 if device.type == "cpu" else 8)
     bs = auto_batch_size(data_info["n_train"]) if spec.bs == "auto" else spec.bs
     bs = min(bs, data_info["n_train"])
@@ -292,7 +296,7 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
         dls = file_dls()
     return PreparedRun(
         final, partial, saved, sc, data_info, dls, file_dls, transforms, device, precision,
-        channels_last, bs, workers, quiet, state_dict, weights_source, target,
+        channels_last, bs, workers, quiet, state_dict, weights_source, target, test_items,
     )  # fmt: skip
 
 
@@ -444,7 +448,9 @@ def finish_run(
         raise CountnetError(f"internal: {len(metrics)} epochs recorded, {total} expected")
     # Predicted before the figures swap in file loaders: the training loaders' pixels.
     evaluated = (
-        regression.evaluate(learn, run.screened, spec.size, run.bs) if run.regression else None
+        regression.evaluate(learn, run.screened, run.test_items, spec.size, run.bs)
+        if run.regression
+        else None
     )
     if evaluated:
         write_rows(partial / PREDICTIONS_CSV, PREDICTIONS_FIELDS, evaluated[0])
