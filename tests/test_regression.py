@@ -33,13 +33,21 @@ def held(tmp_path_factory) -> Path:
     return generate(spec, tmp_path_factory.mktemp("data") / "held", workers=1)
 
 
+# The module's run: through the file loader (the cached one is the default everywhere else)
+WHOLE = ("--epochs", "3", "--loader", "files", "--workers", "0", "--bs", "4", "--device", "cpu")
+
+
+def _train_args(held: Path, runs: Path, name: str) -> list:
+    return ["train", held, *TRAIN, *WHOLE, "--runs-dir", runs, "--name", name]
+
+
 @pytest.fixture(scope="module")
 def trained(held, tmp_path_factory):
     """One regression run on ``held``, trained through the CLI as a user would."""
     from tests.conftest import run_countnet
 
     runs = tmp_path_factory.mktemp("runs")
-    proc = run_countnet("train", held, *TRAIN, "--runs-dir", runs, "--name", "reg", check=True)
+    proc = run_countnet(*_train_args(held, runs, "reg"), check=True)
     return runs / "reg", proc
 
 
@@ -53,7 +61,7 @@ def test_a_regression_run_reports_mae_rmse_and_rounded_error_every_epoch(trained
     rows = _csv(run / "metrics.csv")
     assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "error_rate", "accuracy",
                              "mae", "rmse", "time"]  # fmt: skip
-    assert len(rows) == 2
+    assert len(rows) == 3
     for r in rows:  # the blog's error_rate is 1 - the accuracy of the rounded count
         assert float(r["error_rate"]) == pytest.approx(1 - float(r["accuracy"]), abs=1e-6)
         assert 0 < float(r["mae"]) <= float(r["rmse"])
@@ -226,30 +234,25 @@ def test_task_and_loss_are_part_of_a_run():
         RunSpec(data="d", loss="mse")
 
 
-def test_a_regression_run_killed_and_resumed_equals_the_whole_run(held, tmp_path):
+def test_a_regression_run_killed_and_resumed_equals_the_whole_run(held, trained, tmp_path):
     """SIGKILL after epoch 1, resumed in a fresh process: the same metrics (mae and rmse
-    too) and predictions as the run never interrupted — here through the file loader and
-    under bf16 autocast, the paths the other regression tests leave out."""
+    too) and predictions as the module's run, never interrupted."""
     from tests.conftest import COUNTNET, run_countnet
     from tests.test_resume import kill_9_after_checkpoint
 
-    def args(name: str) -> list:
-        return ["train", held, *TRAIN, "--epochs", "4", "--loader", "files", "--workers", "0",
-                "--precision", "bf16", "--bs", "4", "--device", "cpu", "--runs-dir", tmp_path,
-                "--name", name]  # fmt: skip
-
-    assert run_countnet(*args("whole")).returncode == 0
-    proc, reached = kill_9_after_checkpoint([COUNTNET, *args("cut")], tmp_path / ".cut.partial", 1)
-    assert proc.returncode == -9 and 1 <= reached < 4, proc.stderr
-    r = run_countnet(*args("cut"), "--resume")
-    assert r.returncode == 0 and f"resuming after epoch {reached}/4" in r.stderr, r.stderr
-    whole, cut = (_csv(tmp_path / n / "metrics.csv") for n in ("whole", "cut"))
-    assert [m["epoch"] for m in cut] == ["1", "2", "3", "4"]
-    for w, c in zip(whole, cut, strict=True):
+    whole, _ = trained
+    cmd = [COUNTNET, *_train_args(held, tmp_path, "cut")]
+    proc, reached = kill_9_after_checkpoint(cmd, tmp_path / ".cut.partial", 1)
+    assert proc.returncode == -9 and 1 <= reached < 3, proc.stderr
+    r = run_countnet(*_train_args(held, tmp_path, "cut"), "--resume")
+    assert r.returncode == 0 and f"resuming after epoch {reached}/3" in r.stderr, r.stderr
+    want, got = (_csv(run / "metrics.csv") for run in (whole, tmp_path / "cut"))
+    assert [m["epoch"] for m in got] == ["1", "2", "3"]
+    for w, g in zip(want, got, strict=True):
         for col in ("error_rate", "mae", "rmse", "train_loss", "valid_loss"):
-            assert float(c[col]) == pytest.approx(float(w[col]), abs=1e-5), (col, whole, cut)
-    preds = [[float(r["prediction"]) for r in _csv(tmp_path / n / "predictions.csv")]
-             for n in ("whole", "cut")]  # fmt: skip
+            assert float(g[col]) == pytest.approx(float(w[col]), abs=1e-5), (col, want, got)
+    preds = [[float(r["prediction"]) for r in _csv(run / "predictions.csv")]
+             for run in (whole, tmp_path / "cut")]  # fmt: skip
     assert preds[1] == pytest.approx(preds[0], abs=1e-4) and len(preds[0]) == 14
 
 

@@ -37,17 +37,17 @@ def snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedPr
 TINY = """
 datasets:
   tiny-a: {range: 1-2, per_class: 12, size: 32, radius: 3, valid_pct: 0.25}
-  tiny-b: {range: 3-4, per_class: 12, size: 32, radius: 2-4, no_overlap: true, valid_pct: 0.25}
+  tiny-b: {range: 3-5, per_class: 8, size: 32, radius: 2-4, no_overlap: true, valid_pct: 0.25,
+           holdout: [4]}
   tiny-a-shapes: {range: 1-2, per_class: 12, size: 32, radius: 3, valid_pct: 0.25, distractors: 1-2,
                   distractor_shape: [square, ring]}
-  tiny-h: {range: 1-3, per_class: 12, size: 32, radius: 3, valid_pct: 0.25, holdout: [2]}
-train: {arch: resnet18, size: 32, bs: 8, epochs: 1, lr_find_iters: 30, workers: 0, head: linear}
+train: {arch: resnet18, size: 32, bs: 8, epochs: 1, lr: 0.003, lr_find_iters: 0, workers: 0,
+       head: linear}
 select_transforms: {candidates: [none, dihedral, aug], epochs: 1, lr: 0.001}
 experiments:
-  a: {data: tiny-a}
-  b: {data: tiny-b, transforms: flips, head: fastai}
-  a-shapes: {data: tiny-a-shapes}
-  h: {data: tiny-h, task: regression, loss: l1, transforms: none}
+  a: {data: tiny-a, lr: auto, lr_find_iters: 30}  # the LR finder in the workflow
+  b: {data: tiny-b, transforms: flips, head: fastai, task: regression, loss: l1}
+  a-shapes: {data: tiny-a-shapes, lr: auto, lr_find_iters: 30}  # a's budget: paired with a
   mine: {data: data/mine, optional: true}
 sweeps:
   sw: {data: tiny-b, params: {lr: [0.01, 0.003]}, seeds: 1, lr_find_iters: 0, head: fastai}
@@ -84,11 +84,11 @@ def test_tiny_workflow_end_to_end(tmp_path):
     assert len(summary) == 2
     a, b = (row.split(" | ") for row in summary)
     assert a[1:5] == ["tiny-a", "resnet18", "linear (dropout 0)", "no: trained from scratch"]
-    assert b[3] == "fastai (dropout 0.5)"  # its own head, from the experiment's options
+    assert b[2:4] == ["resnet18 (regression, l1 loss)", "fastai (dropout 0.5)"]  # its own options
     assert a[5].endswith(" M") and a[6].endswith(" G") and "ms (cpu)" in a[7]  # cost.json
     assert a[8] in ("none", "dihedral")  # the selection's choice; aug is label-unsafe here
     assert b[8] == "flips"
-    assert md.count("| epoch | train_loss | valid_loss | error_rate | time |") == 3
+    assert md.count("| epoch | train_loss | valid_loss | error_rate | time |") == 2  # b: below
     assert "No ImageNet weights for resnet18" in md  # said plainly
     assert "### Transform selection" in md and "label-unsafe" in md
     assert (tmp_path / "runs" / "report.html").stat().st_size > 10_000
@@ -111,9 +111,9 @@ def test_tiny_workflow_end_to_end(tmp_path):
     pixels = md.split("## Circles or pixels?", 1)[1].split("\n## ", 1)[0]
     (row,) = [ln for ln in pixels.splitlines() if ln.startswith("| a |")]
     assert "| a-shapes | 1-2 an image (square, ring) | no |" in row
-    # Regression on the set with count 2 held out: predicted, and reported as unseen.
+    # b is a regression run on the set with count 4 held out: predicted, reported as unseen.
     unseen = md.split("## Counts never seen", 1)[1].split("\n## ", 1)[0]
-    assert "| h | tiny-h | l1 | 2 |" in unseen
+    assert "| b | tiny-b | l1 | 4 |" in unseen
     assert "| epoch | train_loss | valid_loss | error_rate | mae | rmse | time |" in md
 
     assert planned_jobs(tmp_path, cfg) == {}  # nothing to be done
