@@ -56,9 +56,10 @@ def test_solver_recipe_runs_the_seeds_recipe_beside_the_default(tmp_path):
 
 
 def test_regression_holdout_bench_runs_each_loss_beside_its_baselines(tmp_path):
-    """bench/regression_holdout.py as documented, 1 epoch on 10 images a count: the set holds
-    47 and 49 out, each loss trains as a regression run, and the mean predictor and the
-    classifier are measured on the same images (the classifier can never answer 47 or 49)."""
+    """bench/regression_holdout.py as documented, 1 epoch on 6 images a count, one loss: the
+    set holds 47 and 49 out, the loss trains as a regression run, and the mean predictor and
+    the classifier are measured on the same images (the classifier can never answer 47 or
+    49)."""
     import yaml
 
     r = subprocess.run(

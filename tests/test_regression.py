@@ -266,15 +266,29 @@ def test_a_lenet_regression_run_predicts_and_exports(held, cli, tmp_path):
     shutil.copytree(held, data)
     (data / "test" / "3" / "junk.png").write_bytes(b"not a png")
     runs = tmp_path / "runs"
-    r = cli("train", data, *TRAIN, "--arch", "lenet", "--epochs", "1", "--runs-dir", runs,
-            "--name", "le")  # fmt: skip
+    r = cli(
+        "train",
+        data,
+        *TRAIN,
+        "--arch",
+        "lenet",
+        "--epochs",
+        "1",
+        "--runs-dir",
+        runs,
+        "--name",
+        "le",
+        "--precision",
+        "bf16",
+    )  # fmt: skip (bf16: Rescale under autocast)
     assert r.returncode == 0, r.stderr
     assert "test split (predicted after training): 3=8; skipped 1" in r.stderr
     assert (runs / "le" / "skipped.txt").read_text().startswith("test/3/junk.png\tnot an image")
     import yaml
 
-    summary = yaml.safe_load((runs / "le" / "config.yaml").read_text())["summary"]
-    assert summary["regression"]["unseen"]["n"] == 8
+    cfg = yaml.safe_load((runs / "le" / "config.yaml").read_text())
+    assert cfg["summary"]["regression"]["unseen"]["n"] == 8 and cfg["data"]["test_skipped"] == 1
+    assert cfg["resolved"]["precision"] == "bf16"
     assert json.loads((runs / "le" / "model.json").read_text())["head_dropout"] is None
     images = sorted((held / "test").rglob("*.png"))[:2]
     a = cli("predict", runs / "le", *images)

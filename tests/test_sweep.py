@@ -164,6 +164,15 @@ def test_regression_sweeps_summarise_mae_on_seen_and_unseen_counts(tiny, tmp_pat
     assert head[4:6] == ["MAE seen", "MAE unseen"] and body[1][5] == "0.300 ± 0.141"
     assert sw._maes({"seen": {"mae": 0.2}}) == {"mae_seen": 0.2}  # no test/ split: seen only
     assert sw._maes(None) == {}  # a classifier run
+    # A sweep over the task itself: the classifier's cells stay empty, nothing breaks.
+    tasks = (("task", ("classification", "regression")),)
+    mixed = sw.Sweep({"data": str(tiny), "pretrained": False}, tasks, str(tmp_path), seeds=1)
+    fake = [{**fake[0], "task": "regression"}, {**fake[0], "task": "classification"}]
+    for r in fake[1:]:
+        del r["loss"], r["mae_seen"], r["mae_unseen"]
+    sw.write_tables(mixed)
+    classifier = _csv(tmp_path / "sweep.csv")[1]
+    assert classifier["task"] == "classification" and classifier["mae_seen"] == ""
 
 
 def test_error_plot_axes_as_the_values_need(tiny, tmp_path, monkeypatch):

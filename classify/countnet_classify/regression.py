@@ -151,8 +151,18 @@ def screen_test(root: Path) -> tuple[list[tuple[Path, int]], list[tuple[Path, st
     info = {}
     if folders:
         info["test_class_counts"] = {str(c): sum(1 for _, k in items if k == c) for c in folders}
+        info["test_skipped"] = len(skipped)
         info["test_fingerprint"] = fingerprint(root, [f for f, _ in entries])
     return items, skipped, info
+
+
+def fingerprint_test_split(root: Path) -> str | None:
+    """``screen_test``'s fingerprint of the test split from names, sizes and mtimes alone
+    (None without one): cheap enough to check before reusing a finished run."""
+    from countnet_classify.screen import fingerprint
+
+    folders = find_test_folders(root)
+    return fingerprint(root, [f for fs in folders.values() for f in fs]) if folders else None
 
 
 def _decoded(paths: list[Path], size: int) -> np.ndarray:
@@ -211,14 +221,15 @@ def evaluate(
                 "predictions are not finite numbers; train again with a lower --lr"
             )
         for (path, count), pred in zip(items, preds, strict=True):
+            pred = round(float(pred), 4)  # as predictions.csv keeps it, rounded from that
             rows.append(
                 {
                     "split": split,
                     "path": path.relative_to(root).as_posix(),
                     "count": count,
                     "seen": count in trained,
-                    "prediction": round(float(pred), 4),
-                    "rounded": int(rounded(torch.tensor(float(pred)))),
+                    "prediction": pred,
+                    "rounded": int(rounded(torch.tensor(pred))),
                 }
             )
     return rows, summarise(rows)

@@ -325,7 +325,13 @@ def check_finished_run(spec: RunSpec, fingerprint: str | None = None) -> None:
             f"run {spec.run_dir} was trained with other options ({', '.join(diff)}): this is "
             "another sweep's folder; choose another --out/--name or delete that run"
         )
-    if fingerprint and saved.get("data", {}).get("fingerprint") != fingerprint:
+    changed = fingerprint and saved.get("data", {}).get("fingerprint") != fingerprint
+    if fingerprint and spec.task == "regression":  # its unseen-count MAE comes from test/
+        from countnet_classify.regression import fingerprint_test_split
+
+        test = fingerprint_test_split(Path(spec.data))
+        changed = changed or saved["data"].get("test_fingerprint") != test
+    if changed:
         raise CountnetError(
             f"run {spec.run_dir} was trained on other files (those under {spec.data} changed "
             "since): delete the sweep's runs to retrain them, or choose another --out/--name"
@@ -408,7 +414,8 @@ def _csv(keys: list[str], columns: tuple[str, ...], rows: list[dict[str, Any]]) 
     w = csv.writer(buf, lineterminator="\n")
     w.writerow([*keys, *columns])
     for r in rows:
-        w.writerow([_value(r[k]) for k in keys] + [_result(r[c]) for c in columns])
+        # .get: in a sweep of classifiers and regressions only the latter have MAE columns
+        w.writerow([_value(r[k]) for k in keys] + [_result(r.get(c)) for c in columns])
     return buf.getvalue()
 
 
