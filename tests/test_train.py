@@ -666,3 +666,26 @@ def test_alexnet_trains_and_a_size_it_cannot_take_is_refused(cli, tiny, tmp_path
     r = cli("predict", run, *sorted((tiny / "valid" / "1").glob("*.png"))[:2])
     assert r.returncode == 0, r.stderr
     assert len([ln for ln in r.stdout.splitlines() if ln.strip()]) >= 2
+
+
+@pytest.mark.parametrize("env", ["TORCH_HOME", "XDG_CACHE_HOME", None])
+def test_the_workflows_weights_path_is_torchvisions(env, tmp_path, monkeypatch):
+    """hub.cached_weights_path (no torch import: the Snakefile asks it in every job) names
+    the file model.expected_weights_path (torchvision's own URL and torch.hub's folder)
+    does, for every arch with weights, wherever the torch hub cache is configured."""
+    import subprocess
+    import sys
+
+    from countnet_classify.config import ARCHS
+    from countnet_classify.hub import cached_weights_path
+    from countnet_classify.model import expected_weights_path
+
+    for var in ("TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    if env:
+        monkeypatch.setenv(env, str(tmp_path / env))
+    for arch in (a for a in ARCHS if a != "lenet"):
+        assert cached_weights_path(arch) == expected_weights_path(arch), arch
+    code = "import sys, countnet_classify.hub; print('torch' in sys.modules)"
+    light = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert light.stdout.strip() == "False", light.stderr

@@ -3,8 +3,6 @@ checkpoints for --resume, and one clean line per epoch for logs."""
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from pathlib import Path
 
@@ -13,27 +11,12 @@ import torch
 from fastai.callback.core import Callback
 
 from countnet.atomic import atomic_path, write_text_atomic
-from countnet_classify.outputs import metrics_markdown
+from countnet_classify.outputs import metrics_markdown, read_rows, write_rows  # noqa: F401
 
 METRICS_FIELDS = ("epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "time")
 # --task regression: error_rate and accuracy of the rounded count, then MAE and RMSE
 REGRESSION_FIELDS = (*METRICS_FIELDS[:-1], "mae", "rmse", "time")
 CHECKPOINT = "checkpoint.pt"
-
-
-def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def write_rows(path: Path, fields: tuple[str, ...], rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields)
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
 
 
 class _EpochAware(Callback):

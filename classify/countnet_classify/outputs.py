@@ -5,14 +5,18 @@ runs/<name>/ when it completes, so runs/<name>/ is always whole; the partial fol
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 
 from countnet.atomic import atomic_path, move_into_place, write_text_atomic
+
+if TYPE_CHECKING:  # torch only where weights are written: the workflow reads this module
+    import torch
 
 WEIGHTS = "model.safetensors"
 MODEL_JSON = "model.json"
@@ -21,6 +25,22 @@ CONFIG = "config.yaml"
 
 def partial_dir(final: Path) -> Path:
     return final.parent / f".{final.name}.partial"
+
+
+def read_rows(path: Path) -> list[dict]:
+    """A CSV of the run folder (metrics.csv, losses.csv, ...) as dicts; [] if absent."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_rows(path: Path, fields: tuple[str, ...], rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
 
 
 def write_config(run_dir: Path, record: dict[str, Any]) -> None:

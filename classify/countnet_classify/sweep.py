@@ -28,9 +28,12 @@ from typing import Any
 
 from countnet.atomic import atomic_path, exclusive, write_text_atomic
 from countnet.errors import CountnetError
+
+# Light imports only (no torch, no fastai): the workflow builds its sweeps from this module
+# every time it reads the Snakefile, in every job.
 from countnet_classify import outputs
-from countnet_classify.callbacks import read_rows
 from countnet_classify.config import RunSpec
+from countnet_classify.outputs import read_rows
 from countnet_classify.screen import data_fingerprint
 
 SWEEP_JSON = "sweep.json"

@@ -58,9 +58,9 @@ def _pretrained(arch, wanted):
     with a note the report shows."""
     if wanted != "auto" or arch == "lenet":
         return bool(wanted) and arch != "lenet", None
-    from countnet_classify.model import expected_weights_path
+    from countnet_classify.hub import cached_weights_path  # no torch: read in every job
 
-    path = expected_weights_path(arch)
+    path = cached_weights_path(arch)
     if path.is_file():
         return True, None
     return False, (
