@@ -6,7 +6,8 @@ Two loaders feed the same Learner. ``make_dataloaders`` decodes PNG/JPEG files e
 batch (fastai's DataBlock). ``make_cached_dataloaders`` — the default for training —
 gathers whole batches of uint8 pixels from the decoded cache (countnet_classify.cache) with
 one indexing operation; the batch travels to the device as uint8 and fastai's batch
-transforms (IntToFloatTensor, the augmentation preset, Normalize) run there."""
+transforms (IntToFloatTensor, the augmentation preset, Normalize) run there. For
+--task regression both give the count each class folder names as a float target."""
 
 from __future__ import annotations
 
