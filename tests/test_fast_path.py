@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from countnet_classify.callbacks import read_rows
+from countnet_classify.outputs import read_rows
 from countnet_gen.spec import DatasetSpec
 from countnet_gen.writer import generate
 from tests.conftest import COUNTNET, assert_one_line_error, written

@@ -15,7 +15,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from countnet_classify.callbacks import read_rows
+from countnet_classify.outputs import read_rows
 from tests.conftest import COUNTNET, assert_one_line_error, run_countnet, save_resnet_weights
 from tests.test_train import FAST
 

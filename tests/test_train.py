@@ -14,7 +14,7 @@ import torch
 import yaml
 from PIL import Image
 
-from countnet_classify.callbacks import read_rows
+from countnet_classify.outputs import read_rows
 from tests.conftest import assert_one_line_error, save_resnet_weights, written
 
 FAST = ["--size", "32", "--bs", "8", "--lr-find-iters", "30", "--quiet", "--workers", "0"]

@@ -11,7 +11,7 @@ import torch
 from fastai.callback.core import Callback
 
 from countnet.atomic import atomic_path, write_text_atomic
-from countnet_classify.outputs import metrics_markdown, read_rows, write_rows  # noqa: F401
+from countnet_classify.outputs import metrics_markdown, read_rows, write_rows
 
 METRICS_FIELDS = ("epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "time")
 # --task regression: error_rate and accuracy of the rounded count, then MAE and RMSE

@@ -174,11 +174,9 @@ def _set_metadata(proto, meta: dict) -> None:
     for key, value in (("countnet", json.dumps(meta)), ("preprocessing", PREPROCESSING)):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    what = (
-        "counting (regression) trained on counts"
-        if meta.get("task") == "regression"
-        else ("over classes")
-    )
+    from countnet_classify.predict import is_regression
+
+    what = "counting (regression) trained on counts" if is_regression(meta) else "over classes"
     proto.doc_string = f"countnet {meta['arch']} {what} {', '.join(meta['classes'])}"
 
 

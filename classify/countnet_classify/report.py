@@ -17,9 +17,8 @@ from typing import Any
 from countnet.atomic import write_text_atomic
 from countnet.errors import CountnetError
 from countnet_classify import pixels, regression
-from countnet_classify.callbacks import read_rows
 from countnet_classify.cost import COST_JSON, DISPLAY_COLUMNS, format_row
-from countnet_classify.outputs import CONFIG, format_time, read_config
+from countnet_classify.outputs import CONFIG, format_time, read_config, read_rows
 
 BLOG_COLUMNS = ("epoch", "train_loss", "valid_loss", "error_rate", "time")
 FIGURES = (

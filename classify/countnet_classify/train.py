@@ -30,8 +30,6 @@ from countnet_classify.callbacks import (
     MetricsTable,
     PreciseBN,
     load_checkpoint,
-    read_rows,
-    write_rows,
 )
 from countnet_classify.config import DEVICES, RunSpec, auto_batch_size
 from countnet_classify.cost import COST_JSON, model_cost
@@ -43,6 +41,7 @@ from countnet_classify.model import (
     imagenet_state_dict,
     make_learner,
 )
+from countnet_classify.outputs import read_rows, write_rows
 from countnet_classify.precision import apply_precision, resolve_precision, use_channels_last
 from countnet_classify.schedules import caffe_scheduler  # also patches fit_one_cycle onto Learner
 from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen
