@@ -104,7 +104,8 @@ def test_seen_and_unseen_counts_are_predicted_and_summarised_apart(trained, held
 
 def test_predict_prints_the_count_to_one_decimal_and_its_rounding(trained, held, cli, tmp_path):
     run, _ = trained
-    images = sorted((held / "test").rglob("*.png"))[:3]
+    # every validation image (in another order than training's) and three test images
+    images = sorted((held / "valid").rglob("*.png")) + sorted((held / "test").rglob("*.png"))[:3]
     r = cli("predict", run, *images)
     assert r.returncode == 0, r.stderr
     by_path = {row["path"]: row for row in _csv(run / "predictions.csv")}
@@ -117,6 +118,10 @@ def test_predict_prints_the_count_to_one_decimal_and_its_rounding(trained, held,
     out = tmp_path / "p.csv"
     assert cli("predict", run, *images, "--out", out).returncode == 0
     assert list(_csv(out)[0]) == ["path", "prediction", "count"]
+    # predictions.csv holds each image's own prediction (both fp32 here: equal to 4 decimals)
+    for row, image in zip(_csv(out), images, strict=True):
+        want = float(by_path[image.relative_to(held).as_posix()]["prediction"])
+        assert float(row["count"]) == pytest.approx(want, abs=2e-4), image
 
 
 def test_the_report_shows_unseen_counts_scatter_and_residuals(trained, cli, tmp_path):

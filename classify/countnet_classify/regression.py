@@ -140,7 +140,7 @@ def screen_test(root: Path) -> tuple[list[tuple[Path, int]], list[tuple[Path, st
     """The test split vetted as screening vets train/ and valid/: (image, count) for every
     readable image, the skipped files with why, and what the run records of it (images
     per count, a fingerprint of every file; nothing without a test/ folder)."""
-    from countnet_classify.screen import _check_image, fingerprint
+    from countnet_classify.screen import _check_image
 
     folders = find_test_folders(root)
     entries = [(f, c) for c, files in folders.items() for f in files]
@@ -152,16 +152,17 @@ def screen_test(root: Path) -> tuple[list[tuple[Path, int]], list[tuple[Path, st
     if folders:
         info["test_class_counts"] = {str(c): sum(1 for _, k in items if k == c) for c in folders}
         info["test_skipped"] = len(skipped)
-        info["test_fingerprint"] = fingerprint(root, [f for f, _ in entries])
+        info["test_fingerprint"] = fingerprint_test_split(root, folders)
     return items, skipped, info
 
 
-def fingerprint_test_split(root: Path) -> str | None:
-    """``screen_test``'s fingerprint of the test split from names, sizes and mtimes alone
-    (None without one): cheap enough to check before reusing a finished run."""
+def fingerprint_test_split(root: Path, folders: dict[int, list[Path]] | None = None) -> str | None:
+    """The test split's fingerprint from names, sizes and mtimes alone (None without one):
+    what a run records, cheap enough to check before reusing a finished run. ``folders``:
+    ``find_test_folders(root)``, when already at hand."""
     from countnet_classify.screen import fingerprint
 
-    folders = find_test_folders(root)
+    folders = find_test_folders(root) if folders is None else folders
     return fingerprint(root, [f for fs in folders.values() for f in fs]) if folders else None
 
 
@@ -179,8 +180,9 @@ def _decoded(paths: list[Path], size: int) -> np.ndarray:
 def predict_items(
     learn, items: list[tuple[Path, int]], size: int, bs: int, chunk: int = 2048
 ) -> np.ndarray:
-    """The learner's counts for ``items`` through its validation batch transforms, decoded
-    ``chunk`` images at a time (a large test split never sits in memory whole)."""
+    """The learner's counts for ``items`` (the test split's: the training loaders do not hold
+    them) through its validation batch transforms, decoded ``chunk`` images at a time (a
+    large test split never sits in memory whole)."""
     from countnet_classify.data import CachedDL, _Split
 
     valid = learn.dls.valid
@@ -209,12 +211,15 @@ def evaluate(
     root = screened.root
     trained = {int(c) for c in screened.classes}
     valid_items = [(p, int(lbl)) for p, lbl, v in screened.items if v]
-    groups = [("valid", valid_items), (TEST, test_items)]
+    # The validation split through the training loaders themselves (their order is the
+    # screened order): its pixels are decoded (or cached) already.
+    with learn.no_bar(), learn.no_logging():
+        valid_preds, _ = learn.get_preds(ds_idx=1)
+    groups = [("valid", valid_items, valid_preds.float().numpy())]
+    if test_items:
+        groups.append((TEST, test_items, predict_items(learn, test_items, size, bs)))
     rows = []
-    for split, items in groups:
-        if not items:
-            continue
-        preds = predict_items(learn, items, size, bs)
+    for split, items, preds in groups:
         if not np.isfinite(preds).all():
             raise CountnetError(
                 f"training diverged: {int((~np.isfinite(preds)).sum())} of {len(preds)} {split} "
