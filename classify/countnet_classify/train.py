@@ -235,9 +235,9 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
     target, test_items, test_skipped = None, [], []
     data_info = _describe_data(sc)
     if spec.task == "regression":  # before anything is written: class names must be counts
-        values = regression.count_values(sc.classes)
+        regression.count_values(sc.classes)  # every class folder names a count, once each
         target = regression.standardisation(
-            np.array([values[sc.classes.index(lbl)] for _, lbl, v in sc.items if not v])
+            np.array([int(lbl) for _, lbl, v in sc.items if not v], np.float32)
         )
         test_items, test_skipped, test_info = regression.screen_test(sc.root)
         data_info.update(test_info)
