@@ -215,6 +215,33 @@ def test_bad_regression_input_is_one_line_and_writes_nothing(cli, tmp_path, held
     assert written(runs) == []
 
 
+def test_select_transforms_compares_presets_for_a_regression_run(cli, held, tmp_path):
+    """select-transforms --task regression trains each candidate as a regression run (its
+    budget records the task); on folders that name no counts it stops in one line and
+    writes no result."""
+    out = tmp_path / "sel.json"
+    r = cli("select-transforms", held, "--task", "regression", "--loss", "l1", "--arch",
+            "lenet", "--no-pretrained", "--size", "32", "--candidates", "none,dihedral",
+            "--default", "none", "--out", out)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    sel = json.loads(out.read_text())
+    assert sel["budget"]["task"] == "regression"
+    assert [row["preset"] for row in sel["table"]] == ["none", "dihedral"]
+    assert all(0 <= row["error_rate"] <= 1 for row in sel["table"])
+    bad = tmp_path / "bad.json"
+    (tmp_path / "pets" / "cat").mkdir(parents=True)
+    (tmp_path / "pets" / "dog").mkdir()
+    from PIL import Image
+
+    for name in ("cat", "dog"):
+        for i in range(3):
+            Image.new("RGB", (32, 32), (i * 40, 0, 0)).save(tmp_path / "pets" / name / f"{i}.png")
+    r = cli("select-transforms", tmp_path / "pets", "--task", "regression", "--no-pretrained",
+            "--size", "32", "--out", bad)  # fmt: skip
+    assert_one_line_error(r, "'cat' is not a count", alone=False)
+    assert written(tmp_path) == ["pets", "sel.json"]  # no result, no scratch runs left
+
+
 def test_a_test_folder_that_names_no_count_is_refused_before_training(cli, tmp_path, held):
     import shutil
 
