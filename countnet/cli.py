@@ -170,6 +170,13 @@ def train_cmd(
     ] = "dihedral",
     seed: Annotated[int, typer.Option(help="Random seed (split, init, shuffling).")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    gpus: Annotated[
+        int,
+        typer.Option(
+            help="Train data-parallel in N processes, one per GPU (--device cpu: N CPU "
+            "processes). --bs stays the whole batch, bs/N per process."
+        ),
+    ] = 1,
     precision: Annotated[
         str,
         typer.Option(

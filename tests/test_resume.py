@@ -29,11 +29,13 @@ def checkpoint_epoch(partial: Path) -> int:
         return 0
 
 
-def kill_9_when(cmd: list, ready, scratch: Path, what: str, timeout: float = 600):
+def kill_9_when(
+    cmd: list, ready, scratch: Path, what: str, timeout: float = 600, before_kill=None
+):
     """Run ``cmd`` (countnet) in a fresh process and SIGKILL it from outside as soon as
     ``ready()`` is true, as a user's kill -9 would: nothing in the process knows. Returns
     the killed process, its output read from files (a chatty child never blocks on a full
-    pipe)."""
+    pipe). ``before_kill(pid)`` is called just before the kill."""
     out_path, err_path = scratch / "kill9.out", scratch / "kill9.err"
     with open(out_path, "w") as out, open(err_path, "w") as err:
         proc = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=err, text=True)
@@ -44,6 +46,8 @@ def kill_9_when(cmd: list, ready, scratch: Path, what: str, timeout: float = 600
             proc.wait()
             pytest.fail(f"never got to {what} to be killed: {err_path.read_text()}")
         time.sleep(0.005)
+    if before_kill is not None:
+        before_kill(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     done = subprocess.CompletedProcess(
@@ -54,7 +58,7 @@ def kill_9_when(cmd: list, ready, scratch: Path, what: str, timeout: float = 600
     return done
 
 
-def kill_9_after_checkpoint(cmd: list, partial: Path, epoch: int):
+def kill_9_after_checkpoint(cmd: list, partial: Path, epoch: int, before_kill=None):
     """``kill_9_when`` the run's checkpoint holds ``epoch``; also returns the epoch its
     checkpoint held when it died."""
     seen = [None]
@@ -69,7 +73,7 @@ def kill_9_after_checkpoint(cmd: list, partial: Path, epoch: int):
         seen[0] = stamp
         return checkpoint_epoch(partial) >= epoch
 
-    done = kill_9_when(cmd, ready, partial.parent, f"epoch {epoch}")
+    done = kill_9_when(cmd, ready, partial.parent, f"epoch {epoch}", before_kill=before_kill)
     return done, checkpoint_epoch(partial)
 
 

@@ -30,7 +30,9 @@ LOSSES = ("mse", "huber", "l1")
 # (BENCHMARKS.md, "Regression"); --loss overrides it.
 DEFAULT_LOSS = "mse"
 # Options that may differ between an interrupted run and its --resume.
-RESUME_FREE = ("resume", "quiet", "device", "workers", "force", "note", "loader")
+# --gpus among them: the batch is the run's whole batch however many processes share it
+# (countnet_classify.distributed), so a run may resume on another number of devices.
+RESUME_FREE = ("resume", "quiet", "device", "workers", "force", "note", "loader", "gpus")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ class RunSpec:
     transforms: str = "dihedral"
     seed: int = 0
     device: str = "auto"
+    # Data-parallel processes, one per GPU (with device "cpu": CPU processes); see
+    # countnet_classify.distributed for the batch rule.
+    gpus: int = 1
     precision: str = "auto"
     loader: str = "cache"
     name: str | None = None
@@ -105,6 +110,7 @@ class RunSpec:
             ("--freeze-epochs", self.freeze_epochs, 0),
             ("--lr-find-iters", self.lr_find_iters, 0),
             ("--precise-bn", self.precise_bn, 0),
+            ("--gpus", self.gpus, 1),
         ):
             if not isinstance(value, int) or value < low:
                 raise CountnetError(f"{opt} must be an integer >= {low}, got {value!r}")

@@ -20,7 +20,7 @@ import torch
 from countnet.atomic import check_replaceable, exclusive, write_text_atomic
 from countnet.errors import CountnetError
 from countnet.versions import package_versions
-from countnet_classify import optim, outputs, phases, plots, regression
+from countnet_classify import distributed, optim, outputs, phases, plots, regression
 from countnet_classify.cache import decoded_splits
 from countnet_classify.callbacks import (
     CHECKPOINT,
@@ -145,26 +145,51 @@ def _dataset_params(root: Path) -> dict | None:
     return None
 
 
-def train(spec: RunSpec, *, say=print, figures: bool = True, cbs: tuple = ()) -> TrainResult:
+def train(
+    spec: RunSpec, *, say=print, figures: bool = True, cbs: tuple = ()
+) -> TrainResult | None:
     """Train per ``spec``; returns the finished run folder and the learner. ``figures=False``
     skips the interpretation plots (select-transforms' candidates, which nobody looks at);
     ``cbs``: extra fastai callbacks for every phase. The run's lock (``.<name>.lock`` beside
     it) keeps a second process (another shell, the workflow) from training, resuming or
-    replacing the same run at the same time."""
+    replacing the same run at the same time.
+
+    ``spec.gpus`` > 1 starts that many processes and returns when they finish (the learner
+    stays in them: ``learner`` is None; rank 0 prints the messages). Under torchrun every
+    process calls this; ranks other than 0 return None (countnet_classify.distributed)."""
+    group = distributed.join_launcher(spec)
+    if group is None and spec.gpus > 1:
+        if cbs:
+            raise CountnetError("internal: extra callbacks cannot reach --gpus processes")
+        check_spec(spec)  # bad options stop here, before N processes start
+        distributed.check_processes(spec)
+        return _finished(distributed.launch(spec))
+    if group is not None and not group.leader:
+        _follow(spec, cbs)
+        return None
     with exclusive(spec.run_dir, "run"):
         t_start = time.perf_counter()
-        run = prepare_run(spec, say)
-        learn = build_learner(spec, run)
-        # Found once and recorded: --resume reuses it instead of running the finder again.
-        lr = (run.saved or {}).get("lr") or _find_lr(learn, spec, run.partial, run.quiet)
-        base_lr = float(lr["used"])
-        schedule = plan_phases(spec, base_lr)
-        record = run_record(spec, run, learn, lr, schedule)
-        outputs.write_config(run.partial, record)
+        try:
+            run = prepare_run(spec, say)
+            learn = build_learner(spec, run)
+            # Found once and recorded: --resume reuses it instead of running the finder again.
+            lr = (run.saved or {}).get("lr") or _find_lr(learn, spec, run.partial, run.quiet)
+            base_lr = float(lr["used"])
+            schedule = plan_phases(spec, base_lr)
+            record = run_record(spec, run, learn, lr, schedule)
+            outputs.write_config(run.partial, record)
+        except BaseException:
+            if group is not None:  # the other ranks wait for the plan: tell them to stop
+                with contextlib.suppress(Exception):
+                    distributed.share(None)
+            raise
+        ckpt = load_checkpoint(run.partial) if spec.resume else None
+        if group is not None:
+            distributed.share(_plan(run, base_lr, resumed=ckpt is not None))
         say(f"learning rate: {base_lr:.3g} ({record['lr']['source']})")
 
         t_train = time.perf_counter()
-        fit_run(spec, run, learn, schedule, say=say, cbs=cbs)
+        fit_run(spec, run, learn, schedule, say=say, cbs=cbs, checkpoint=ckpt)
         return finish_run(
             spec,
             run,
@@ -174,6 +199,52 @@ def train(spec: RunSpec, *, say=print, figures: bool = True, cbs: tuple = ()) ->
             figures=figures,
             session={"train": time.perf_counter() - t_train, "wall": t_start},
         )
+
+
+def _plan(run: PreparedRun, lr: float, *, resumed: bool) -> dict:
+    """What rank 0 decided that the other ranks of a data-parallel run train by."""
+    return {
+        "partial": run.partial,
+        "screened": run.screened,
+        "target": run.target,
+        "bs": run.bs,
+        "lr": lr,
+        "resumed": resumed,
+    }
+
+
+def _follow(spec: RunSpec, cbs: tuple) -> None:
+    """A data-parallel rank other than 0: train its shards by rank 0's plan, write nothing.
+    Returns at once when rank 0 stopped before training (it reports why)."""
+    plan = distributed.share()
+    if plan is None:
+        return
+    transforms, device, precision = check_spec(spec)
+    channels_last = use_channels_last(precision, device)
+    state_dict = imagenet_state_dict(spec.arch, spec.weights)[0] if spec.uses_pretrained else None
+    sc, target, bs = plan["screened"], plan["target"], plan["bs"]
+    # rank 0 built the cache before sharing the plan: this only maps it
+    decoded = decoded_splits(sc, spec.size, progress=False) if spec.loader == "cache" else None
+    workers = _workers(spec, device)
+    dls, file_dls = _loaders(
+        spec, sc, decoded, target, bs, transforms, device, channels_last, workers
+    )
+    run = PreparedRun(
+        spec.run_dir, plan["partial"], None, sc, {}, dls, file_dls, transforms, device,
+        precision, channels_last, bs, workers, True, state_dict, None, target, [],
+    )  # fmt: skip
+    learn = build_learner(spec, run)
+    ckpt = load_checkpoint(run.partial) if plan["resumed"] else None
+    fit_run(
+        spec, run, learn, plan_phases(spec, plan["lr"]), say=_no_log, cbs=cbs, checkpoint=ckpt
+    )
+
+
+def _finished(run_dir: Path) -> TrainResult:
+    """A run trained in other processes, as its folder records it."""
+    return TrainResult(
+        run_dir, None, read_rows(run_dir / "metrics.csv"), outputs.read_config(run_dir)
+    )
 
 
 @dataclass
@@ -276,9 +347,28 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
     if transforms != spec.transforms:  # chosen by a select-transforms JSON: keep its table
         shutil.copyfile(spec.transforms, partial / "transforms.json")
     outputs.write_skipped(partial, sc.root, [*sc.skipped, *test_skipped])
-    workers = spec.workers if spec.workers is not None else (0 if device.type == "cpu" else 8)
+    workers = _workers(spec, device)
     bs = auto_batch_size(data_info["n_train"]) if spec.bs == "auto" else spec.bs
+    group = distributed.current()
+    if group is not None:  # the run's whole batch, bs/N per process
+        bs = distributed.split_batch(bs, data_info["n_train"], group.size)
     bs = min(bs, data_info["n_train"])
+    dls, file_dls = _loaders(
+        spec, sc, decoded, target, bs, transforms, device, channels_last, workers
+    )
+    return PreparedRun(
+        final, partial, saved, sc, data_info, dls, file_dls, transforms, device, precision,
+        channels_last, bs, workers, quiet, state_dict, weights_source, target, test_items,
+    )  # fmt: skip
+
+
+def _workers(spec: RunSpec, device: torch.device) -> int:
+    return spec.workers if spec.workers is not None else (0 if device.type == "cpu" else 8)
+
+
+def _loaders(spec: RunSpec, sc: Screened, decoded, target, bs, transforms, device,
+             channels_last, workers):  # fmt: skip
+    """(the training DataLoaders, a function giving fastai's file DataLoaders)."""
 
     def file_dls():
         return make_dataloaders(
@@ -286,17 +376,13 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
             seed=spec.seed, regression=target is not None,
         )  # fmt: skip
 
-    if decoded is not None:
-        dls = make_cached_dataloaders(
-            decoded, bs=bs, transforms=transforms, device=device, seed=spec.seed,
-            channels_last=channels_last, regression=target is not None,
-        )  # fmt: skip
-    else:
-        dls = file_dls()
-    return PreparedRun(
-        final, partial, saved, sc, data_info, dls, file_dls, transforms, device, precision,
-        channels_last, bs, workers, quiet, state_dict, weights_source, target, test_items,
+    if decoded is None:
+        return file_dls(), file_dls
+    dls = make_cached_dataloaders(
+        decoded, bs=bs, transforms=transforms, device=device, seed=spec.seed,
+        channels_last=channels_last, regression=target is not None,
     )  # fmt: skip
+    return dls, file_dls
 
 
 def build_learner(spec: RunSpec, run: PreparedRun):
@@ -366,6 +452,8 @@ def run_record(
             "schedule": phases.describe(schedule),
             "total_epochs": phases.total_epochs(schedule),
             "batch_size": run.bs,
+            # data-parallel processes (--gpus / torchrun), each taking batch_size / processes
+            "processes": group.size if (group := distributed.current()) else 1,
             "optimizer": optim.describe(
                 learn.opt_func,
                 momentum_cycled=any(
@@ -401,12 +489,20 @@ def _weights_sha256(run: PreparedRun) -> str | None:
 
 
 def fit_run(
-    spec: RunSpec, run: PreparedRun, learn, schedule: list[phases.Phase], *, say, cbs=()
+    spec: RunSpec,
+    run: PreparedRun,
+    learn,
+    schedule: list[phases.Phase],
+    *,
+    say,
+    cbs=(),
+    checkpoint: dict | None = None,
 ) -> None:
-    """Train through the phases, continuing from the checkpoint on --resume; afterwards
-    the learner holds the final weights."""
+    """Train through the phases, continuing from ``checkpoint`` (--resume); afterwards
+    the learner holds the final weights. In a data-parallel run rank 0 alone writes."""
     total = phases.total_epochs(schedule)
-    ckpt = load_checkpoint(run.partial) if spec.resume else None
+    ckpt = checkpoint
+    group = distributed.current()
     if ckpt:
         done = int(ckpt["epoch"])
         say(f"resuming after epoch {done}/{total}")
@@ -414,8 +510,7 @@ def fit_run(
             say("all epochs were already completed")
 
     def callbacks(phase: phases.Phase, offset: int) -> list:
-        return [
-            PreciseBN(spec.precise_bn),
+        writers = [
             MetricsTable(
                 run.partial,
                 offset,
@@ -424,8 +519,11 @@ def fit_run(
                 fields=REGRESSION_FIELDS if run.regression else METRICS_FIELDS,
             ),  # fmt: skip
             Checkpoint(run.partial, offset, phase.name),
-            *cbs,
         ]
+        if group is not None and not group.leader:
+            writers = []
+        parallel = [distributed.DataParallel(group)] if group is not None else []
+        return [PreciseBN(spec.precise_bn), *writers, *parallel, *cbs]
 
     def caffe(phase: phases.Phase, n_iter: int):
         return caffe_scheduler(

@@ -1,0 +1,339 @@
+"""One run on several devices: ``countnet train --gpus N`` (N processes, one per GPU, or
+with ``--device cpu`` N CPU processes), or one process per device started by ``torchrun``.
+PyTorch's DistributedDataParallel trains inside the same fastai Learner, so the run
+folder, the callbacks and --resume are those of a single-process run.
+
+The batch rule: ``--bs`` is the whole run's batch, split evenly over the N processes
+(bs/N each); an epoch has the same number of optimizer steps as in one process, and the
+learning rate (the LR finder's, found at --bs, or --lr) means the same. To train bigger
+batches on more devices, raise --bs and --lr together (the linear scaling rule) yourself.
+
+Rank 0 does everything a single process does besides its share of the training steps: it
+screens the data, builds the decoded cache, runs the LR finder, validates, checkpoints and
+writes the run folder. The other ranks receive what it decided, train on their shards,
+re-estimate BatchNorm statistics with it (averaged over the ranks), and write nothing.
+On CUDA BatchNorm is synchronised across GPUs during training (as fastai's distributed
+default); PyTorch's SyncBatchNorm has no CPU implementation, so CPU processes normalise
+each by its own shard's batch.
+
+Not fastai's ``fastai.distributed``: the module cannot be imported without Hugging Face
+accelerate (its ``DistributedTrainer`` is built on it), and its ``DistributedDL``
+broadcasts the shuffled order through CUDA tensors, so it cannot run CPU processes (gloo),
+which is how CI tests this. ``shard`` below does that loader's job on any backend, and
+``DataParallel`` the trainer's. fastai also reads WORLD_SIZE to all-gather every metric
+and loss; the processes hide it from fastai (``join_launcher``), as the callback does the
+distributed part itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from fastai.callback.core import Callback, CancelValidException
+
+from countnet.cpus import usable_cpus
+from countnet.errors import CountnetError
+
+# Ranks other than 0 wait in one collective while rank 0 screens the data, builds the cache
+# and runs the LR finder, and while it validates: minutes, on a large set hours. A process
+# that dies is noticed by the launcher (which stops the others), not by this timeout.
+WAIT = timedelta(hours=12)
+LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK")
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place in a data-parallel run."""
+
+    rank: int
+    size: int
+    local_rank: int
+    backend: str
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def device(self) -> torch.device:
+        """Where collectives put their tensors: NCCL needs the process's GPU."""
+        if self.backend == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
+
+_group: Group | None = None
+
+
+def current() -> Group | None:
+    """This process's group in a data-parallel run, or None in a single-process run."""
+    return _group
+
+
+def _join(rank: int, size: int, local_rank: int, device: str, init_method: str) -> Group:
+    global _group
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    backend = "nccl" if cuda else "gloo"
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(
+        backend, init_method=init_method, rank=rank, world_size=size, timeout=WAIT
+    )
+    _group = Group(rank, size, local_rank, backend)
+    return _group
+
+
+def join_launcher(spec) -> Group | None:
+    """Under torchrun (or any launcher that sets RANK and WORLD_SIZE > 1): join its process
+    group once; None when this process trains alone."""
+    if _group is not None:
+        return _group
+    size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if size <= 1:
+        return None
+    if spec.gpus not in (1, size):
+        raise CountnetError(
+            f"--gpus {spec.gpus}, but the launcher started {size} processes: drop --gpus "
+            "under torchrun, or give the same number"
+        )
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    group = _join(rank, size, local, spec.device, "env://")
+    # fastai reads these to all-gather every metric and loss (maybe_gather); DataParallel
+    # does the distributed part itself, so fastai sees one process.
+    for key in LAUNCHER_ENV:
+        os.environ.pop(key, None)
+    return group
+
+
+def check_processes(spec) -> None:
+    """--gpus N: enough devices, and a batch that splits evenly (before any process starts)."""
+    n = spec.gpus
+    if n <= 1:
+        return
+    if spec.device == "cpu":
+        pass
+    elif not torch.cuda.is_available():
+        raise CountnetError(
+            f"--gpus {n}: no CUDA device here; pass --device cpu to train with {n} CPU "
+            "processes instead"
+        )
+    elif torch.cuda.device_count() < n:
+        raise CountnetError(f"--gpus {n}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if isinstance(spec.bs, int) and spec.bs % n:
+        raise CountnetError(
+            f"--bs {spec.bs} does not split evenly over {n} processes: give a multiple of {n}"
+        )
+
+
+def split_batch(bs: int, n_train: int, size: int) -> int:
+    """The run's batch (``bs``, at most the training images) rounded down to a multiple of
+    the processes, so each takes bs/size."""
+    bs = min(bs, n_train)
+    if bs < size:
+        raise CountnetError(f"{n_train} training images cannot make a batch for {size} processes")
+    return bs - bs % size
+
+
+def share(obj=None):
+    """Rank 0's ``obj`` on every rank (itself in a single-process run)."""
+    if _group is None:
+        return obj
+    box = [obj if _group.leader else None]
+    dist.broadcast_object_list(box, src=0, device=_group.device)
+    return box[0]
+
+
+def launch(spec) -> Path:
+    """Train ``spec`` in ``spec.gpus`` processes started here; returns the run folder. Rank
+    0 prints the run's messages; a user error it raises comes back as this one's. When one
+    process fails the others are stopped (they would wait for it in the next collective)."""
+    from multiprocessing.connection import wait
+
+    import torch.multiprocessing as mp
+
+    errors = mp.get_context("spawn").SimpleQueue()
+    with tempfile.TemporaryDirectory(prefix="countnet-ddp-") as tmp:
+        store = f"file://{Path(tmp) / 'store'}"
+        procs = mp.start_processes(
+            _worker,
+            args=(spec, store, errors, os.getpid()),
+            nprocs=spec.gpus,
+            join=False,
+            start_method="spawn",
+        )
+        running = {p.sentinel: (i, p) for i, p in enumerate(procs.processes)}
+        failed = None
+        try:
+            while running:
+                for sentinel in wait(list(running)):
+                    i, p = running.pop(sentinel)
+                    p.join()
+                    if p.exitcode and failed is None:
+                        failed = (i, p.exitcode)
+                        for _, other in running.values():
+                            other.terminate()
+        finally:
+            for _, p in running.values():
+                p.terminate()
+                p.join()
+    if failed is not None:
+        if not errors.empty():
+            raise CountnetError(errors.get())
+        rank, code = failed
+        queue = procs.error_queues[rank]  # torch's: the traceback of an unexpected error
+        detail = queue.get() if not queue.empty() else f"exit code {code}"
+        raise RuntimeError(f"training process {rank} failed: {detail}")
+    return spec.run_dir
+
+
+def _worker(rank: int, spec, store: str, errors, parent: int) -> None:
+    _die_with_parent(parent)
+    # Each process gets its share of the CPUs: N processes of all cores each would
+    # oversubscribe them.
+    torch.set_num_threads(max(1, usable_cpus() // spec.gpus))
+    _join(rank, spec.gpus, rank, spec.device, store)
+    try:
+        from countnet_classify.train import train
+
+        train(spec, say=_say if rank == 0 else _silent)
+    except CountnetError as e:
+        errors.put(str(e))
+        sys.exit(2)
+    finally:
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _silent(msg: str) -> None:
+    pass
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker dies with the process that started it (SIGKILL included): an orphan would
+    keep training, and hold the run's lock, after `countnet train` was killed."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+
+class _Shard:
+    """Mixed into a copy of the training loader (``shard``): rank 0's shuffled order, cut
+    to whole batches of the run (drop_last, as one process drops its last partial batch)
+    or else padded, and every world-th index of it from this rank's own. Rank r's k-th
+    batch of bs/N is then the r-th stride of the positions a single process's k-th batch
+    of bs takes: together the ranks train on exactly its batches, as many an epoch."""
+
+    rank, world = 0, 1
+    source = None  # the training loader this shards
+
+    # The source's shuffling RNG, read and replaced through it: fastai's loaders swap in a
+    # new random.Random every epoch (randomize), and checkpoints save the source's.
+    @property
+    def rng(self):
+        return self.source.rng if self.source is not None else self._rng
+
+    @rng.setter
+    def rng(self, value):
+        if self.source is not None:
+            self.source.rng = value
+        else:
+            self._rng = value
+
+    def get_idxs(self):
+        idxs = list(super().get_idxs())  # every rank draws, so the RNG streams stay alike
+        t = torch.tensor(idxs, dtype=torch.long, device=_group.device)
+        dist.broadcast(t, 0)
+        idxs = t.cpu().tolist()
+        if self.drop_last:
+            idxs = idxs[: len(idxs) - len(idxs) % (self.bs * self.world)]
+        else:
+            idxs += (idxs * self.world)[: -len(idxs) % self.world]
+        return idxs[self.rank :: self.world]
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.n // (self.bs * self.world)
+        return math.ceil(math.ceil(self.n / self.world) / self.bs)
+
+
+def shard(dl, group: Group):
+    """A copy of the training loader ``dl`` that yields this rank's bs/N of each batch,
+    shuffled by ``dl``'s RNG."""
+    cls = type(f"Sharded{type(dl).__name__}", (_Shard, type(dl)), {})
+    new = dl.new(cls=cls, bs=dl.bs // group.size)
+    new.rank, new.world, new.source = group.rank, group.size, dl
+    if hasattr(dl, "channels_last"):  # CachedDL's batch layout
+        new.channels_last = dl.channels_last
+    return new
+
+
+def _batchnorms(model) -> list:
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+class DataParallel(Callback):
+    """Trains the learner's model as DistributedDataParallel on this rank's shard of each
+    batch; the other events see the plain model. After each training epoch every rank's
+    BatchNorm statistics (PreciseBN's, re-estimated on every rank) are averaged, so all
+    ranks hold one model; rank 0 alone validates (the others go on to the next epoch and
+    meet it at its first batch). Each step's loss is averaged over the ranks, so rank 0's
+    losses.csv and train_loss are the whole batch's."""
+
+    # after ChannelsLast (11) sets the memory layout and PreciseBN (55) re-estimates BatchNorm;
+    # before ProgressCallback (60) sizes its bar by the loader
+    order = 58
+
+    def __init__(self, group: Group):
+        self.group = group
+
+    def before_fit(self):
+        model = self.learn.model
+        if self.group.backend == "nccl":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            self.learn.model = model
+        ids = [torch.cuda.current_device()] if self.group.backend == "nccl" else None
+        self.ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.shard = shard(self.learn.dls.train, self.group)
+
+    def before_train(self):
+        self.learn.dl = self.shard
+        self.learn.model = self.ddp
+        self.ddp.train()
+
+    def after_step(self):
+        loss = self.learn.loss.detach().clone()
+        dist.all_reduce(loss)
+        self.learn.loss = loss / self.group.size
+
+    def after_train(self):
+        self.learn.model = self.ddp.module
+
+    def before_validate(self):
+        for bn in _batchnorms(self.learn.model):
+            for buf in (bn.running_mean, bn.running_var):
+                if buf is not None:
+                    dist.all_reduce(buf)
+                    buf.div_(self.group.size)
+        if not self.group.leader:
+            raise CancelValidException()
+
+    def after_fit(self):
+        self.learn.model = self.ddp.module

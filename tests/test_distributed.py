@@ -1,0 +1,115 @@
+"""One run on several devices (`countnet train --gpus N`, or under torchrun), tested as CI
+can: two CPU processes on the gloo backend. The run folder is written once, by rank 0, and
+is the single-process run's: for a network without BatchNorm in fp32 without augmentation
+the two ranks' half-batches make exactly the single process's batches, so the numbers
+match too."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from countnet_classify.outputs import read_rows
+from tests.conftest import COUNTNET, assert_one_line_error, run_countnet
+from tests.test_resume import kill_9_after_checkpoint
+
+# LeNet has no BatchNorm and no dropout; fp32, no augmentation: nothing but the batch split
+# differs between one process and two.
+EXACT = ["--arch", "lenet", "--size", "32", "--bs", "8", "--lr", "2e-3", "--lr-find-iters", "0",
+         "--precision", "fp32", "--transforms", "none", "--device", "cpu", "--quiet"]  # fmt: skip
+
+
+def _files(run: Path) -> set[str]:
+    return {p.name for p in run.iterdir()}
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _assert_same_numbers(a: list[dict], b: list[dict]) -> None:
+    assert [r["epoch"] for r in a] == [r["epoch"] for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        for key in ("train_loss", "valid_loss", "error_rate"):
+            assert float(ra[key]) == pytest.approx(float(rb[key]), abs=2e-4), (key, ra, rb)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the orphan check reads /proc")
+def test_two_processes_killed_and_resumed_equal_one_process(cli, tiny, tmp_path):
+    n = 8
+    one = cli("train", tiny, "--epochs", n, "--runs-dir", tmp_path, "--name", "one", *EXACT)
+    assert one.returncode == 0, one.stderr
+
+    args = ["train", tiny, "--epochs", str(n), "--runs-dir", tmp_path, "--name", "two",
+            "--gpus", "2", *EXACT]  # fmt: skip
+    partial = tmp_path / ".two.partial"
+
+    # SIGKILL reaches `countnet` alone, as a user's kill -9 of the command does: its two
+    # training processes must die with it rather than train on (and hold the run's lock).
+    workers: list[int] = []
+    proc, e = kill_9_after_checkpoint(
+        [COUNTNET, *args], partial, epoch=2, before_kill=lambda pid: workers.extend(_children(pid))
+    )
+    assert proc.returncode == -9, proc.stderr
+    assert 2 <= e <= n
+    assert len(workers) >= 2  # the two ranks (and multiprocessing's resource tracker)
+    deadline = time.time() + 30
+    while any(map(_alive, workers)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(map(_alive, workers)), "training processes outlived the killed countnet"
+
+    before = read_rows(partial / "metrics.csv")
+    r = run_countnet(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert f"resuming after epoch {e}/{n}" in r.stderr
+    # rank 0 alone prints and writes: each remaining epoch once, one summary line
+    printed = [ln.split()[1] for ln in r.stdout.splitlines()]
+    assert printed == [f"{i}/{n}" for i in range(e + 1, n + 1)], r.stdout
+    assert r.stderr.count("done: final error_rate") == 1, r.stderr
+
+    two, ref = tmp_path / "two", tmp_path / "one"
+    assert _files(two) == _files(ref)
+    assert not partial.exists()
+    rows = read_rows(two / "metrics.csv")
+    assert rows[:e] == before[:e]
+    _assert_same_numbers(rows, read_rows(ref / "metrics.csv"))
+    losses, ref_losses = read_rows(two / "losses.csv"), read_rows(ref / "losses.csv")
+    assert len(losses) == len(ref_losses) == n * 3  # 27 images: 3 whole batches of 8 an epoch
+    for a, b in zip(losses, ref_losses, strict=True):
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), abs=2e-4)
+    # the weights of one model, not DDP's ("module." keys)
+    w, w_ref = load_file(two / "model.safetensors"), load_file(ref / "model.safetensors")
+    assert set(w) == set(w_ref)
+    for k in w:
+        assert (w[k] - w_ref[k]).abs().max() < 1e-3, k
+    rec = yaml.safe_load((two / "config.yaml").read_text())
+    assert rec["resolved"]["processes"] == 2 and rec["run"]["gpus"] == 2
+    assert rec["resolved"]["batch_size"] == 8  # the run's whole batch, 4 per process
+    assert yaml.safe_load((ref / "config.yaml").read_text())["resolved"]["processes"] == 1
+
+    # rank 0's refusal comes back through the launching process as one line
+    again = run_countnet(*args)
+    assert_one_line_error(again, "already exists")
+    assert _files(two) == _files(ref)
+
