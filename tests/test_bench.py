@@ -77,3 +77,23 @@ def test_regression_holdout_bench_runs_each_loss_beside_its_baselines(tmp_path):
     assert float(rows["classifier"][2]) >= 1.0  # and off by at least one
     run = yaml.safe_load((tmp_path / "runs" / "regression-l1" / "config.yaml").read_text())
     assert run["resolved"]["loss"] == "l1" and run["summary"]["regression"]["unseen"]["n"] == 12
+
+
+def test_data_parallel_bench_times_one_process_beside_two(tmp_path):
+    """bench/data_parallel.py as documented, tiny: the same run in one process and in two
+    CPU processes, each a complete run folder recording its processes, and the ratio line."""
+    import yaml
+
+    r = subprocess.run(
+        [sys.executable, "bench/data_parallel.py", "--per-class", "4", "--size", "48",
+         "--radius", "1.5", "--arch", "resnet18", "--epochs", "1", "--bs", "8",
+         "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [ln.split()[2] for ln in lines if ln.startswith("repeat 1")] == ["1", "2"]
+    assert float(lines[-1].split("ratios: 2/1=")[1]) > 0
+    for name, n in (("p1", 1), ("p2", 2)):
+        rec = yaml.safe_load((tmp_path / "runs" / name / "config.yaml").read_text())
+        assert rec["resolved"]["processes"] == n and rec["resolved"]["batch_size"] == 8

@@ -6,22 +6,29 @@ match too."""
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
 from countnet_classify.outputs import read_rows
 from tests.conftest import COUNTNET, assert_one_line_error, run_countnet
+from tests.test_readme import README
 from tests.test_resume import kill_9_after_checkpoint
+from tests.test_train import FAST, RUN_FILES
 
 # LeNet has no BatchNorm and no dropout; fp32, no augmentation: nothing but the batch split
 # differs between one process and two.
-EXACT = ["--arch", "lenet", "--size", "32", "--bs", "8", "--lr", "2e-3", "--lr-find-iters", "0",
-         "--precision", "fp32", "--transforms", "none", "--device", "cpu", "--quiet"]  # fmt: skip
+EXACT = ["--arch", "lenet", "--size", "32", "--bs", "auto", "--lr", "2e-3", "--lr-find-iters",
+         "0", "--precision", "fp32", "--transforms", "none", "--device", "cpu",
+         "--quiet"]  # fmt: skip
 
 
 def _files(run: Path) -> set[str]:
@@ -56,13 +63,18 @@ def _assert_same_numbers(a: list[dict], b: list[dict]) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the orphan check reads /proc")
-def test_two_processes_killed_and_resumed_equal_one_process(cli, tiny, tmp_path):
+def test_two_processes_killed_and_resumed_equal_one_process(cli, tiny, tmp_path, monkeypatch):
     n = 8
     one = cli("train", tiny, "--epochs", n, "--runs-dir", tmp_path, "--name", "one", *EXACT)
     assert one.returncode == 0, one.stderr
 
-    args = ["train", tiny, "--epochs", str(n), "--runs-dir", tmp_path, "--name", "two",
-            "--gpus", "2", *EXACT]  # fmt: skip
+    # README's --gpus line as written, on the tiny set, with EXACT's options appended
+    lines = README.read_text().splitlines()
+    (line,) = [ln for ln in lines if ln.startswith("countnet train ") and " --gpus " in ln]
+    readme = shlex.split(line, comments=True)
+    assert readme[:2] == ["countnet", "train"] and readme[readme.index("--gpus") + 1] == "2"
+    readme[2] = str(tiny)
+    args = [*readme[1:], "--epochs", str(n), "--runs-dir", tmp_path, "--name", "two", *EXACT]
     partial = tmp_path / ".two.partial"
 
     # SIGKILL reaches `countnet` alone, as a user's kill -9 of the command does: its two
@@ -79,8 +91,18 @@ def test_two_processes_killed_and_resumed_equal_one_process(cli, tiny, tmp_path)
         time.sleep(0.1)
     assert not any(map(_alive, workers)), "training processes outlived the killed countnet"
 
+    # --bs auto is 8 here; 3 processes would round it to 6: not this run's batches
+    from countnet_classify import distributed
+
+    monkeypatch.setattr(distributed, "_group", distributed.Group(0, 3, 0, "gloo"))
+    assert_one_line_error(cli(*args, "--resume"), "batches of 8", "3 process(es)", alone=False)
+    monkeypatch.setattr(distributed, "_group", None)
+
     before = read_rows(partial / "metrics.csv")
-    r = run_countnet(*args, "--resume")
+    # Resumed from here: the training processes are fresh ones, and what rank 0 prints
+    # comes back through this process's sys.stdout/sys.stderr (here pytest's capture; in the
+    # workflow a job's log file), not the file descriptors it inherited.
+    r = cli(*args, "--resume")
     assert r.returncode == 0, r.stderr
     assert f"resuming after epoch {e}/{n}" in r.stderr
     # rank 0 alone prints and writes: each remaining epoch once, one summary line
@@ -113,3 +135,52 @@ def test_two_processes_killed_and_resumed_equal_one_process(cli, tiny, tmp_path)
     assert_one_line_error(again, "already exists")
     assert _files(two) == _files(ref)
 
+
+def test_under_torchrun_on_the_default_path(tiny, tmp_path, monkeypatch):
+    """README's torchrun line as written (on a tiny set at 32 px, 2 epochs): torchrun starts
+    the processes itself; ResNet-18 on the default path (decoded cache, --precision auto,
+    dihedral augmentation, the LR finder, BatchNorm re-estimated on every rank and
+    averaged): one complete run folder, written by rank 0, whose weights give the error
+    rate it recorded."""
+    (line,) = [ln for ln in README.read_text().splitlines() if ln.startswith("torchrun ")]
+    args = shlex.split(line, comments=True)
+    assert args[args.index("--no-python") + 1] == "countnet"
+    args[args.index("--no-python") + 1] = COUNTNET
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny, "datasets/count-1-5")
+    cmd = [sys.executable, "-m", "torch.distributed.run", *args[1:], "--arch", "resnet18",
+           "--epochs", "2", "--device", "cpu", "--runs-dir", "runs", *FAST]  # fmt: skip
+    r = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count("done: final error_rate") == 1, r.stderr
+    assert [ln.split()[1] for ln in r.stdout.splitlines()] == ["1/2", "2/2"], r.stdout
+    name = args[args.index("--name") + 1]
+    run = tmp_path / "runs" / name
+    assert _files(run) == RUN_FILES
+    assert [p.name for p in run.parent.iterdir() if not p.name.endswith(".lock")] == [name]
+    rec = yaml.safe_load((run / "config.yaml").read_text())
+    assert rec["resolved"]["processes"] == 2 and rec["resolved"]["batch_size"] == 8
+    assert rec["lr"]["source"].startswith("LR finder")
+    final = float(read_rows(run / "metrics.csv")[-1]["error_rate"])
+
+    from countnet_classify.predict import predict
+
+    valid = sorted((tiny / "valid").rglob("*.png"))
+    preds = predict(run, valid)
+    wrong = sum(p.label != f.parent.name for p, f in zip(preds, valid, strict=True))
+    assert wrong / len(valid) == pytest.approx(final, abs=1e-6)
+
+
+def test_bad_data_parallel_options_stop_in_one_line(cli, tiny, tmp_path, monkeypatch):
+    base = ["train", tiny, "--runs-dir", tmp_path, "--no-pretrained", *FAST]
+    if not torch.cuda.is_available():
+        assert_one_line_error(cli(*base, "--gpus", "2"), "no CUDA device", "--device cpu")
+    assert_one_line_error(cli(*base, "--gpus", "0"), "--gpus must be an integer >= 1")
+    assert_one_line_error(
+        cli(*base, "--gpus", "2", "--device", "cpu", "--bs", "7"), "split evenly over 2"
+    )
+    # under a launcher that started 2 processes, --gpus 3 contradicts it
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert_one_line_error(cli(*base, "--gpus", "3", "--device", "cpu"), "started 2 processes")
+    assert list(tmp_path.iterdir()) == []

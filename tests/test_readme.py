@@ -1,6 +1,6 @@
 """The README's `countnet train`, `predict`, `export`, `select-transforms` and `report`
-examples, run in order as a reader would, each line as written (gen, cost and sweep
-examples are run by their own tests). What a test cannot give them is swapped for the
+examples, run in order as a reader would, each line as written (gen, cost, sweep and
+data-parallel examples are run by their own tests). What a test cannot give them is swapped for the
 smallest equivalent: tiny 32-px sets at the paths the lines name, ImageNet-shaped random
 weights imported into a private torch hub cache, and, appended to training lines, options
 that make them take seconds (`--size 32 --epochs 1 ...`; a later option wins). A line
@@ -41,6 +41,8 @@ def _examples() -> list[tuple[list[str], bool]]:
         for ln in lines:
             if ln.startswith(tuple(f"countnet {v} " for v in VERBS)):
                 args = shlex.split(ln, comments=True)
+                if "--gpus" in args:  # run as written by tests/test_distributed.py
+                    continue
                 # README may repeat a line on purpose (resume); --help only adds new ones
                 if not from_help or all(args != a for a, _ in found):
                     found.append((args, from_help))

@@ -29,9 +29,7 @@ def checkpoint_epoch(partial: Path) -> int:
         return 0
 
 
-def kill_9_when(
-    cmd: list, ready, scratch: Path, what: str, timeout: float = 600, before_kill=None
-):
+def kill_9_when(cmd: list, ready, scratch: Path, what: str, timeout: float = 600, before_kill=None):
     """Run ``cmd`` (countnet) in a fresh process and SIGKILL it from outside as soon as
     ``ready()`` is true, as a user's kill -9 would: nothing in the process knows. Returns
     the killed process, its output read from files (a chatty child never blocks on a full

@@ -210,3 +210,25 @@ def test_the_config_schema_knows_every_run_option():
         ("head", cfg.HEADS),
     ):  # fmt: skip
         assert props[key]["enum"] == list(choices), key
+
+
+def test_a_data_parallel_experiment_asks_for_its_gpus(tmp_path):
+    """An experiment's `gpus: N` on CUDA becomes its job's `gpu` resource (what the SLURM
+    profile requests with --gpus); CPU processes ask for none, others keep `gpu:`."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "gpu: 1\ndatasets:\n  d: {range: 1-2, per_class: 4, size: 32}\nexperiments:\n"
+        "  multi: {data: d, gpus: 4, device: cuda}\n  cpu2: {data: d, gpus: 2, device: cpu}\n"
+        "  one: {data: d}\n"
+    )
+    proc = snakemake(tmp_path, cfg, "-n", "runs/multi", "runs/cpu2", "runs/one")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    asked = dict(
+        re.findall(r"output: runs/(\S+)\n(?:.*\n)*?\s+resources: .*?gpu=(\d+)", proc.stdout)
+    )
+    assert asked == {
+        "multi": "4", "cpu2": "1", "one": "1",
+        # select-transforms trains its candidates the experiment's way
+        "select-transforms/multi.json": "4", "select-transforms/cpu2.json": "1",
+        "select-transforms/one.json": "1",
+    }, proc.stdout  # fmt: skip

@@ -28,11 +28,13 @@ distributed part itself.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import signal
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -153,7 +155,7 @@ def share(obj=None):
     return box[0]
 
 
-def launch(spec) -> Path:
+def launch(spec, *, figures: bool = True) -> Path:
     """Train ``spec`` in ``spec.gpus`` processes started here; returns the run folder. Rank
     0 prints the run's messages; a user error it raises comes back as this one's. When one
     process fails the others are stopped (they would wait for it in the next collective)."""
@@ -161,16 +163,24 @@ def launch(spec) -> Path:
 
     import torch.multiprocessing as mp
 
-    errors = mp.get_context("spawn").SimpleQueue()
+    ctx = mp.get_context("spawn")
+    errors = ctx.SimpleQueue()
+    # Rank 0's output comes back here, to this process's sys.stdout/sys.stderr, wherever
+    # they point (a workflow job's log file, a test's capture), not to the inherited fds.
+    output, rank0_output = ctx.Pipe(duplex=False)
+    pump = threading.Thread(target=_pump, args=(output,), daemon=True)
     with tempfile.TemporaryDirectory(prefix="countnet-ddp-") as tmp:
         store = f"file://{Path(tmp) / 'store'}"
+        tty = (sys.stdout.isatty(), sys.stderr.isatty())
         procs = mp.start_processes(
             _worker,
-            args=(spec, store, errors, os.getpid()),
+            args=(spec, figures, store, errors, os.getpid(), rank0_output, tty),
             nprocs=spec.gpus,
             join=False,
             start_method="spawn",
         )
+        rank0_output.close()  # the workers hold it now: the pump ends when they have exited
+        pump.start()
         running = {p.sentinel: (i, p) for i, p in enumerate(procs.processes)}
         failed = None
         try:
@@ -186,6 +196,7 @@ def launch(spec) -> Path:
             for _, p in running.values():
                 p.terminate()
                 p.join()
+            pump.join(timeout=10)
     if failed is not None:
         if not errors.empty():
             raise CountnetError(errors.get())
@@ -196,8 +207,12 @@ def launch(spec) -> Path:
     return spec.run_dir
 
 
-def _worker(rank: int, spec, store: str, errors, parent: int) -> None:
+def _worker(rank: int, spec, figures: bool, store: str, errors, parent: int, output, tty) -> None:
     _die_with_parent(parent)
+    if rank == 0:
+        sys.stdout, sys.stderr = _Relay(output, 1, tty[0]), _Relay(output, 2, tty[1])
+    else:
+        output.close()
     # Each process gets its share of the CPUs: N processes of all cores each would
     # oversubscribe them.
     torch.set_num_threads(max(1, usable_cpus() // spec.gpus))
@@ -205,13 +220,40 @@ def _worker(rank: int, spec, store: str, errors, parent: int) -> None:
     try:
         from countnet_classify.train import train
 
-        train(spec, say=_say if rank == 0 else _silent)
+        train(spec, say=_say if rank == 0 else _silent, figures=figures)
     except CountnetError as e:
         errors.put(str(e))
         sys.exit(2)
     finally:
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
+
+
+class _Relay(io.TextIOBase):
+    """A worker's sys.stdout or sys.stderr, sent to the launching process (``_pump``)."""
+
+    def __init__(self, conn, stream: int, tty: bool):
+        self.conn, self.stream, self.tty = conn, stream, tty
+
+    def write(self, text: str) -> int:
+        if text:
+            self.conn.send((self.stream, text))
+        return len(text)
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def _pump(conn) -> None:
+    """Write what rank 0 prints to this process's stdout (1) and stderr (2)."""
+    while True:
+        try:
+            stream, text = conn.recv()
+        except (EOFError, OSError):
+            return
+        target = sys.stdout if stream == 1 else sys.stderr
+        target.write(text)
+        target.flush()
 
 
 def _say(msg: str) -> None:

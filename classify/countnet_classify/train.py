@@ -145,9 +145,7 @@ def _dataset_params(root: Path) -> dict | None:
     return None
 
 
-def train(
-    spec: RunSpec, *, say=print, figures: bool = True, cbs: tuple = ()
-) -> TrainResult | None:
+def train(spec: RunSpec, *, say=print, figures: bool = True, cbs: tuple = ()) -> TrainResult | None:
     """Train per ``spec``; returns the finished run folder and the learner. ``figures=False``
     skips the interpretation plots (select-transforms' candidates, which nobody looks at);
     ``cbs``: extra fastai callbacks for every phase. The run's lock (``.<name>.lock`` beside
@@ -163,7 +161,7 @@ def train(
             raise CountnetError("internal: extra callbacks cannot reach --gpus processes")
         check_spec(spec)  # bad options stop here, before N processes start
         distributed.check_processes(spec)
-        return _finished(distributed.launch(spec))
+        return _finished(distributed.launch(spec, figures=figures))
     if group is not None and not group.leader:
         _follow(spec, cbs)
         return None
@@ -235,9 +233,7 @@ def _follow(spec: RunSpec, cbs: tuple) -> None:
     )  # fmt: skip
     learn = build_learner(spec, run)
     ckpt = load_checkpoint(run.partial) if plan["resumed"] else None
-    fit_run(
-        spec, run, learn, plan_phases(spec, plan["lr"]), say=_no_log, cbs=cbs, checkpoint=ckpt
-    )
+    fit_run(spec, run, learn, plan_phases(spec, plan["lr"]), say=_no_log, cbs=cbs, checkpoint=ckpt)
 
 
 def _finished(run_dir: Path) -> TrainResult:
@@ -353,6 +349,12 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
     if group is not None:  # the run's whole batch, bs/N per process
         bs = distributed.split_batch(bs, data_info["n_train"], group.size)
     bs = min(bs, data_info["n_train"])
+    if saved and saved["resolved"].get("batch_size", bs) != bs:  # --gpus N with --bs auto
+        raise CountnetError(
+            f"--resume: run {spec.run_name!r} trains batches of "
+            f"{saved['resolved']['batch_size']}, which do not split evenly over "
+            f"{group.size if group else 1} process(es): resume on a number that divides it"
+        )
     dls, file_dls = _loaders(
         spec, sc, decoded, target, bs, transforms, device, channels_last, workers
     )

@@ -214,6 +214,15 @@ def data_input(exp):
     return _data_path(EXPERIMENTS[exp])
 
 
+def job_gpus(spec):
+    """GPUs a training job asks for (the `gpu` resource, which the SLURM profile requests
+    with --gpus): its own `gpus` when it trains data-parallel on GPUs, else the config's
+    `gpu`."""
+    if spec.gpus > 1 and spec.device != "cpu":
+        return spec.gpus
+    return int(config.get("gpu", 0))
+
+
 def all_cores(cluster_default=8):
     """A job's threads: every core Snakemake was given when it runs jobs here (--cores, the
     default profile's `all`); on a cluster executor there is no such total (Snakemake

@@ -11,7 +11,7 @@ rule select_transforms:
     threads: all_cores()
     resources:
         mem_mb=6000,
-        gpu=lambda wc: int(config.get("gpu", 0)),
+        gpu=lambda wc: job_gpus(selection_spec(wc.exp)),
     params:
         spec=lambda wc: selection_spec(wc.exp),
         options=lambda wc: recorded(selection_spec(wc.exp)),  # see rule train

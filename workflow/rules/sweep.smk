@@ -13,7 +13,7 @@ rule sweep_run:
     threads: all_cores()
     resources:
         mem_mb=8000,
-        gpu=lambda wc: int(config.get("gpu", 0)),
+        gpu=lambda wc: job_gpus(sweep_run_spec(wc.sweep, wc.run)),
     params:
         spec=lambda wc: sweep_run_spec(wc.sweep, wc.run),
         options=lambda wc: recorded(sweep_run_spec(wc.sweep, wc.run)),  # see rule train

@@ -14,7 +14,7 @@ rule train:
     threads: all_cores()
     resources:
         mem_mb=8000,
-        gpu=lambda wc: int(config.get("gpu", 0)),
+        gpu=lambda wc: job_gpus(run_spec(wc.exp)),
     params:
         spec=lambda wc: run_spec(wc.exp, force=True),
         # What Snakemake records and compares (builtin values only): see rule gen
