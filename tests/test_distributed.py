@@ -6,8 +6,11 @@ match too."""
 
 from __future__ import annotations
 
+import math
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,9 +22,9 @@ import yaml
 from safetensors.torch import load_file
 
 from countnet_classify.outputs import read_rows
-from tests.conftest import COUNTNET, assert_one_line_error, run_countnet
+from tests.conftest import COUNTNET, assert_one_line_error, save_resnet_weights
 from tests.test_readme import README
-from tests.test_resume import kill_9_after_checkpoint
+from tests.test_resume import checkpoint_epoch, kill_9_after_checkpoint
 from tests.test_train import FAST, RUN_FILES
 
 # LeNet has no BatchNorm and no dropout; fp32, no augmentation: nothing but the batch split
@@ -47,6 +50,13 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -64,7 +74,7 @@ def _assert_same_numbers(a: list[dict], b: list[dict]) -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the orphan check reads /proc")
 def test_two_processes_killed_and_resumed_equal_one_process(cli, tiny, tmp_path, monkeypatch):
-    n = 8
+    n = 12
     one = cli("train", tiny, "--epochs", n, "--runs-dir", tmp_path, "--name", "one", *EXACT)
     assert one.returncode == 0, one.stderr
 
@@ -97,6 +107,15 @@ def test_two_processes_killed_and_resumed_equal_one_process(cli, tiny, tmp_path,
     monkeypatch.setattr(distributed, "_group", distributed.Group(0, 3, 0, "gloo"))
     assert_one_line_error(cli(*args, "--resume"), "batches of 8", "3 process(es)", alone=False)
     monkeypatch.setattr(distributed, "_group", None)
+
+    # Resumed in one process (fresh), killed again a checkpoint later: a run continues on
+    # another number of processes, the batches being the run's whole batches either way.
+    if e + 1 < n:
+        proc, e1 = kill_9_after_checkpoint([COUNTNET, *args, "--resume", "--gpus", "1"],
+                                           partial, epoch=e + 1)  # fmt: skip
+        assert proc.returncode == -9 and f"resuming after epoch {e}/{n}" in proc.stderr
+        assert e1 > e
+        e = e1
 
     before = read_rows(partial / "metrics.csv")
     # Resumed from here: the training processes are fresh ones, and what rank 0 prints
@@ -131,25 +150,47 @@ def test_two_processes_killed_and_resumed_equal_one_process(cli, tiny, tmp_path,
     assert yaml.safe_load((ref / "config.yaml").read_text())["resolved"]["processes"] == 1
 
     # rank 0's refusal comes back through the launching process as one line
-    again = run_countnet(*args)
-    assert_one_line_error(again, "already exists")
+    assert_one_line_error(cli(*args), "already exists")
     assert _files(two) == _files(ref)
 
+    # A training process killed from outside (as the out-of-memory killer does) stops the
+    # run with one line naming it, and the other process with it.
+    err = tmp_path / "force.err"
+    with open(err, "w") as f:
+        cmd = [COUNTNET, *map(str, args), "--force"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=f)
+    deadline = time.time() + 300
+    while checkpoint_epoch(partial) < 1:
+        assert proc.poll() is None and time.time() < deadline, err.read_text()
+        time.sleep(0.005)
+    ranks = [p for p in _children(proc.pid) if b"spawn_main" in _cmdline(p)]
+    assert len(ranks) == 2
+    os.kill(ranks[1], signal.SIGKILL)
+    code = proc.wait(timeout=120)
+    stopped = subprocess.CompletedProcess(cmd, code, "", err.read_text())
+    assert_one_line_error(stopped, "training process", "died (signal SIGKILL)", alone=False)
+    assert not any(map(_alive, ranks))
+    assert checkpoint_epoch(partial) >= 1  # resumable
 
-def test_under_torchrun_on_the_default_path(tiny, tmp_path, monkeypatch):
+
+def test_under_torchrun_fine_tuning_in_two_phases(tiny, tmp_path, monkeypatch):
     """README's torchrun line as written (on a tiny set at 32 px, 2 epochs): torchrun starts
-    the processes itself; ResNet-18 on the default path (decoded cache, --precision auto,
-    dihedral augmentation, the LR finder, BatchNorm re-estimated on every rank and
-    averaged): one complete run folder, written by rank 0, whose weights give the error
-    rate it recorded."""
+    the processes itself; ResNet-18 fine-tuned from (random, ImageNet-shaped) weights on the
+    default path — fastai's two phases, frozen then unfrozen, each its own DDP wrapper;
+    decoded cache, channels_last, dihedral augmentation, the LR finder, BatchNorm
+    re-estimated on every rank and averaged: one complete run folder, written by rank 0,
+    whose weights give the error rate it recorded."""
     (line,) = [ln for ln in README.read_text().splitlines() if ln.startswith("torchrun ")]
     args = shlex.split(line, comments=True)
     assert args[args.index("--no-python") + 1] == "countnet"
     args[args.index("--no-python") + 1] = COUNTNET
     monkeypatch.chdir(tmp_path)
     shutil.copytree(tiny, "datasets/count-1-5")
+    save_resnet_weights(tmp_path / "r18.pth")
     cmd = [sys.executable, "-m", "torch.distributed.run", *args[1:], "--arch", "resnet18",
-           "--epochs", "2", "--device", "cpu", "--runs-dir", "runs", *FAST]  # fmt: skip
+           "--pretrained", "--weights", tmp_path / "r18.pth", "--freeze-epochs", "1",
+           "--epochs", "1", "--device", "cpu", "--precision", "fp32", "--runs-dir", "runs",
+           *FAST]  # fmt: skip
     r = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stderr.count("done: final error_rate") == 1, r.stderr
@@ -161,14 +202,18 @@ def test_under_torchrun_on_the_default_path(tiny, tmp_path, monkeypatch):
     rec = yaml.safe_load((run / "config.yaml").read_text())
     assert rec["resolved"]["processes"] == 2 and rec["resolved"]["batch_size"] == 8
     assert rec["lr"]["source"].startswith("LR finder")
-    final = float(read_rows(run / "metrics.csv")[-1]["error_rate"])
+    assert [p["name"] for p in rec["resolved"]["phases"]] == ["frozen", "unfrozen"]
+    last = read_rows(run / "metrics.csv")[-1]
 
+    # fp32, so `countnet predict` (fp32) computes what validation did, to float rounding
     from countnet_classify.predict import predict
 
     valid = sorted((tiny / "valid").rglob("*.png"))
     preds = predict(run, valid)
     wrong = sum(p.label != f.parent.name for p, f in zip(preds, valid, strict=True))
-    assert wrong / len(valid) == pytest.approx(final, abs=1e-6)
+    assert wrong / len(valid) == pytest.approx(float(last["error_rate"]), abs=1e-6)
+    nll = -sum(math.log(p.probs[f.parent.name]) for p, f in zip(preds, valid, strict=True))
+    assert nll / len(valid) == pytest.approx(float(last["valid_loss"]), abs=1e-4)
 
 
 def test_bad_data_parallel_options_stop_in_one_line(cli, tiny, tmp_path, monkeypatch):
@@ -183,4 +228,43 @@ def test_bad_data_parallel_options_stop_in_one_line(cli, tiny, tmp_path, monkeyp
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     assert_one_line_error(cli(*base, "--gpus", "3", "--device", "cpu"), "started 2 processes")
+    assert_one_line_error(cli(*base, "--bs", "7", "--device", "cpu"), "split evenly over 2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # one process here, one elsewhere
+    assert_one_line_error(cli(*base, "--device", "cpu"), "on one machine")
+    # sweeps and transform selection run whole trainings: each process would run them all
+    assert_one_line_error(
+        cli("sweep", tiny, "--param", "lr=0.01,0.02", "--out", tmp_path / "sw"), "torchrun"
+    )
+    assert_one_line_error(
+        cli("select-transforms", tiny, "--out", tmp_path / "sel.json", "--lr", "0.01"), "torchrun"
+    )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_ranks_shards_make_the_single_process_batches(monkeypatch):
+    """Each rank's k-th batch is bs/N images, the ranks' never overlap, and together they
+    are exactly the k-th batch one process draws with the same shuffling RNG."""
+    from fastai.data.load import DataLoader
+
+    from countnet_classify import distributed
+
+    monkeypatch.setattr(distributed.dist, "broadcast", lambda t, src: None)  # one process
+    monkeypatch.setattr(distributed, "_group", distributed.Group(0, 2, 0, "gloo"))
+    whole = DataLoader(list(range(27)), bs=8, shuffle=True, drop_last=True)
+    whole.rng.seed(3)
+    expected = [b.tolist() for b in whole]
+    assert [len(b) for b in expected] == [8, 8, 8]
+    shards = []
+    for rank in (0, 1):
+        whole.rng.seed(3)
+        dl = distributed.shard(whole, distributed.Group(rank, 2, 0, "gloo"))
+        assert len(dl) == 3 and dl.bs == 4
+        shards.append([b.tolist() for b in dl])
+    for k, batch in enumerate(expected):
+        assert not set(shards[0][k]) & set(shards[1][k])
+        assert sorted(shards[0][k] + shards[1][k]) == sorted(batch)
+    # the loader's RNG is the source's: what a checkpoint saves
+    assert dl.rng is whole.rng
+    # every (seed, epoch, rank) its own augmentation stream, the same one when resumed
+    seeds = {distributed.rank_seed(0, e, r) for e in range(3) for r in range(1, 4)}
+    assert len(seeds) == 9 and distributed.rank_seed(0, 2, 1) == distributed.rank_seed(0, 2, 1)

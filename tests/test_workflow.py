@@ -214,7 +214,8 @@ def test_the_config_schema_knows_every_run_option():
 
 def test_a_data_parallel_experiment_asks_for_its_gpus(tmp_path):
     """An experiment's `gpus: N` on CUDA becomes its job's `gpu` resource (what the SLURM
-    profile requests with --gpus); CPU processes ask for none, others keep `gpu:`."""
+    profile requests with --gpus); CPU processes, like runs in one process, ask for the
+    config's `gpu:`."""
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
         "gpu: 1\ndatasets:\n  d: {range: 1-2, per_class: 4, size: 32}\nexperiments:\n"

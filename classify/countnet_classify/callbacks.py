@@ -257,7 +257,13 @@ class PreciseBN(Callback):
             for m in self.learn.model.modules()
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
         ]
-        if not bns or self.n_images <= 0:
+        from countnet_classify.distributed import current
+
+        # In a data-parallel run every rank takes its share (from its shard of dls.train)
+        # and DataParallel averages the statistics.
+        group = current()
+        n_images = self.n_images // group.size if group else self.n_images
+        if not bns or n_images <= 0:
             return
         momenta = [m.momentum for m in bns]
         for m in bns:
@@ -278,7 +284,7 @@ class PreciseBN(Callback):
                     with autocast_for(self.learn):
                         self.learn.model(xb)
                     seen += len(xb)
-                    if seen >= self.n_images:
+                    if seen >= n_images:
                         break
         finally:
             for m, mom in zip(bns, momenta, strict=True):

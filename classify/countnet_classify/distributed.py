@@ -43,7 +43,6 @@ import torch
 import torch.distributed as dist
 from fastai.callback.core import Callback, CancelValidException
 
-from countnet.cpus import usable_cpus
 from countnet.errors import CountnetError
 
 # Ranks other than 0 wait in one collective while rank 0 screens the data, builds the cache
@@ -108,6 +107,14 @@ def join_launcher(spec) -> Group | None:
             f"--gpus {spec.gpus}, but the launcher started {size} processes: drop --gpus "
             "under torchrun, or give the same number"
         )
+    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", size))
+    if local_size != size:
+        # rank 0's decoded cache and checkpoints live on its machine only
+        raise CountnetError(
+            f"countnet trains data-parallel on one machine: the launcher started {size} "
+            f"processes, {local_size} of them here"
+        )
+    check_processes(spec, size, launcher=True)
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     group = _join(rank, size, local, spec.device, "env://")
     # fastai reads these to all-gather every metric and loss (maybe_gather); DataParallel
@@ -117,20 +124,31 @@ def join_launcher(spec) -> Group | None:
     return group
 
 
-def check_processes(spec) -> None:
-    """--gpus N: enough devices, and a batch that splits evenly (before any process starts)."""
-    n = spec.gpus
+def refuse_launcher(command: str) -> None:
+    """`countnet sweep` and select-transforms run whole trainings one after another: under
+    torchrun each process would run them all."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise CountnetError(
+            f"{command} does not run under torchrun: run it in one process and give "
+            "--gpus N, which each of its runs then trains with"
+        )
+
+
+def check_processes(spec, n: int, *, launcher: bool = False) -> None:
+    """N processes for ``spec`` (before any starts): devices for them, and a batch that
+    splits evenly. ``launcher``: torchrun started them, CPU processes included."""
     if n <= 1:
         return
-    if spec.device == "cpu":
-        pass
-    elif not torch.cuda.is_available():
+    cuda = spec.device == "cuda" or (spec.device == "auto" and torch.cuda.is_available())
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        raise CountnetError("--device cuda: no CUDA device is available here; use --device cpu")
+    if not cuda and spec.device != "cpu" and not launcher:
         raise CountnetError(
             f"--gpus {n}: no CUDA device here; pass --device cpu to train with {n} CPU "
             "processes instead"
         )
-    elif torch.cuda.device_count() < n:
-        raise CountnetError(f"--gpus {n}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if cuda and torch.cuda.device_count() < n:
+        raise CountnetError(f"{n} processes: only {torch.cuda.device_count()} CUDA device(s) here")
     if isinstance(spec.bs, int) and spec.bs % n:
         raise CountnetError(
             f"--bs {spec.bs} does not split evenly over {n} processes: give a multiple of {n}"
@@ -155,26 +173,29 @@ def share(obj=None):
     return box[0]
 
 
-def launch(spec, *, figures: bool = True) -> Path:
-    """Train ``spec`` in ``spec.gpus`` processes started here; returns the run folder. Rank
-    0 prints the run's messages; a user error it raises comes back as this one's. When one
-    process fails the others are stopped (they would wait for it in the next collective)."""
+def launch(spec, *, say=print, figures: bool = True) -> Path:
+    """Train ``spec`` in ``spec.gpus`` processes started here; returns the run folder. What
+    rank 0 says and prints comes back here (``say``, and this process's sys.stdout and
+    sys.stderr — a workflow job's log, a test's capture — not the inherited descriptors); a
+    user error it raises comes back as this one's. When one process fails the others are
+    stopped (they would wait for it in the next collective)."""
     from multiprocessing.connection import wait
 
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     errors = ctx.SimpleQueue()
-    # Rank 0's output comes back here, to this process's sys.stdout/sys.stderr, wherever
-    # they point (a workflow job's log file, a test's capture), not to the inherited fds.
     output, rank0_output = ctx.Pipe(duplex=False)
-    pump = threading.Thread(target=_pump, args=(output,), daemon=True)
+    pump = threading.Thread(target=_pump, args=(output, say), daemon=True)
     with tempfile.TemporaryDirectory(prefix="countnet-ddp-") as tmp:
         store = f"file://{Path(tmp) / 'store'}"
+        # Each process gets its share of this one's threads (a workflow job's `threads`):
+        # N processes of all of them each would oversubscribe the cores.
+        threads = max(1, torch.get_num_threads() // spec.gpus)
         tty = (sys.stdout.isatty(), sys.stderr.isatty())
         procs = mp.start_processes(
             _worker,
-            args=(spec, figures, store, errors, os.getpid(), rank0_output, tty),
+            args=(spec, figures, store, errors, os.getpid(), rank0_output, tty, threads),
             nprocs=spec.gpus,
             join=False,
             start_method="spawn",
@@ -182,55 +203,85 @@ def launch(spec, *, figures: bool = True) -> Path:
         rank0_output.close()  # the workers hold it now: the pump ends when they have exited
         pump.start()
         running = {p.sentinel: (i, p) for i, p in enumerate(procs.processes)}
-        failed = None
+        codes: dict[int, int] = {}
+        stopped: set[int] = set()  # terminated here, after another failed
         try:
             while running:
                 for sentinel in wait(list(running)):
                     i, p = running.pop(sentinel)
                     p.join()
-                    if p.exitcode and failed is None:
-                        failed = (i, p.exitcode)
-                        for _, other in running.values():
+                    codes[i] = p.exitcode
+                    if p.exitcode and not stopped:
+                        for j, other in running.values():
+                            stopped.add(j)
                             other.terminate()
         finally:
             for _, p in running.values():
                 p.terminate()
                 p.join()
             pump.join(timeout=10)
-    if failed is not None:
-        if not errors.empty():
-            raise CountnetError(errors.get())
-        rank, code = failed
-        queue = procs.error_queues[rank]  # torch's: the traceback of an unexpected error
-        detail = queue.get() if not queue.empty() else f"exit code {code}"
-        raise RuntimeError(f"training process {rank} failed: {detail}")
-    return spec.run_dir
+    if not any(codes.values()):
+        return spec.run_dir
+    reports = []
+    while not errors.empty():
+        reports.append(errors.get())
+    for kind, text in reports:
+        if kind == "user":
+            raise CountnetError(text)
+    # A process killed from outside (the out-of-memory killer) is the cause; the others
+    # then fail in their next collective.
+    for rank, code in sorted(codes.items()):
+        if code < 0 and rank not in stopped:
+            raise CountnetError(
+                f"training process {rank} died (signal {signal.Signals(-code).name}): "
+                "continue with --resume"
+            )
+    if reports:
+        raise RuntimeError(reports[0][1])  # a bug: its traceback
+    rank = min(r for r, c in codes.items() if c)
+    raise CountnetError(f"training process {rank} failed (exit code {codes[rank]})")
 
 
-def _worker(rank: int, spec, figures: bool, store: str, errors, parent: int, output, tty) -> None:
+# What stops a worker with one line, as `countnet` reports them in one process
+USER_ERRORS = (CountnetError, FileNotFoundError, PermissionError, IsADirectoryError,
+               NotADirectoryError)  # fmt: skip
+
+
+def _worker(
+    rank: int, spec, figures: bool, store: str, errors, parent: int, output, tty, threads: int
+) -> None:
     _die_with_parent(parent)
     if rank == 0:
         sys.stdout, sys.stderr = _Relay(output, 1, tty[0]), _Relay(output, 2, tty[1])
+        say = _Relay(output, 3, False).say
     else:
         output.close()
-    # Each process gets its share of the CPUs: N processes of all cores each would
-    # oversubscribe them.
-    torch.set_num_threads(max(1, usable_cpus() // spec.gpus))
+        say = _silent
+    torch.set_num_threads(threads)
     _join(rank, spec.gpus, rank, spec.device, store)
     try:
         from countnet_classify.train import train
 
-        train(spec, say=_say if rank == 0 else _silent, figures=figures)
-    except CountnetError as e:
-        errors.put(str(e))
+        train(spec, say=say, figures=figures)
+    except USER_ERRORS as e:
+        if isinstance(e, OSError) and e.filename:
+            errors.put(("user", f"{e.strerror}: {e.filename}"))
+        else:
+            errors.put(("user", str(e)))
         sys.exit(2)
+    except Exception:
+        import traceback
+
+        errors.put(("bug", f"training process {rank} failed:\n{traceback.format_exc()}"))
+        sys.exit(1)
     finally:
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
 
 
 class _Relay(io.TextIOBase):
-    """A worker's sys.stdout or sys.stderr, sent to the launching process (``_pump``)."""
+    """A worker's sys.stdout (1), sys.stderr (2) or say (3), sent to the launching process
+    (``_pump``)."""
 
     def __init__(self, conn, stream: int, tty: bool):
         self.conn, self.stream, self.tty = conn, stream, tty
@@ -240,24 +291,26 @@ class _Relay(io.TextIOBase):
             self.conn.send((self.stream, text))
         return len(text)
 
+    def say(self, msg: str) -> None:
+        self.write(msg)
+
     def isatty(self) -> bool:
         return self.tty
 
 
-def _pump(conn) -> None:
-    """Write what rank 0 prints to this process's stdout (1) and stderr (2)."""
+def _pump(conn, say) -> None:
+    """Give what rank 0 prints and says to this process's stdout, stderr and ``say``."""
     while True:
         try:
             stream, text = conn.recv()
         except (EOFError, OSError):
             return
+        if stream == 3:
+            say(text)
+            continue
         target = sys.stdout if stream == 1 else sys.stderr
         target.write(text)
         target.flush()
-
-
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _silent(msg: str) -> None:
@@ -300,7 +353,7 @@ class _Shard:
             self._rng = value
 
     def get_idxs(self):
-        idxs = list(super().get_idxs())  # every rank draws, so the RNG streams stay alike
+        idxs = list(super().get_idxs())  # only rank 0's order is used
         t = torch.tensor(idxs, dtype=torch.long, device=_group.device)
         dist.broadcast(t, 0)
         idxs = t.cpu().tolist()
@@ -333,18 +386,21 @@ def _batchnorms(model) -> list:
 
 class DataParallel(Callback):
     """Trains the learner's model as DistributedDataParallel on this rank's shard of each
-    batch; the other events see the plain model. After each training epoch every rank's
+    batch (the shard stands in for ``dls.train`` during the fit, so PreciseBN draws from it
+    too); the other events see the plain model. Before each validation every rank's
     BatchNorm statistics (PreciseBN's, re-estimated on every rank) are averaged, so all
     ranks hold one model; rank 0 alone validates (the others go on to the next epoch and
     meet it at its first batch). Each step's loss is averaged over the ranks, so rank 0's
-    losses.csv and train_loss are the whole batch's."""
+    losses.csv and train_loss are the whole batch's. Ranks other than 0 draw their own
+    augmentations: their random streams are seeded from (seed, epoch, rank) every epoch,
+    which a resumed run repeats (rank 0's are in the checkpoint)."""
 
-    # after ChannelsLast (11) sets the memory layout and PreciseBN (55) re-estimates BatchNorm;
-    # before ProgressCallback (60) sizes its bar by the loader
+    # after ChannelsLast (11) sets the memory layout and PreciseBN (55) re-estimates
+    # BatchNorm; before ProgressCallback (60) sizes its bar by the loader
     order = 58
 
-    def __init__(self, group: Group):
-        self.group = group
+    def __init__(self, group: Group, seed: int = 0, offset: int = 0):
+        self.group, self.seed, self.offset = group, seed, offset
 
     def before_fit(self):
         model = self.learn.model
@@ -353,10 +409,16 @@ class DataParallel(Callback):
             self.learn.model = model
         ids = [torch.cuda.current_device()] if self.group.backend == "nccl" else None
         self.ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        self.shard = shard(self.learn.dls.train, self.group)
+        self.whole = self.learn.dls.loaders[0]
+        self.learn.dls.loaders[0] = shard(self.whole, self.group)
+
+    def before_epoch(self):
+        if not self.group.leader:
+            from fastai.torch_core import set_seed
+
+            set_seed(rank_seed(self.seed, self.offset + self.epoch, self.group.rank))
 
     def before_train(self):
-        self.learn.dl = self.shard
         self.learn.model = self.ddp
         self.ddp.train()
 
@@ -379,3 +441,13 @@ class DataParallel(Callback):
 
     def after_fit(self):
         self.learn.model = self.ddp.module
+        self.learn.dls.loaders[0] = self.whole
+
+
+def rank_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of a rank's random streams in an epoch: distinct for every (seed, epoch,
+    rank), the same in a resumed run."""
+    import hashlib
+
+    digest = hashlib.sha256(f"countnet/{seed}/{epoch}/{rank}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")

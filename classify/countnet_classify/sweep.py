@@ -245,6 +245,9 @@ def run_sweep(
 ) -> Path:
     """Run every (point, seed) not finished yet, then write the summaries. Returns the
     sweep folder. ``train_fn(spec, say=...)``: the trainer (countnet_classify.train.train)."""
+    from countnet_classify.distributed import refuse_launcher
+
+    refuse_launcher("countnet sweep")
     if train_fn is None:
         from countnet_classify.train import train as train_fn
     out = Path(sweep.out)

@@ -160,14 +160,15 @@ def train(spec: RunSpec, *, say=print, figures: bool = True, cbs: tuple = ()) ->
         if cbs:
             raise CountnetError("internal: extra callbacks cannot reach --gpus processes")
         check_spec(spec)  # bad options stop here, before N processes start
-        distributed.check_processes(spec)
-        return _finished(distributed.launch(spec, figures=figures))
+        distributed.check_processes(spec, spec.gpus)
+        return _finished(distributed.launch(spec, say=say, figures=figures))
     if group is not None and not group.leader:
         _follow(spec, cbs)
         return None
-    with exclusive(spec.run_dir, "run"):
-        t_start = time.perf_counter()
-        try:
+    shared = False
+    try:
+        with exclusive(spec.run_dir, "run"):
+            t_start = time.perf_counter()
             run = prepare_run(spec, say)
             learn = build_learner(spec, run)
             # Found once and recorded: --resume reuses it instead of running the finder again.
@@ -176,27 +177,28 @@ def train(spec: RunSpec, *, say=print, figures: bool = True, cbs: tuple = ()) ->
             schedule = plan_phases(spec, base_lr)
             record = run_record(spec, run, learn, lr, schedule)
             outputs.write_config(run.partial, record)
-        except BaseException:
-            if group is not None:  # the other ranks wait for the plan: tell them to stop
-                with contextlib.suppress(Exception):
-                    distributed.share(None)
-            raise
-        ckpt = load_checkpoint(run.partial) if spec.resume else None
-        if group is not None:
-            distributed.share(_plan(run, base_lr, resumed=ckpt is not None))
-        say(f"learning rate: {base_lr:.3g} ({record['lr']['source']})")
+            ckpt = load_checkpoint(run.partial) if spec.resume else None
+            if group is not None:
+                distributed.share(_plan(run, base_lr, resumed=ckpt is not None))
+                shared = True
+            say(f"learning rate: {base_lr:.3g} ({record['lr']['source']})")
 
-        t_train = time.perf_counter()
-        fit_run(spec, run, learn, schedule, say=say, cbs=cbs, checkpoint=ckpt)
-        return finish_run(
-            spec,
-            run,
-            learn,
-            record,
-            say=say,
-            figures=figures,
-            session={"train": time.perf_counter() - t_train, "wall": t_start},
-        )
+            t_train = time.perf_counter()
+            fit_run(spec, run, learn, schedule, say=say, cbs=cbs, checkpoint=ckpt)
+            return finish_run(
+                spec,
+                run,
+                learn,
+                record,
+                say=say,
+                figures=figures,
+                session={"train": time.perf_counter() - t_train, "wall": t_start},
+            )
+    except BaseException:
+        if group is not None and not shared:  # the other ranks wait for the plan: stop them
+            with contextlib.suppress(Exception):
+                distributed.share(None)
+        raise
 
 
 def _plan(run: PreparedRun, lr: float, *, resumed: bool) -> dict:
@@ -524,7 +526,7 @@ def fit_run(
         ]
         if group is not None and not group.leader:
             writers = []
-        parallel = [distributed.DataParallel(group)] if group is not None else []
+        parallel = [distributed.DataParallel(group, spec.seed, offset)] if group is not None else []
         return [PreciseBN(spec.precise_bn), *writers, *parallel, *cbs]
 
     def caffe(phase: phases.Phase, n_iter: int):
