@@ -8,14 +8,17 @@ Each configuration trains the same set (the default workflow's count-45-50 shape
 circles, 64 px, --no-overlap; --per-class images a count), the same model and options
 (ResNet-34 from scratch, bs 64, fixed LR, no LR finder), one after the other, --repeats
 times interleaved. Printed: training images/s from the run's own per-epoch times
-(metrics.csv; process start-up, screening and figures excluded), the wall time of the whole
-command, and the final error rate. The baseline is the one-process run measured in the same
-invocation; the last line reads `ratios: N/1=...` (training images/s).
+(metrics.csv: training steps, PreciseBN and validation; process start-up, screening and
+figures excluded), the wall time of the whole run, and the final error rate. The baseline
+is the one-process run measured in the same invocation; the last line reads
+`ratios: N/1=...` (training images/s).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import platform
 import statistics
 import tempfile
@@ -35,7 +38,8 @@ def run_once(data: Path, runs: Path, name: str, processes: int, args) -> dict:
         runs_dir=str(runs), name=name, force=True, quiet=True,
     )  # fmt: skip
     t0 = time.perf_counter()
-    res = train(spec, say=lambda m: None)
+    with contextlib.redirect_stdout(io.StringIO()):  # the runs' epoch lines
+        res = train(spec, say=lambda m: None)
     wall = time.perf_counter() - t0
     n_train = res.record["data"]["n_train"]
     seconds = sum(float(m["time"]) for m in res.metrics)
