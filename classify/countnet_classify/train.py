@@ -224,7 +224,11 @@ def _follow(spec: RunSpec, cbs: tuple) -> None:
     state_dict = imagenet_state_dict(spec.arch, spec.weights)[0] if spec.uses_pretrained else None
     sc, target, bs = plan["screened"], plan["target"], plan["bs"]
     # rank 0 built the cache before sharing the plan: this only maps it
-    decoded = decoded_splits(sc, spec.size, progress=False) if spec.loader == "cache" else None
+    decoded = (
+        decoded_splits(sc, spec.size, say=_no_log, progress=False)
+        if spec.loader == "cache"
+        else None
+    )
     workers = _workers(spec, device)
     dls, file_dls = _loaders(
         spec, sc, decoded, target, bs, transforms, device, channels_last, workers
