@@ -68,9 +68,17 @@ def main() -> None:
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory(prefix="countnet-ddp-bench-") if args.out is None else None
     out = Path(tmp.name) if tmp else args.out
+    import torch
+
+    from countnet_classify.precision import resolve_precision
+
+    precision = resolve_precision("auto", torch.device(args.device))
     print(f"# data_parallel: {platform.processor() or platform.machine()}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}, {args.arch} {args.size} px, bs {args.bs}, "
-          f"{args.epochs} epoch(s), device {args.device}")  # fmt: skip
+          f"{args.epochs} epoch(s), device {args.device}, precision {precision}, "
+          f"{torch.get_num_threads()} thread(s) in one process, "
+          f"{max(1, torch.get_num_threads() // args.processes)} in each of "
+          f"{args.processes}")  # fmt: skip
     spec = DatasetSpec(counts=(45, 50), per_class=args.per_class, size=args.size,
                        radius=args.radius, no_overlap=True)  # fmt: skip
     data = generate(spec, out / "count-45-50", force=True)

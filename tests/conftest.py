@@ -20,6 +20,16 @@ COUNTNET = shutil.which("countnet") or str(Path(sys.executable).with_name("count
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# The longest files first (an end-to-end workflow run takes minutes): the two workers then
+# finish together instead of one running the last long file alone.
+LONGEST_FIRST = ("test_workflow.py", "test_distributed.py", "test_resume.py", "test_slurm.py",
+                 "test_readme.py", "test_bench.py", "test_sweep.py")  # fmt: skip
+
+
+def pytest_collection_modifyitems(items) -> None:
+    first = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: first.get(item.path.name, len(first)))
+
 
 @pytest.fixture(autouse=True)
 def _offline_torch_home(tmp_path_factory, monkeypatch):

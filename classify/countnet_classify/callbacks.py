@@ -262,7 +262,7 @@ class PreciseBN(Callback):
         # In a data-parallel run every rank takes its share (from its shard of dls.train)
         # and DataParallel averages the statistics.
         group = current()
-        n_images = self.n_images // group.size if group else self.n_images
+        n_images = -(-self.n_images // group.size) if group else self.n_images
         if not bns or n_images <= 0:
             return
         momenta = [m.momentum for m in bns]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import os
 import signal
@@ -43,6 +44,7 @@ import torch
 import torch.distributed as dist
 from fastai.callback.core import Callback, CancelValidException
 
+from countnet.atomic import write_text_atomic
 from countnet.errors import CountnetError
 
 # Ranks other than 0 wait in one collective while rank 0 screens the data, builds the cache
@@ -184,7 +186,6 @@ def launch(spec, *, say=print, figures: bool = True) -> Path:
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    errors = ctx.SimpleQueue()
     output, rank0_output = ctx.Pipe(duplex=False)
     pump = threading.Thread(target=_pump, args=(output, say), daemon=True)
     with tempfile.TemporaryDirectory(prefix="countnet-ddp-") as tmp:
@@ -195,7 +196,7 @@ def launch(spec, *, say=print, figures: bool = True) -> Path:
         tty = (sys.stdout.isatty(), sys.stderr.isatty())
         procs = mp.start_processes(
             _worker,
-            args=(spec, figures, store, errors, os.getpid(), rank0_output, tty, threads),
+            args=(spec, figures, store, tmp, os.getpid(), rank0_output, tty, threads),
             nprocs=spec.gpus,
             join=False,
             start_method="spawn",
@@ -213,32 +214,32 @@ def launch(spec, *, say=print, figures: bool = True) -> Path:
                     codes[i] = p.exitcode
                     if p.exitcode and not stopped:
                         for j, other in running.values():
-                            stopped.add(j)
-                            other.terminate()
+                            if other.is_alive():  # one that died meanwhile died by itself
+                                stopped.add(j)
+                                other.terminate()
         finally:
             for _, p in running.values():
                 p.terminate()
                 p.join()
             pump.join(timeout=10)
+        reports = {r: json.loads(f.read_text()) for r in codes if (f := _report(tmp, r)).is_file()}
     if not any(codes.values()):
         return spec.run_dir
-    reports = []
-    while not errors.empty():
-        reports.append(errors.get())
-    for kind, text in reports:
-        if kind == "user":
-            raise CountnetError(text)
+    for rank in sorted(reports):
+        if reports[rank]["kind"] == "user":
+            raise CountnetError(reports[rank]["text"])
     # A process killed from outside (the out-of-memory killer) is the cause; the others
     # then fail in their next collective.
     for rank, code in sorted(codes.items()):
-        if code < 0 and rank not in stopped:
-            raise CountnetError(
-                f"training process {rank} died (signal {signal.Signals(-code).name}): "
-                "continue with --resume"
-            )
+        if code < 0 and not (rank in stopped and code == -signal.SIGTERM):
+            try:
+                how = f"signal {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"signal {-code}"
+            raise CountnetError(f"training process {rank} died ({how}): continue with --resume")
     if reports:
-        raise RuntimeError(reports[0][1])  # a bug: its traceback
-    rank = min(r for r, c in codes.items() if c)
+        raise RuntimeError(reports[min(reports)]["text"])  # a bug: its traceback
+    rank = min(r for r, c in codes.items() if c and r not in stopped)
     raise CountnetError(f"training process {rank} failed (exit code {codes[rank]})")
 
 
@@ -247,8 +248,13 @@ USER_ERRORS = (CountnetError, FileNotFoundError, PermissionError, IsADirectoryEr
                NotADirectoryError)  # fmt: skip
 
 
+def _report(folder: str, rank: int) -> Path:
+    """Why worker ``rank`` stopped (JSON: kind "user" or "bug", text)."""
+    return Path(folder) / f"rank{rank}.json"
+
+
 def _worker(
-    rank: int, spec, figures: bool, store: str, errors, parent: int, output, tty, threads: int
+    rank: int, spec, figures: bool, store: str, tmp: str, parent: int, output, tty, threads: int
 ) -> None:
     _die_with_parent(parent)
     if rank == 0:
@@ -257,22 +263,26 @@ def _worker(
     else:
         output.close()
         say = _silent
-    torch.set_num_threads(threads)
-    _join(rank, spec.gpus, rank, spec.device, store)
+
+    def report(kind: str, text: str) -> None:
+        write_text_atomic(_report(tmp, rank), json.dumps({"kind": kind, "text": text}))
+
     try:
+        torch.set_num_threads(threads)
+        _join(rank, spec.gpus, rank, spec.device, store)
         from countnet_classify.train import train
 
         train(spec, say=say, figures=figures)
+    except KeyboardInterrupt:  # Ctrl-C reaches every process; the launching one says so
+        sys.exit(130)
     except USER_ERRORS as e:
-        if isinstance(e, OSError) and e.filename:
-            errors.put(("user", f"{e.strerror}: {e.filename}"))
-        else:
-            errors.put(("user", str(e)))
+        report("user", f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename
+               else str(e))  # fmt: skip
         sys.exit(2)
     except Exception:
         import traceback
 
-        errors.put(("bug", f"training process {rank} failed:\n{traceback.format_exc()}"))
+        report("bug", f"training process {rank} failed:\n{traceback.format_exc()}")
         sys.exit(1)
     finally:
         with contextlib.suppress(Exception):
