@@ -175,7 +175,7 @@ def test_two_processes_killed_and_resumed_equal_one_process(cli, tiny, tmp_path,
     assert checkpoint_epoch(partial) >= 1  # resumable
 
 
-def test_under_torchrun_fine_tuning_in_two_phases(tiny, tmp_path, monkeypatch):
+def test_under_torchrun_fine_tuning_in_two_phases(cli, tiny, tmp_path, monkeypatch):
     """README's torchrun line as written (on a tiny set at 32 px, 2 epochs): torchrun starts
     the processes itself; ResNet-18 fine-tuned from (random, ImageNet-shaped) weights on the
     default path — fastai's two phases, frozen then unfrozen, each its own DDP wrapper;
@@ -216,6 +216,12 @@ def test_under_torchrun_fine_tuning_in_two_phases(tiny, tmp_path, monkeypatch):
     assert wrong / len(valid) == pytest.approx(float(last["error_rate"]), abs=1e-6)
     nll = -sum(math.log(p.probs[f.parent.name]) for p, f in zip(preds, valid, strict=True))
     assert nll / len(valid) == pytest.approx(float(last["valid_loss"]), abs=1e-4)
+
+    # the report says how many processes trained it
+    assert cli("report", run, "--out", "rep").returncode == 0
+    summary = Path("rep/report.md").read_text().split("## Summary", 1)[1].split("\n## ")[0]
+    (row,) = [ln for ln in summary.splitlines() if ln.startswith(f"| {name} |")]
+    assert row.rstrip(" |").endswith("cpu x 2"), row
 
 
 def test_bad_data_parallel_options_stop_in_one_line(cli, tiny, tmp_path, monkeypatch):

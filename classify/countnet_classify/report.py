@@ -112,8 +112,14 @@ class RunView:
             f"{s['final_error_rate']:.4f}",
             f"{s['best_error_rate']:.4f} (epoch {s['best_epoch']})",
             format_time(s["wall_seconds"]),
-            res["device"],
+            self.device_text(),
         ]
+
+    def device_text(self) -> str:
+        """The device, and the processes of a data-parallel run ("cuda x 4")."""
+        res = self.config["resolved"]
+        n = res.get("processes", 1)
+        return f"{res['device']} x {n}" if n > 1 else res["device"]
 
 
 ANSWER_COLUMNS = (
