@@ -46,7 +46,8 @@ train: {arch: resnet18, size: 32, bs: 8, epochs: 1, lr: 0.003, lr_find_iters: 0,
 select_transforms: {candidates: [none, dihedral, aug], epochs: 1, lr: 0.001}
 experiments:
   a: {data: tiny-a, lr: auto, lr_find_iters: 30}  # the LR finder in the workflow
-  b: {data: tiny-b, transforms: flips, head: fastai, task: regression, loss: l1}
+  b: {data: tiny-b, transforms: flips, head: fastai, task: regression, loss: l1, gpus: 2,
+      device: cpu}  # data-parallel: two CPU processes
   a-shapes: {data: tiny-a-shapes, lr: auto, lr_find_iters: 30}  # a's budget: paired with a
   mine: {data: data/mine, optional: true}
 sweeps:
@@ -88,6 +89,10 @@ def test_tiny_workflow_end_to_end(tmp_path):
     assert a[5].endswith(" M") and a[6].endswith(" G") and "ms (cpu)" in a[7]  # cost.json
     assert a[8] in ("none", "dihedral")  # the selection's choice; aug is label-unsafe here
     assert b[8] == "flips"
+    # b trained in two processes; rank 0's output reached the job's log through the job
+    assert b[-1].rstrip(" |") == "cpu x 2" and a[-1].rstrip(" |") == "cpu"
+    b_log = (tmp_path / "logs" / "train" / "b.log").read_text()
+    assert "epoch 1/1" in b_log and b_log.count("done: final error_rate") == 1, b_log
     assert md.count("| epoch | train_loss | valid_loss | error_rate | time |") == 2  # b: below
     assert "No ImageNet weights for resnet18" in md  # said plainly
     assert "### Transform selection" in md and "label-unsafe" in md
