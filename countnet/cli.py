@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from countnet.errors import CountnetError
+from countnet.errors import USER_ERRORS, CountnetError, one_line
 from countnet_gen.cli import EXAMPLES as GEN_EXAMPLES
 from countnet_gen.cli import gen
 
@@ -437,10 +437,8 @@ def main() -> None:
     """Console-script entry point: run the app, turning user errors into one line."""
     try:
         result = app(standalone_mode=False)
-    except CountnetError as e:
-        _fail(str(e))
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
-        _fail(f"{e.strerror}: {e.filename}" if e.filename else str(e))
+    except USER_ERRORS as e:
+        _fail(one_line(e))
     except (KeyboardInterrupt, typer.Abort):
         _fail("interrupted", code=130)
     except typer.Exit as e:

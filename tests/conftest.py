@@ -63,6 +63,15 @@ def run_countnet(
     return proc
 
 
+def process_alive(pid: int) -> bool:
+    """Running: not gone, and not a zombie waiting for its parent to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 @dataclass
 class Result:
     returncode: int

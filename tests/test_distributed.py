@@ -22,7 +22,7 @@ import yaml
 from safetensors.torch import load_file
 
 from countnet_classify.outputs import read_rows
-from tests.conftest import COUNTNET, assert_one_line_error, save_resnet_weights
+from tests.conftest import COUNTNET, assert_one_line_error, process_alive, save_resnet_weights
 from tests.test_readme import README
 from tests.test_resume import checkpoint_epoch, kill_9_after_checkpoint
 from tests.test_train import FAST, RUN_FILES
@@ -59,14 +59,6 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _assert_same_numbers(a: list[dict], b: list[dict]) -> None:
     assert [r["epoch"] for r in a] == [r["epoch"] for r in b]
     for ra, rb in zip(a, b, strict=True):
@@ -99,9 +91,9 @@ def test_two_processes_killed_and_resumed_equal_one_process(cli, tiny, tmp_path,
     assert 2 <= e <= n
     assert len(workers) >= 2  # the two ranks (and multiprocessing's resource tracker)
     deadline = time.time() + 30
-    while any(map(_alive, workers)) and time.time() < deadline:
+    while any(map(process_alive, workers)) and time.time() < deadline:
         time.sleep(0.1)
-    assert not any(map(_alive, workers)), "training processes outlived the killed countnet"
+    assert not any(map(process_alive, workers)), "training processes outlived the killed countnet"
 
     # --bs auto is 8 here; 3 processes would round it to 6: not this run's batches
     from countnet_classify import distributed
@@ -171,7 +163,7 @@ def test_two_processes_killed_and_resumed_equal_one_process(cli, tiny, tmp_path,
     code = proc.wait(timeout=120)
     stopped = subprocess.CompletedProcess(cmd, code, "", err.read_text())
     assert_one_line_error(stopped, "training process", "died (signal SIGKILL)", alone=False)
-    assert not any(map(_alive, ranks))
+    assert not any(map(process_alive, ranks))
     assert checkpoint_epoch(partial) >= 1  # resumable
 
 

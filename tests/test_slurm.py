@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import process_alive
 from tests.test_workflow import REPO
 
 pytestmark = pytest.mark.slurm
@@ -165,21 +166,12 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 os.kill(pids[-1], signal.SIGTERM)
         deadline = time.time() + 15
         while pids and time.time() < deadline:
-            pids = [p for p in pids if _alive(p)]
+            pids = [p for p in pids if process_alive(p)]
             time.sleep(0.2)
         for pid in pids:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         conf.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    """Running: not gone, and not a zombie waiting for its parent to reap it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_workflow_runs_through_the_slurm_profile(slurm, tmp_path):

@@ -250,15 +250,11 @@ class PreciseBN(Callback):
         self.n_images = n_images
 
     def before_validate(self):
+        from countnet_classify.distributed import current
+        from countnet_classify.model import batchnorms
         from countnet_classify.precision import autocast_for
 
-        bns = [
-            m
-            for m in self.learn.model.modules()
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-        ]
-        from countnet_classify.distributed import current
-
+        bns = batchnorms(self.learn.model)
         # In a data-parallel run every rank takes its share (from its shard of dls.train)
         # and DataParallel averages the statistics.
         group = current()

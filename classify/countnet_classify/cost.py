@@ -69,7 +69,9 @@ def frozen_trainable(model: nn.Module) -> int | None:
     if not (isinstance(model, nn.Sequential) and len(model) == 2):
         return None
     body, head = model
-    bn = [m for m in body.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    from countnet_classify.model import batchnorms
+
+    bn = batchnorms(body)
     return sum(p.numel() for p in head.parameters()) + sum(
         p.numel() for m in bn for p in m.parameters()
     )

@@ -45,7 +45,7 @@ import torch.distributed as dist
 from fastai.callback.core import Callback, CancelValidException
 
 from countnet.atomic import write_text_atomic
-from countnet.errors import CountnetError
+from countnet.errors import USER_ERRORS, CountnetError, one_line
 
 # Ranks other than 0 wait in one collective while rank 0 screens the data, builds the cache
 # and runs the LR finder, and while it validates: minutes, on a large set hours. A process
@@ -83,9 +83,21 @@ def current() -> Group | None:
     return _group
 
 
+def _uses_cuda(device: str) -> bool:
+    """Whether --device ``device`` trains on CUDA (train.resolve_device's answer)."""
+    from countnet_classify.train import resolve_device
+
+    return resolve_device(device).type == "cuda"
+
+
+def _launcher_size() -> int:
+    """The processes a launcher (torchrun) started, 1 without one."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
 def _join(rank: int, size: int, local_rank: int, device: str, init_method: str) -> Group:
     global _group
-    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    cuda = _uses_cuda(device)
     backend = "nccl" if cuda else "gloo"
     if cuda:
         torch.cuda.set_device(local_rank)
@@ -101,7 +113,7 @@ def join_launcher(spec) -> Group | None:
     group once; None when this process trains alone."""
     if _group is not None:
         return _group
-    size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    size = _launcher_size()
     if size <= 1:
         return None
     if spec.gpus not in (1, size):
@@ -129,7 +141,7 @@ def join_launcher(spec) -> Group | None:
 def refuse_launcher(command: str) -> None:
     """`countnet sweep` and select-transforms run whole trainings one after another: under
     torchrun each process would run them all."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    if _launcher_size() > 1:
         raise CountnetError(
             f"{command} does not run under torchrun: run it in one process and give "
             "--gpus N, which each of its runs then trains with"
@@ -141,9 +153,7 @@ def check_processes(spec, n: int, *, launcher: bool = False) -> None:
     splits evenly. ``launcher``: torchrun started them, CPU processes included."""
     if n <= 1:
         return
-    cuda = spec.device == "cuda" or (spec.device == "auto" and torch.cuda.is_available())
-    if spec.device == "cuda" and not torch.cuda.is_available():
-        raise CountnetError("--device cuda: no CUDA device is available here; use --device cpu")
+    cuda = _uses_cuda(spec.device)  # --device cuda without CUDA: one line there
     if not cuda and spec.device != "cpu" and not launcher:
         raise CountnetError(
             f"--gpus {n}: no CUDA device here; pass --device cpu to train with {n} CPU "
@@ -243,11 +253,6 @@ def launch(spec, *, say=print, figures: bool = True) -> Path:
     raise CountnetError(f"training process {rank} failed (exit code {codes[rank]})")
 
 
-# What stops a worker with one line, as `countnet` reports them in one process
-USER_ERRORS = (CountnetError, FileNotFoundError, PermissionError, IsADirectoryError,
-               NotADirectoryError)  # fmt: skip
-
-
 def _report(folder: str, rank: int) -> Path:
     """Why worker ``rank`` stopped (JSON: kind "user" or "bug", text)."""
     return Path(folder) / f"rank{rank}.json"
@@ -275,9 +280,8 @@ def _worker(
         train(spec, say=say, figures=figures)
     except KeyboardInterrupt:  # Ctrl-C reaches every process; the launching one says so
         sys.exit(130)
-    except USER_ERRORS as e:
-        report("user", f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename
-               else str(e))  # fmt: skip
+    except USER_ERRORS as e:  # one line, as `countnet` reports them in one process
+        report("user", one_line(e))
         sys.exit(2)
     except Exception:
         import traceback
@@ -390,10 +394,6 @@ def shard(dl, group: Group):
     return new
 
 
-def _batchnorms(model) -> list:
-    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-
-
 class DataParallel(Callback):
     """Trains the learner's model as DistributedDataParallel on this rank's shard of each
     batch (the shard stands in for ``dls.train`` during the fit, so PreciseBN draws from it
@@ -441,7 +441,9 @@ class DataParallel(Callback):
         self.learn.model = self.ddp.module
 
     def before_validate(self):
-        for bn in _batchnorms(self.learn.model):
+        from countnet_classify.model import batchnorms
+
+        for bn in batchnorms(self.learn.model):
             for buf in (bn.running_mean, bn.running_var):
                 if buf is not None:
                     dist.all_reduce(buf)

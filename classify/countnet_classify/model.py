@@ -24,6 +24,11 @@ from countnet.errors import CountnetError
 from countnet_classify.config import head_dropout_for
 
 
+def batchnorms(module: nn.Module) -> list[nn.Module]:
+    """Every BatchNorm layer of ``module`` (1d, 2d, SyncBatchNorm, ...)."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def download_timeout() -> float:
     """Seconds to wait for a weights download before giving up (never hang offline)."""
     return float(os.environ.get("COUNTNET_DOWNLOAD_TIMEOUT", "10"))
