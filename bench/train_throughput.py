@@ -9,12 +9,15 @@ ceiling, all in this run, on the same data, model and batch size (compare ratios
     --precision auto with channels_last, fastai's Adam on PyTorch's fused kernel
     (countnet_classify.optim.FusedAdam) — what `countnet train` does;
 (c) ceiling: the same model and optimizer fed in-memory random tensors at (b)'s precision
-    and layout, in a bare PyTorch loop (no data loading, no fastai callbacks).
+    and layout (and (b)'s convolution gradients), in a bare PyTorch loop (no data loading,
+    no fastai callbacks).
 
-Extra rows say where (b)'s gain comes from: (b) with fastai's own Adam, and (b) in plain
-NCHW memory when (b) uses channels_last. Each is timed over the same number of training
-steps after warm-up steps, repeated (interleaved) --repeats times; the median is
-reported. The last line is ``ratios: b/a=... b/c=...``. On a GPU the same script runs
+Extra rows say where (b)'s gain comes from: (b) with fastai's own Adam, (b) in plain
+NCHW memory when (b) uses channels_last, and (b) with oneDNN's own weight gradients for
+every convolution when (b) is bf16 on the CPU (no ``TinyConvGrads``, convgrad.py). Each
+is timed over the same number of training steps after warm-up steps, repeated
+(interleaved) --repeats times; the median is reported. The last line is
+``ratios: b/a=... b/c=...``. On a GPU the same script runs
 unchanged (--size 224 there).
 """
 
@@ -34,6 +37,7 @@ from fastai.callback.core import Callback, CancelFitException
 from fastai.optimizer import Adam
 
 from countnet_classify.cache import decoded_splits
+from countnet_classify.convgrad import TinyConvGrads, gemm_grads_apply, swap_convs
 from countnet_classify.data import make_cached_dataloaders, make_dataloaders
 from countnet_classify.model import make_learner
 from countnet_classify.precision import apply_precision, resolve_precision, use_channels_last
@@ -71,23 +75,28 @@ class StepTimer(Callback):
 
 
 def learner_rate(
-    dls, arch, precision, device, warm, timed, bs, channels_last=None, opt_func=None
-) -> float:
+    dls, arch, precision, device, warm, timed, bs, channels_last=None, opt_func=None,
+    gemm_grads=True,
+) -> float:  # fmt: skip
     extra = {"opt_func": opt_func} if opt_func is not None else {}
     learn = make_learner(dls, arch, None, pretrained=False, **extra)
     learn.logger = lambda *a, **k: None
     cl = use_channels_last(precision, device) if channels_last is None else channels_last
     apply_precision(learn, precision, device, channels_last=cl)
+    if not gemm_grads:
+        learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, TinyConvGrads)])
     timer = StepTimer(warm, timed)
     with learn.no_bar():
         learn.fit(1, 1e-3, cbs=[timer])
     return timed * bs / timer.seconds
 
 
-def ceiling_rate(dls, arch, precision, device, warm, timed, bs, size) -> float:
+def ceiling_rate(dls, arch, precision, device, warm, timed, bs, size, gemm_grads) -> float:
     """The same model and optimizer as (b), random in-memory batches, no data loading."""
     learn = make_learner(dls, arch, None, pretrained=False)
     model = learn.model.to(device).train()
+    if gemm_grads:
+        swap_convs(model)  # as (b)'s TinyConvGrads does during a fit
     cl = use_channels_last(precision, device)
     if cl:
         model = model.to(memory_format=torch.channels_last)
@@ -208,7 +217,8 @@ def main() -> None:
             f"{' + channels_last' if channels_last else ''}; {timed} timed steps after "
             f"{warm}, median of {args.repeats}"
         )
-        rates = {"a": [], "b": [], "c": [], "b_nchw": [], "b_fastai_adam": []}
+        gemm_grads = gemm_grads_apply(precision, device)
+        rates = {k: [] for k in ("a", "b", "c", "b_nchw", "b_fastai_adam", "b_oneDNN_wgrad")}
         for r in range(args.repeats):
             torch.manual_seed(r)
             rates["a"].append(
@@ -220,7 +230,9 @@ def main() -> None:
                 learner_rate(cache_dls, args.arch, precision, device, warm, timed, bs)
             )
             rates["c"].append(
-                ceiling_rate(cache_dls, args.arch, precision, device, warm, timed, bs, size)
+                ceiling_rate(
+                    cache_dls, args.arch, precision, device, warm, timed, bs, size, gemm_grads
+                )
             )
             if channels_last:  # is channels_last worth it? (b) in plain NCHW memory
                 rates["b_nchw"].append(
@@ -233,7 +245,14 @@ def main() -> None:
                     cache_dls, args.arch, precision, device, warm, timed, bs, opt_func=Adam
                 )
             )
-            print(f"  repeat {r + 1}: " + "  ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items()))
+            if gemm_grads:  # every weight gradient from oneDNN (no TinyConvGrads)
+                rates["b_oneDNN_wgrad"].append(
+                    learner_rate(
+                        cache_dls, args.arch, precision, device, warm, timed, bs, gemm_grads=False
+                    )
+                )
+            done = "  ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items() if v)
+            print(f"  repeat {r + 1}: {done}")
         med = {k: statistics.median(v) for k, v in rates.items() if v}
         print(f"(a) files, fp32                     {med['a']:8.1f} images/s")
         print(f"(b) countnet default ({precision})         {med['b']:8.1f} images/s")
@@ -241,6 +260,8 @@ def main() -> None:
         if "b_nchw" in med:
             print(f"(b) without channels_last           {med['b_nchw']:8.1f} images/s")
         print(f"(b) with fastai's Adam              {med['b_fastai_adam']:8.1f} images/s")
+        if "b_oneDNN_wgrad" in med:
+            print(f"(b) without TinyConvGrads           {med['b_oneDNN_wgrad']:8.1f} images/s")
         steps = optimizer_step_ms(args.arch, len(sc.classes), args.repeats)
         print(
             f"optimizer step ({args.arch}): fastai Adam {steps['fastai Adam']:.1f} ms, "

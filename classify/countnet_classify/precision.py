@@ -3,9 +3,11 @@
 auto picks bf16 autocast where the hardware computes bf16 natively (CUDA GPUs of compute
 capability 8.0+, CPUs with AVX512-BF16 or AMX), fp16 on older GPUs, fp32 otherwise.
 On CUDA fastai's MixedPrecision callback does the work; on the CPU, where fastai has none,
-``CPUAutocast`` does. ``ChannelsLast`` keeps model and batches in NHWC memory, which the
-oneDNN (CPU) and cuDNN kernels run faster with bf16/fp16 (``use_channels_last``, which
-also picks it for fp32 on x86 CPUs; measured: bench/train_throughput.py).
+``CPUAutocast`` does, with ``TinyConvGrads`` (convgrad.py) for oneDNN's slow bf16
+weight gradients of tiny convolutions. ``ChannelsLast`` keeps model and batches in NHWC
+memory, which the oneDNN (CPU) and cuDNN kernels run faster with bf16/fp16
+(``use_channels_last``, which also picks it for fp32 on x86 CPUs; measured:
+bench/train_throughput.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from fastai.callback.core import Callback
 
 from countnet.errors import CountnetError
 from countnet_classify.config import PRECISIONS
+from countnet_classify.convgrad import TinyConvGrads, gemm_grads_apply
 
 
 def cpu_has_native_bf16() -> bool:
@@ -153,5 +156,7 @@ def apply_precision(learn, precision: str, device: torch.device, *, channels_las
             learn.add_cb(CPUAutocast(torch.bfloat16))
     elif precision == "fp16":
         learn.to_fp16()
+    if gemm_grads_apply(precision, device):
+        learn.add_cb(TinyConvGrads())
     if channels_last:
         learn.add_cb(ChannelsLast())
