@@ -181,7 +181,7 @@ def main() -> None:
                 "range": "45-50",
                 "per_class": per_class,
                 "size": size,
-                "radius": max(2, size // 32),
+                "radius": max(1.5, size / 32),  # 2 at 64 px, as the default 48 px sets: 1.5
                 "no_overlap": True,
                 "name": "bench",
             }
