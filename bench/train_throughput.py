@@ -37,10 +37,15 @@ from fastai.callback.core import Callback, CancelFitException
 from fastai.optimizer import Adam
 
 from countnet_classify.cache import decoded_splits
-from countnet_classify.convgrad import TinyConvGrads, gemm_grads_apply, swap_convs
+from countnet_classify.convgrad import TinyConvGrads, swap_convs
 from countnet_classify.data import make_cached_dataloaders, make_dataloaders
 from countnet_classify.model import make_learner
-from countnet_classify.precision import apply_precision, resolve_precision, use_channels_last
+from countnet_classify.precision import (
+    apply_precision,
+    resolve_precision,
+    use_channels_last,
+    uses_gemm_grads,
+)
 from countnet_classify.screen import screen
 from countnet_gen.spec import DatasetSpec
 from countnet_gen.writer import generate
@@ -217,7 +222,7 @@ def main() -> None:
             f"{' + channels_last' if channels_last else ''}; {timed} timed steps after "
             f"{warm}, median of {args.repeats}"
         )
-        gemm_grads = gemm_grads_apply(precision, device)
+        gemm_grads = uses_gemm_grads(precision, device)
         rates = {k: [] for k in ("a", "b", "c", "b_nchw", "b_fastai_adam", "b_oneDNN_wgrad")}
         for r in range(args.repeats):
             torch.manual_seed(r)

@@ -3,6 +3,7 @@ asserted: speed lives in BENCHMARKS.md)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -97,3 +98,37 @@ def test_data_parallel_bench_times_one_process_beside_two(tmp_path):
     for name, n in (("p1", 1), ("p2", 2)):
         rec = yaml.safe_load((tmp_path / "runs" / name / "config.yaml").read_text())
         assert rec["resolved"]["processes"] == n and rec["resolved"]["batch_size"] == 8
+
+
+def test_train_throughput_bench_ends_with_its_ratios_line():
+    """bench/train_throughput.py as documented, tiny: every path timed, the ratios line last;
+    on a CPU with native bf16 also (b) without TinyConvGrads."""
+    from countnet_classify.precision import cpu_has_native_bf16
+
+    r = subprocess.run(
+        [sys.executable, "bench/train_throughput.py", "--size", "48", "--bs", "4", "--warm", "1",
+         "--timed", "1", "--repeats", "1", "--arch", "resnet18"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    rows = [ln.split("  ")[0] for ln in lines if ln.endswith("images/s")]
+    b = f"(b) countnet default ({'bf16' if cpu_has_native_bf16() else 'fp32'})"
+    assert rows[:3] == ["(a) files, fp32", b, "(c) in-memory random tensors"]
+    assert ("(b) without TinyConvGrads" in rows) == cpu_has_native_bf16()
+    ratios = re.fullmatch(r"ratios: b/a=(\d+\.\d\d) b/c=(\d+\.\d\d)", lines[-1])
+    assert ratios and all(float(v) > 0 for v in ratios.groups())
+
+
+def test_conv_weight_grad_bench_prints_each_layer_and_the_step():
+    r = subprocess.run(
+        [sys.executable, "bench/conv_weight_grad.py", "--bs", "2", "--repeats", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert out.count("C512  S1 ") == 2  # bf16 and fp32 tables, every shape
+    cells = re.findall(r"S\d+ +([\d.]+)/ *([\d.]+) \(([\d.]+)\)", out)
+    assert len(cells) == 2 * 4 * 5 and all(float(a) > 0 and float(b) > 0 for a, b, _ in cells)
+    steps = re.findall(r"ResNet-34 training step, 64 px, (bf16 autocast|fp32): oneDNN", out)
+    assert steps == ["bf16 autocast"]

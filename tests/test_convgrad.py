@@ -74,7 +74,7 @@ def test_bf16_gradients_are_the_convolutions(case, channels_last):
 
 
 def test_other_calls_are_nn_conv2d_unchanged():
-    """Larger outputs, fp32, inference: PyTorch's own convolution, bit for bit."""
+    """Larger outputs, fp32, float64, inference: PyTorch's own convolution, bit for bit."""
     ref, gemm, x = _pair((8, 8, 3, 1, 1, False, 3), channels_last=True)  # 9 positions
     y, _ = _step(gemm, x)
     assert "GemmGradConv" not in y.grad_fn.name()
@@ -87,6 +87,11 @@ def test_other_calls_are_nn_conv2d_unchanged():
     assert torch.equal(gemm.weight.grad, ref.weight.grad)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(gemm(x), ref(x))
+    ref64, gemm64 = ref.double(), gemm.double()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast leaves float64 alone
+        y = gemm64(x.double())
+        assert y.dtype == torch.float64 and "GemmGradConv" not in y.grad_fn.name()
+        assert torch.equal(y, ref64(x.double()))
 
 
 def test_swap_keeps_parameters_and_restores_plain_modules():
@@ -102,12 +107,15 @@ def test_swap_keeps_parameters_and_restores_plain_modules():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_a_cpu_bf16_fit_takes_gemm_weight_gradients_and_fp32_does_not():
+def test_a_cpu_bf16_fit_takes_gemm_weight_gradients_and_fp32_does_not(monkeypatch):
     import fastai.callback.progress  # noqa: F401  (Learner.no_bar)
     from fastai.data.core import DataLoaders
     from fastai.learner import Learner
 
+    from countnet_classify import precision as prec
     from countnet_classify.precision import apply_precision
+
+    monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: True)  # whatever CI runs on
 
     def fit(precision):
         torch.manual_seed(0)
@@ -139,17 +147,46 @@ def test_a_cpu_bf16_fit_takes_gemm_weight_gradients_and_fp32_does_not():
     )
 
 
-def test_apply_precision_adds_it_for_cpu_bf16_only():
+def test_apply_precision_adds_it_for_native_cpu_bf16_only(monkeypatch):
+    """Measured on CPUs with native bf16 only; fp32 stays as it was (it must reproduce
+    earlier runs)."""
     from fastai.data.core import DataLoaders
     from fastai.learner import Learner
 
-    from countnet_classify.precision import apply_precision
+    from countnet_classify import precision as prec
 
     ds = [(torch.randn(3, 8, 8), 0)] * 4
     dls = DataLoaders.from_dsets(ds, ds, bs=2, device="cpu")
     found = {}
-    for precision in ("bf16", "fp32"):
-        learn = Learner(dls, nn.Conv2d(3, 2, 8), loss_func=nn.CrossEntropyLoss())
-        apply_precision(learn, precision, torch.device("cpu"), channels_last=False)
-        found[precision] = any(isinstance(cb, TinyConvGrads) for cb in learn.cbs)
-    assert found == {"bf16": True, "fp32": False}
+    for native in (True, False):
+        monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda native=native: native)
+        for precision in ("bf16", "fp32"):
+            learn = Learner(dls, nn.Conv2d(3, 2, 8), loss_func=nn.CrossEntropyLoss())
+            prec.apply_precision(learn, precision, torch.device("cpu"), channels_last=False)
+            found[native, precision] = any(isinstance(cb, TinyConvGrads) for cb in learn.cbs)
+    assert found == {
+        (True, "bf16"): True, (True, "fp32"): False, (False, "bf16"): False, (False, "fp32"): False
+    }  # fmt: skip
+
+
+def test_a_fit_that_raised_is_restored_by_the_next():
+    """fastai skips after_fit when a fit raises: the next fit's end restores the modules."""
+    import fastai.callback.progress  # noqa: F401  (Learner.no_bar)
+    from fastai.callback.core import Callback
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+
+    class Boom(Callback):
+        def after_batch(self):
+            raise RuntimeError("boom")
+
+    ds = [(torch.randn(3, 8, 8), 0)] * 4
+    dls = DataLoaders.from_dsets(ds, ds, bs=2, device="cpu")
+    model = nn.Sequential(nn.Conv2d(3, 2, 3, 2, 1), nn.Conv2d(2, 2, 3, 2, 1), nn.Flatten())
+    learn = Learner(dls, model, loss_func=lambda out, y: out.sum(), cbs=[TinyConvGrads()])
+    with learn.no_logging(), learn.no_bar():
+        with pytest.raises(RuntimeError, match="boom"):
+            learn.fit(1, 1e-3, cbs=[Boom()])
+        assert {type(m) for m in model} == {GemmGradConv2d, nn.Flatten}  # left swapped
+        learn.fit(1, 1e-3)
+    assert {type(m) for m in model} == {nn.Conv2d, nn.Flatten}

@@ -21,11 +21,6 @@ from torch import nn
 MAX_POSITIONS = 4
 
 
-def gemm_grads_apply(precision: str, device: torch.device) -> bool:
-    """Whether training at ``precision`` (resolved) on ``device`` uses ``TinyConvGrads``."""
-    return precision == "bf16" and device.type == "cpu"
-
-
 def _weight_grad(x: torch.Tensor, go: torch.Tensor, shape, stride, padding) -> torch.Tensor:
     """dL/dW of a dense 2-d convolution: im2col of ``x`` (NHWC) against ``go``."""
     co, ci, kh, kw = shape
@@ -76,6 +71,8 @@ class GemmGradConv2d(nn.Conv2d):
         if not (
             x.device.type == "cpu"
             and x.dim() == 4
+            and x.dtype in (torch.float32, torch.bfloat16)  # what autocast would cast
+            and self.weight.dtype == torch.float32
             and torch.is_grad_enabled()
             and torch.is_autocast_enabled("cpu")
             and torch.get_autocast_dtype("cpu") == torch.bfloat16
@@ -108,7 +105,8 @@ def _swappable(m: nn.Module) -> bool:
 def swap_convs(model: nn.Module) -> list[nn.Module]:
     """Make ``model``'s plain dense convolutions ``GemmGradConv2d`` in place (parameters,
     buffers and state dict untouched); returns them for ``restore_convs``."""
-    swapped = [m for m in model.modules() if _swappable(m)]
+    # Already swapped ones too: a fit that raised never reached its after_fit.
+    swapped = [m for m in model.modules() if _swappable(m) or type(m) is GemmGradConv2d]
     for m in swapped:
         m.__class__ = GemmGradConv2d
     return swapped
@@ -121,7 +119,8 @@ def restore_convs(swapped: list[nn.Module]) -> None:
 
 class TinyConvGrads(Callback):
     """During each fit, tiny convolutions of a CPU bf16 model take ``GemmGradConv2d``'s
-    weight gradients; after it the model is plain torchvision/fastai modules again."""
+    weight gradients; after it the model is plain torchvision/fastai modules again (after a
+    fit that raised, at the end of the next one)."""
 
     order = 12
 

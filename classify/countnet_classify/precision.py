@@ -20,7 +20,7 @@ from fastai.callback.core import Callback
 
 from countnet.errors import CountnetError
 from countnet_classify.config import PRECISIONS
-from countnet_classify.convgrad import TinyConvGrads, gemm_grads_apply
+from countnet_classify.convgrad import TinyConvGrads
 
 
 def cpu_has_native_bf16() -> bool:
@@ -134,6 +134,12 @@ class ChannelsLast(Callback):
         )
 
 
+def uses_gemm_grads(precision: str, device: torch.device) -> bool:
+    """Whether training at ``precision`` (resolved) on ``device`` takes ``TinyConvGrads``:
+    bf16 on CPUs that compute it natively, where it was measured (BENCHMARKS.md)."""
+    return precision == "bf16" and device.type == "cpu" and cpu_has_native_bf16()
+
+
 def autocast_for(learn):
     """The autocast context ``learn``'s precision callbacks use during a batch."""
     import contextlib
@@ -156,7 +162,7 @@ def apply_precision(learn, precision: str, device: torch.device, *, channels_las
             learn.add_cb(CPUAutocast(torch.bfloat16))
     elif precision == "fp16":
         learn.to_fp16()
-    if gemm_grads_apply(precision, device):
+    if uses_gemm_grads(precision, device):
         learn.add_cb(TinyConvGrads())
     if channels_last:
         learn.add_cb(ChannelsLast())
