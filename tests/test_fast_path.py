@@ -192,11 +192,15 @@ def test_fast_path_matches_the_file_path(tiny_counts, tmp_path):
     files = run("files", loader="files", precision="fp32")
     cached = run("cache", loader="cache", precision="fp32")
     assert files.record["resolved"]["precision"] == "fp32"
+    assert files.record["resolved"]["tiny_conv_grads"] is False
     for a, b in zip(files.metrics, cached.metrics, strict=True):
         assert float(a["error_rate"]) == pytest.approx(float(b["error_rate"]), abs=1e-6)
         assert float(a["valid_loss"]) == pytest.approx(float(b["valid_loss"]), rel=1e-3)
     bf16 = run("bf16", loader="cache", precision="bf16")
     assert bf16.record["resolved"]["precision"] == "bf16"
+    from countnet_classify.precision import cpu_has_native_bf16
+
+    assert bf16.record["resolved"]["tiny_conv_grads"] is cpu_has_native_bf16()
     n_valid = files.record["data"]["n_valid"]
     assert abs(float(bf16.metrics[-1]["error_rate"]) - float(files.metrics[-1]["error_rate"])) <= (
         4 / n_valid
@@ -214,6 +218,7 @@ def tiny_counts(tmp_path_factory) -> Path:
 
 
 def test_cpu_autocast_runs_the_model_in_bf16_and_the_loss_in_fp32():
+    import fastai.callback.progress  # noqa: F401  (Learner.no_bar)
     from fastai.callback.core import Callback
     from fastai.data.core import DataLoaders
     from fastai.learner import Learner

@@ -42,7 +42,12 @@ from countnet_classify.model import (
     make_learner,
 )
 from countnet_classify.outputs import read_rows, write_rows
-from countnet_classify.precision import apply_precision, resolve_precision, use_channels_last
+from countnet_classify.precision import (
+    apply_precision,
+    resolve_precision,
+    use_channels_last,
+    uses_gemm_grads,
+)
 from countnet_classify.schedules import caffe_scheduler  # also patches fit_one_cycle onto Learner
 from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen
 from countnet_classify.select import transform_warnings
@@ -453,6 +458,8 @@ def run_record(
             "device": str(run.device),
             "precision": run.precision,
             "channels_last": run.channels_last,
+            # bf16 weight gradients of tiny convolutions from a GEMM (convgrad.py)
+            "tiny_conv_grads": uses_gemm_grads(run.precision, run.device),
             **spec.head_layout,
             "pretrained": spec.uses_pretrained,
             "weights_source": run.weights_source,
