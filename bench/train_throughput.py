@@ -36,6 +36,7 @@ import torch
 from fastai.callback.core import Callback, CancelFitException
 from fastai.optimizer import Adam
 
+from countnet.malloc import retain_freed_memory_for_training
 from countnet_classify.cache import decoded_splits
 from countnet_classify.convgrad import TinyConvGrads, swap_convs
 from countnet_classify.data import make_cached_dataloaders, make_dataloaders
@@ -170,6 +171,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dir", default=None, help="where the bench dataset goes (temp)")
     args = ap.parse_args()
+    # As `countnet train` sets it, for the whole process: every path runs with it, (a) too.
+    retain_freed_memory_for_training()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     size = args.size or (224 if device.type == "cuda" else 64)

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from countnet.errors import USER_ERRORS, CountnetError, one_line
+from countnet.malloc import retain_freed_memory_for_training
 from countnet_gen.cli import EXAMPLES as GEN_EXAMPLES
 from countnet_gen.cli import gen
 
@@ -219,6 +220,7 @@ def train_cmd(
     from countnet_classify.train import train
 
     spec = _run_spec(ctx.params)
+    retain_freed_memory_for_training()  # this process is ours
     try:
         train(spec, say=lambda msg: typer.echo(msg, err=True))
     except KeyboardInterrupt:
@@ -275,6 +277,7 @@ def sweep_cmd(
     data = Path(base["data"])
     name = name or f"sweep-{data.resolve().name}-{'-'.join(k for k, _ in params)}"
     sweep = Sweep(base, params, str(out or Path("runs") / name), seeds=seeds, grid=grid)
+    retain_freed_memory_for_training()
     try:
         folder = run_sweep(sweep, say=lambda msg: typer.echo(msg, err=True))
     except KeyboardInterrupt:
@@ -537,6 +540,7 @@ def select_transforms_cmd(
     )
     out = out or Path("runs") / "select-transforms" / f"{Path(data).resolve().name}.json"
     names = tuple(c.strip() for c in candidates.split(",") if c.strip())
+    retain_freed_memory_for_training()
     select_transforms(
         spec, out, candidates=names, default=default, say=lambda m: typer.echo(m, err=True)
     )

@@ -46,6 +46,7 @@ from fastai.callback.core import Callback, CancelValidException
 
 from countnet.atomic import write_text_atomic
 from countnet.errors import USER_ERRORS, CountnetError, one_line
+from countnet.malloc import retain_freed_memory_for_training
 
 # Ranks other than 0 wait in one collective while rank 0 screens the data, builds the cache
 # and runs the LR finder, and while it validates: minutes, on a large set hours. A process
@@ -272,6 +273,7 @@ def _worker(
     def report(kind: str, text: str) -> None:
         write_text_atomic(_report(tmp, rank), json.dumps({"kind": kind, "text": text}))
 
+    retain_freed_memory_for_training()  # a process of countnet's own, as `countnet train`
     try:
         torch.set_num_threads(threads)
         _join(rank, spec.gpus, rank, spec.device, store)

@@ -238,6 +238,17 @@ def all_cores(cluster_default=8):
     return min(cores, int(allocated)) if allocated.isdigit() else cores
 
 
+def training_job(threads):
+    """Set up a training job's own process as `countnet train` sets up its: `threads`
+    compute threads, and glibc keeping freed memory for the next step (countnet.malloc)."""
+    import torch
+
+    from countnet.malloc import retain_freed_memory_for_training
+
+    torch.set_num_threads(threads)
+    retain_freed_memory_for_training()
+
+
 def call_logged(log, fn, *args, **kwargs):
     """Run a library function with its output in the rule's log file."""
     import contextlib

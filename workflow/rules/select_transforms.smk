@@ -18,10 +18,9 @@ rule select_transforms:
         candidates=list(config.get("select_transforms", {}).get("candidates", ())),
         default=config.get("select_transforms", {}).get("default", "dihedral"),
     run:
-        import torch
         from countnet_classify.select import select_transforms
 
-        torch.set_num_threads(threads)
+        training_job(threads)
         kw = {"candidates": params.candidates} if params.candidates else {}
         kw["default"] = params.default
         call_logged(log[0], select_transforms, params.spec, output[0], **kw)

@@ -18,10 +18,9 @@ rule sweep_run:
         spec=lambda wc: sweep_run_spec(wc.sweep, wc.run),
         options=lambda wc: recorded(sweep_run_spec(wc.sweep, wc.run)),  # see rule train
     run:
-        import torch
         from countnet_classify.train import train
 
-        torch.set_num_threads(threads)
+        training_job(threads)
         call_logged(log[0], train, params.spec)
 
 

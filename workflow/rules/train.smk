@@ -20,8 +20,7 @@ rule train:
         # What Snakemake records and compares (builtin values only): see rule gen
         options=lambda wc: recorded(run_spec(wc.exp, force=True)),
     run:
-        import torch
         from countnet_classify.train import train
 
-        torch.set_num_threads(threads)
+        training_job(threads)
         call_logged(log[0], train, params.spec)
