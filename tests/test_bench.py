@@ -132,3 +132,15 @@ def test_conv_weight_grad_bench_prints_each_layer_and_the_step():
     assert len(cells) == 2 * 4 * 5 and all(float(a) > 0 and float(b) > 0 for a, b, _ in cells)
     steps = re.findall(r"ResNet-34 training step, 64 px, (bf16 autocast|fp32): oneDNN", out)
     assert steps == ["bf16 autocast"]
+
+
+def test_train_malloc_bench_compares_both_settings_in_fresh_processes():
+    r = subprocess.run(
+        [sys.executable, "bench/train_malloc.py", "--rounds", "1", "--arch", "resnet18",
+         "--size", "32", "--bs", "4"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = re.findall(r"^(glibc defaults|retained) +([\d.]+) images/s +(\d+) minor", r.stdout, re.M)
+    assert [name for name, _, _ in rows] == ["glibc defaults", "retained"]
+    assert re.search(r"^ratio: retained/defaults=\d+\.\d\d$", r.stdout, re.M)

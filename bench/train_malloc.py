@@ -1,0 +1,93 @@
+"""A training step with and without countnet.malloc.retain_freed_memory_for_training (glibc
+keeping freed memory for the next step), each in fresh processes, alternating, same run.
+
+    uv run python bench/train_malloc.py [--rounds 3] [--arch resnet34] [--size 64] [--bs 64]
+
+Each process builds the model (countnet's precision for this CPU: bf16 autocast +
+channels_last + TinyConvGrads where the CPU has native bf16, else fp32), takes 3 warm-up
+steps on random tensors, then times 8 and counts their minor page faults. Prints both
+settings' images/s and faults per step for every round, the medians, and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+
+CHILD = """
+import json, resource, sys, time, torch
+from countnet.malloc import retain_freed_memory_for_training
+from countnet_classify.convgrad import swap_convs
+from countnet_classify.model import build_model
+from countnet_classify.optim import FusedAdam
+from countnet_classify.precision import resolve_precision, uses_gemm_grads
+tuned, arch, size, bs = sys.argv[1] == "1", sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+if tuned:
+    assert retain_freed_memory_for_training()
+cpu = torch.device("cpu")
+precision = resolve_precision("auto", cpu)
+torch.manual_seed(0)
+model = build_model(arch, 6).train().to(memory_format=torch.channels_last)
+if uses_gemm_grads(precision, cpu):
+    swap_convs(model)
+opt = FusedAdam(list(model.parameters()), lr=1e-3)
+x = torch.randn(bs, 3, size, size).contiguous(memory_format=torch.channels_last)
+y = torch.randint(0, 6, (bs,))
+def step():
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+for _ in range(3):
+    step()
+f0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+for _ in range(8):
+    step()
+dt = time.perf_counter() - t0
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+print(json.dumps({"rate": 8 * bs / dt, "faults": faults / 8, "precision": precision}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--arch", default="resnet34")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--bs", type=int, default=64)
+    args = ap.parse_args()
+    runs: dict[str, list[dict]] = {"glibc defaults": [], "retained": []}
+    for r in range(args.rounds):
+        order = list(runs) if r % 2 == 0 else list(runs)[::-1]
+        for name in order:
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, "1" if name == "retained" else "0", args.arch,
+                 str(args.size), str(args.bs)],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            runs[name].append(json.loads(out.stdout.splitlines()[-1]))
+        print(
+            f"round {r + 1}: "
+            + "  ".join(
+                f"{k} {v[-1]['rate']:.1f} images/s, {v[-1]['faults']:.0f} faults/step"
+                for k, v in runs.items()
+            )
+        )
+    med = {k: statistics.median(x["rate"] for x in v) for k, v in runs.items()}
+    faults = {k: statistics.median(x["faults"] for x in v) for k, v in runs.items()}
+    print(
+        f"{args.arch}, {args.size} px, bs {args.bs}, {runs['retained'][0]['precision']}, "
+        f"{platform.machine()}; median of {args.rounds} rounds"
+    )
+    for k in runs:
+        print(f"{k:15s} {med[k]:7.1f} images/s  {faults[k]:8.0f} minor faults/step")
+    print(f"ratio: retained/defaults={med['retained'] / med['glibc defaults']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
