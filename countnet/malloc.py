@@ -28,6 +28,8 @@ def retain_freed_memory(trim_mb: int = 64, mmap_mb: int = 16) -> bool:
     main() in-process, such as the test suite's ``cli`` fixture); callers of generate()
     itself are left alone.
     """
+    if not (0 < trim_mb < 2048 and 0 < mmap_mb <= 32):  # mallopt takes an int; glibc caps mmap
+        raise ValueError(f"trim_mb {trim_mb} / mmap_mb {mmap_mb} out of mallopt's range")
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
@@ -43,9 +45,12 @@ def retain_freed_memory(trim_mb: int = 64, mmap_mb: int = 16) -> bool:
 def retain_freed_memory_for_training() -> bool:
     """``retain_freed_memory`` for a training process: a step allocates and frees hundreds
     of megabytes of activations and gradients, which with glibc's defaults were unmapped or
-    trimmed and faulted back in at every step (15,000-19,000 minor faults a step for
+    trimmed and faulted back in at every step (14,000-17,000 minor faults a step for
     ResNet-34 at 64 px, bs 64, against a few hundred with this). The generator's 64 MB top
     was too small for that (a step trims and regrows it: slower than the defaults); 1 GB
-    keeps one step's worth. Same rule: only in a process of one's own (`countnet train`,
-    `sweep`, `select-transforms`, a data-parallel worker, the workflow's training jobs)."""
-    return retain_freed_memory(trim_mb=1024, mmap_mb=16)
+    keeps one step's worth. The mmap threshold is glibc's largest, 32 MB: fixing it turns
+    off glibc's own adaptive one, and blocks of 16-32 MB (e.g. a ResNet's first activation
+    at 112 px in fp32) were still unmapped at every step with 16 MB. Same rule: only in a
+    process of one's own (`countnet train`, `sweep`, `select-transforms`, a data-parallel
+    worker, the workflow's training jobs)."""
+    return retain_freed_memory(trim_mb=1024, mmap_mb=32)
