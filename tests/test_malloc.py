@@ -31,10 +31,10 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _faults(tuned: bool) -> int:
+def _faults(tuned: bool, child: str = CHILD) -> int:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, "1" if tuned else "0"],
-        capture_output=True, text=True, check=True, timeout=120,
+        [sys.executable, "-c", child, "1" if tuned else "0"],
+        capture_output=True, text=True, check=True, timeout=300,
     )  # fmt: skip
     return int(out.stdout.split()[-1])
 
@@ -80,14 +80,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt"
 )
 def test_training_processes_reuse_freed_memory_instead_of_faulting_it_back():
-    def faults(tuned: bool) -> int:
-        out = subprocess.run(
-            [sys.executable, "-c", TRAIN_CHILD, "1" if tuned else "0"],
-            capture_output=True, text=True, check=True, timeout=300,
-        )  # fmt: skip
-        return int(out.stdout.split()[-1])
-
-    default, tuned = faults(False), faults(True)
+    default, tuned = _faults(False, TRAIN_CHILD), _faults(True, TRAIN_CHILD)
     assert default > 4000, default  # glibc's defaults: activations fault in at every step
     assert tuned < default / 10, (tuned, default)
 
