@@ -16,16 +16,14 @@ such row: countnet leaves fp32 to oneDNN (a whole step measured the same either 
 from __future__ import annotations
 
 import argparse
-import copy
 import platform
 import statistics
 import time
 
 import torch
+from bare_step import make_step  # bench/bare_step.py, beside this script
 
-from countnet_classify.convgrad import _weight_grad, swap_convs
-from countnet_classify.model import build_model
-from countnet_classify.optim import FusedAdam
+from countnet_classify.convgrad import _weight_grad
 
 
 def _ms(fn, n: int = 6) -> float:
@@ -66,26 +64,9 @@ def layer_table(dtype: torch.dtype, bs: int, repeats: int) -> None:
 
 
 def step_rates(bs: int, repeats: int) -> None:
-    torch.manual_seed(0)
-    base = build_model("resnet34", 6).train().to(memory_format=torch.channels_last)
-    x = torch.randn(bs, 3, 64, 64).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 6, (bs,))
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def rate(swap: bool) -> float:
-        model = copy.deepcopy(base)
-        if swap:
-            swap_convs(model)
-        opt = FusedAdam(list(model.parameters()), lr=1e-3)
-
-        def step():
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = loss_fn(model(x).float(), y)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-
-        return 6 * bs / (_ms(step, 6) * 6 / 1e3)
+    def rate(gemm_grads: bool) -> float:
+        step = make_step("resnet34", 64, bs, bf16=True, gemm_grads=gemm_grads)
+        return bs * 1e3 / _ms(step, 6)
 
     rates = {"oneDNN": [], "TinyConvGrads": []}
     for _ in range(repeats):

@@ -17,32 +17,21 @@ import platform
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 CHILD = """
 import json, resource, sys, time, torch
+sys.path.insert(0, sys.argv[5])  # bench/, for bare_step
+from bare_step import make_step
 from countnet.malloc import retain_freed_memory_for_training
-from countnet_classify.convgrad import swap_convs
-from countnet_classify.model import build_model
-from countnet_classify.optim import FusedAdam
 from countnet_classify.precision import resolve_precision, uses_gemm_grads
 tuned, arch, size, bs = sys.argv[1] == "1", sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 if tuned:
     assert retain_freed_memory_for_training()
 cpu = torch.device("cpu")
 precision = resolve_precision("auto", cpu)
-torch.manual_seed(0)
-model = build_model(arch, 6).train().to(memory_format=torch.channels_last)
-if uses_gemm_grads(precision, cpu):
-    swap_convs(model)
-opt = FusedAdam(list(model.parameters()), lr=1e-3)
-x = torch.randn(bs, 3, size, size).contiguous(memory_format=torch.channels_last)
-y = torch.randint(0, 6, (bs,))
-def step():
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        loss = torch.nn.functional.cross_entropy(model(x).float(), y)
-    loss.backward()
-    opt.step()
-    opt.zero_grad()
+step = make_step(arch, size, bs, bf16=precision == "bf16",
+                 gemm_grads=uses_gemm_grads(precision, cpu))
 for _ in range(3):
     step()
 f0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
@@ -67,7 +56,7 @@ def main() -> None:
         for name in order:
             out = subprocess.run(
                 [sys.executable, "-c", CHILD, "1" if name == "retained" else "0", args.arch,
-                 str(args.size), str(args.bs)],
+                 str(args.size), str(args.bs), str(Path(__file__).parent)],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             runs[name].append(json.loads(out.stdout.splitlines()[-1]))
