@@ -281,9 +281,9 @@ def test_a_draw_that_does_not_fit_is_redrawn_whole(monkeypatch):
         draws.append(draw(self, rng))
         return draws[-1]
 
-    def failing(rng, radii, size):  # the first RADII_KEPT layouts do not fit
-        calls.append(len(radii))
-        return None if len(calls) <= sampler.RADII_KEPT else place(rng, radii, size)
+    def failing(rngs, radii, size):  # the image's first RADII_KEPT layouts do not fit
+        calls.append(len(radii[0]))
+        return [None] if len(calls) <= sampler.RADII_KEPT else place(rngs, radii, size)
 
     monkeypatch.setattr(Distractors, "draw", recorded)
     monkeypatch.setattr(sampler, "_place_sorted", failing)

@@ -124,3 +124,72 @@ def test_pixels_are_those_of_this_pixels_version():
     assert PIXELS_VERSION == 4 and h.hexdigest() == PIXELS_DIGEST, (
         f"pixels changed (digest {h.hexdigest()}): bump PIXELS_VERSION and this digest"
     )
+
+
+def test_images_made_together_are_those_made_alone(monkeypatch):
+    """gen's workers make RENDER_BATCH images at a time (make_images): layouts placed in
+    lockstep, pixels drawn on one canvas. Each image must be exactly what it is alone,
+    including images whose layouts stall and start over while the rest of the batch
+    finishes, distractor draws redrawn with their radii, and overlap-allowed sets."""
+    import countnet_gen.sampler as sampler
+    from countnet_gen.distractors import SHAPES
+    from countnet_gen.writer import ImageJob, make_image, make_images
+
+    place, calls = sampler._place_many, []
+
+    def recorded(rngs, radii, size):
+        out = place(rngs, radii, size)
+        calls.append((len(rngs), sum(objects is None for objects in out)))
+        return out
+
+    monkeypatch.setattr(sampler, "_place_many", recorded)
+    for kw in (
+        {"range": "45-50", "size": 224, "radius": "4-12", "no_overlap": True},
+        {"range": "8-10", "size": 64, "radius": "2-11", "no_overlap": True},  # many restarts
+        {"range": "1-5", "size": 64, "radius": 4, "no_overlap": True, "distractors": "3-5",
+         "distractor_shape": list(SHAPES), "match_area": True},
+        {"range": "1-9", "size": 40, "radius": "2-5", "distractors": "0-2"},  # overlap allowed
+    ):  # fmt: skip
+        spec = DatasetSpec.from_dict({"per_class": 6, "seed": 11, **kw})
+        jobs = [ImageJob(c, i, "train") for c in spec.classes for i in range(6)]
+        calls.clear()
+        together = make_images(spec, jobs)
+        if spec.no_overlap:
+            assert calls[0][0] == len(jobs)  # placed together, really
+        if kw["range"] == "8-10":
+            assert sum(failed for _, failed in calls) > 10  # restarts inside the batch
+        for job, image in zip(jobs, together, strict=True):
+            alone = make_image(spec, job)
+            for a, b in zip(image, alone, strict=True):
+                assert a.dtype == b.dtype and np.array_equal(a, b), (kw, job)
+
+
+@pytest.mark.parametrize("per_canvas", [None, 2])
+def test_one_canvas_for_many_images_keeps_them_apart(monkeypatch, per_canvas):
+    """Several images drawn on one canvas: discs against every edge and corner of their
+    frame, next to images with other radii and with none at all, are pixel for pixel
+    what each image gets alone, summed and disjoint; nothing bleeds across. Summed images
+    beyond SUM_PIXELS go on further canvases (per_canvas=2: three canvases here)."""
+    from countnet_gen import render
+    from countnet_gen.render import coverage_many, coverage_u8, coverage_u8_many
+
+    size = 40
+    if per_canvas:
+        monkeypatch.setattr(render, "SUM_PIXELS", per_canvas * size * size)
+    edges = np.array([[r, r, r] for r in (3.0, 7.5)] + [[size - 2.0, size - 2.0, 2.0]])
+    layouts = [
+        (edges, None),
+        (np.array([[size - 11.5, 11.5, 11.5]]), None),
+        (np.zeros((0, 3)), None),
+        (np.array([[20.0, 2.5, 2.5], [2.5, 20.0, 2.5]]), np.array([[30.0, 30.0, 6.0, 0.3, 0]])),
+        (np.array([[size / 2, size / 2, size / 2]]), np.zeros((0, 5))),
+    ]
+    cov = coverage_many(layouts, size)
+    assert cov.shape == (len(layouts), size, size) and cov.dtype == np.float32
+    assert cov[2].max() == 0 and cov[4].max() == 1.0
+    for disjoint in (False, True):
+        many = coverage_u8_many(layouts, size, disjoint=disjoint)
+        for (circles, extra), got, summed in zip(layouts, many, cov, strict=True):
+            alone = coverage_u8(circles, size, disjoint=disjoint, distractors=extra)
+            assert np.array_equal(got, alone)
+            assert np.array_equal(summed, coverage(circles, size, extra))

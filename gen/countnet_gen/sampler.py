@@ -142,7 +142,7 @@ def _trial_layouts(
         if tried - placed > TRIAL_LAYOUTS - need:
             break  # too many failures for the rest to reach ``need``
         radii = _radii_drawer(rng, n, radius, distractors)[1]()
-        placed += any(_place_sorted(rng, radii, size) is not None for _ in range(attempts))
+        placed += any(_place_sorted([rng], [radii], size)[0] is not None for _ in range(attempts))
         tried += 1
     return placed, tried
 
@@ -179,40 +179,70 @@ def sample_layout(
     x, y, r (the radius of the circle each shape is inscribed in), angle (radians) and the
     shape's index into ``distractors.SHAPES``. All lie inside the frame; with ``no_overlap``
     every pair of objects is at least ``GAP`` apart (as discs of their radii)."""
+    return sample_layouts([rng], [n], size, radius, no_overlap, distractors)[0]
+
+
+def sample_layouts(
+    rngs: list[np.random.Generator],
+    counts: list[int],
+    size: int,
+    radius: tuple[float, float],
+    no_overlap: bool = False,
+    distractors: Distractors | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``sample_layout`` for several images, each of counts[i] circles from its own
+    rngs[i]: the layouts each would get alone (each rng sees the same calls in the same
+    order), placed together, which is faster (``_place_many``)."""
     r1 = max(radius[1], distractors.radius[1] if distractors else 0.0)
     if 2 * r1 > size:
         raise CountnetError(f"radius {r1:g} does not fit in a {size}px frame")
-    ids, draw = _radii_drawer(rng, n, radius, distractors)
-    # circles alone come sorted, largest first, already: placed as before distractors
-    place = _place_without_overlap if distractors is None else _place_sorted
-    radii = draw()
+    drawers = [
+        _radii_drawer(rng, n, radius, distractors) for rng, n in zip(rngs, counts, strict=True)
+    ]
+    radii = [draw() for _, draw in drawers]
     if not no_overlap:
-        lo = radii[:, None]
-        xy = lo + rng.random((len(radii), 2)) * (size - 2 * lo)
-        objects = np.column_stack([xy, radii])
+        objects = []
+        for rng, r in zip(rngs, radii, strict=True):
+            lo = r[:, None]
+            xy = lo + rng.random((len(r), 2)) * (size - 2 * lo)
+            objects.append(np.column_stack([xy, r]))
     else:
+        # circles alone come sorted, largest first, already: placed as before distractors
+        place = _place_many if distractors is None else _place_sorted
+        objects = [None] * len(rngs)
+        todo = list(range(len(rngs)))
         for attempt in range(MAX_RESTARTS):
             if attempt >= RADII_KEPT:
                 # Redraw the radii too: such an image's radii are drawn from those that fit
                 # (and its distractor draw: shapes, target area; see MATCHED_MIN_OK).
-                if distractors is not None:
-                    ids, draw = _radii_drawer(rng, n, radius, distractors)
-                radii = draw()
-            objects = place(rng, radii, size)
-            if objects is not None:
+                for b in todo:
+                    if distractors is not None:
+                        drawers[b] = _radii_drawer(rngs[b], counts[b], radius, distractors)
+                    radii[b] = drawers[b][1]()
+            placed = place([rngs[b] for b in todo], [radii[b] for b in todo], size)
+            for b, obj in zip(todo, placed, strict=True):
+                objects[b] = obj
+            todo = [b for b in todo if objects[b] is None]
+            if not todo:
                 break
         else:
-            extra = f" and {len(ids)} distractors" if len(ids) else ""
-            what = "--radius or --distractor-radius" if len(ids) else "--radius"
+            n, k = counts[todo[0]], len(drawers[todo[0]][0])
+            extra = f" and {k} distractors" if k else ""
+            what = "--radius or --distractor-radius" if k else "--radius"
             raise CountnetError(
                 f"could not place {n} non-overlapping circles of radius {_fmt_radius(radius)}"
                 f"{extra} in a {size}x{size} image after {MAX_RESTARTS} attempts: lower the "
                 f"counts or {what}, or raise --size"
             )
-    circles, rest = objects[:n], objects[n:]
-    if distractors is None:
-        return circles, np.zeros((0, 5))
-    return circles, np.column_stack([rest, distractors.angles(rng, ids), ids.astype(float)])
+    layouts = []
+    for rng, n, (ids, _), obj in zip(rngs, counts, drawers, objects, strict=True):
+        circles, rest = obj[:n], obj[n:]
+        if distractors is None:
+            layouts.append((circles, np.zeros((0, 5))))
+        else:
+            angles = distractors.angles(rng, ids)
+            layouts.append((circles, np.column_stack([rest, angles, ids.astype(float)])))
+    return layouts
 
 
 def _radii_drawer(
@@ -242,62 +272,124 @@ def _draw_radii(rng: np.random.Generator, n: int, radius: tuple[float, float]) -
     return np.sort(radii)[::-1]
 
 
-def _place_sorted(rng: np.random.Generator, radii: np.ndarray, size: int) -> np.ndarray | None:
-    """``_place_without_overlap`` with the largest objects first, returned in ``radii``'s
+def _place_sorted(
+    rngs: list[np.random.Generator], radii: list[np.ndarray], size: int
+) -> list[np.ndarray | None]:
+    """``_place_many`` with each image's largest objects first, returned in its ``radii``'s
     order."""
-    order = np.argsort(-radii, kind="stable")
-    placed = _place_without_overlap(rng, radii[order], size)
-    if placed is None:
-        return None
-    out = np.empty_like(placed)
-    out[order] = placed
+    orders = [np.argsort(-r, kind="stable") for r in radii]
+    placed = _place_many(rngs, [r[o] for r, o in zip(radii, orders, strict=True)], size)
+    out: list[np.ndarray | None] = []
+    for objects, order in zip(placed, orders, strict=True):
+        if objects is not None:
+            objects[order] = objects.copy()
+        out.append(objects)
     return out
 
 
-def _place_without_overlap(
-    rng: np.random.Generator, radii: np.ndarray, size: int
-) -> np.ndarray | None:
-    """Place all circles at once, then redraw only those that collide, in rounds.
+def _place_many(
+    rngs: list[np.random.Generator], radii: list[np.ndarray], size: int
+) -> list[np.ndarray | None]:
+    """Place each image's circles at once, then redraw only those that collide, in rounds:
+    (n, 3) circles per image, or None where its layout stalled.
 
     Each round draws ``CANDIDATES`` positions for every pending circle, keeps the first that
     clears every accepted circle, then drops any that touches an earlier pending circle
     (so the accepted set stays valid): a few NumPy calls per round instead of a Python
-    loop per circle.
+    loop per circle. Images run in lockstep, padded to a batch, each drawing from its own
+    ``rng`` exactly as alone (one ``random`` call a round), with the same float operations
+    on its own circles: the layouts do not depend on the batch, only the NumPy calls are
+    shared (2.0-2.3x faster per image at 32 images of 45-50 circles, 224 px).
     """
-    n = len(radii)
-    xy = np.empty((n, 2))
-    accepted = np.zeros(n, bool)
-    pending = np.arange(n)
-    earlier = np.triu(np.ones((n, n), bool), 1)  # [i, j]: pending circle i precedes j
-    stalled = 0
-    # x and y are kept apart: a squared distance as dx*dx + dy*dy is the same number as a
-    # sum over a length-2 axis, without NumPy's slow reduction over a tiny axis.
+    out: list[np.ndarray | None] = [None if len(r) else np.zeros((0, 3)) for r in radii]
+    live = np.array([b for b, r in enumerate(radii) if len(r)], np.int64)
+    if not live.size:
+        return out
+    n = max(len(radii[b]) for b in live)
+    # Padded slots: radius 0, never pending. Not-yet-accepted circles sit at infinity,
+    # which every candidate clears (inf >= any threshold), so no compaction is needed.
+    rad = np.zeros((len(live), n))
+    pending = np.zeros((len(live), n), bool)
+    for i, b in enumerate(live):
+        rad[i, : len(radii[b])] = radii[b]
+        pending[i, : len(radii[b])] = True
+    x = np.full((len(live), n), np.inf)
+    y = np.full((len(live), n), np.inf)
+    stalled = np.zeros(len(live), np.int64)
+    any_accepted = False
     for _ in range(MAX_ROUNDS):
-        m = len(pending)
-        r = radii[pending]
-        cand = r[:, None, None] + rng.random((m, CANDIDATES, 2)) * (size - 2 * r[:, None, None])
-        acc = np.flatnonzero(accepted)
-        if acc.size:
-            dx = cand[:, :, 0, None] - xy[acc, 0]  # (m, K, a)
-            dy = cand[:, :, 1, None] - xy[acc, 1]
-            free = (dx * dx + dy * dy >= (r[:, None, None] + radii[acc] + GAP) ** 2).all(axis=2)
-            ok = free.any(axis=1)
-            cand = cand[np.arange(m), free.argmax(axis=1)]
+        counts = pending.sum(axis=1)
+        m = int(counts.max())
+        # each image's pending slots first, in order (the order decides who yields)
+        slots = np.argsort(~pending, axis=1, kind="stable")[:, :m]
+        valid = np.arange(m) < counts[:, None]
+        r = np.take_along_axis(rad, slots, axis=1)[:, :, None, None]
+        u = np.zeros((len(live), m, CANDIDATES, 2))
+        for i, b in enumerate(live):
+            u[i, : counts[i]] = rngs[b].random((counts[i], CANDIDATES, 2))
+        cand = r + u * (size - 2 * r)  # (B, m, K, 2)
+        if any_accepted:
+            # Each circle's first candidate, then, for those it fails, the rest: the first
+            # candidate that clears every accepted circle, as testing all K at once would
+            # find, with a fraction of the distances (most first candidates clear).
+            r = r[:, :, 0, 0]
+            first = cand[:, :, 0]  # (B, m, 2), a view: cand is this round's own
+            ok = _clears(first, r, x[:, None, :], y[:, None, :], rad[:, None, :]) & valid
+            rows, cols = np.nonzero(valid & ~ok)
+            if rows.size:
+                rest = cand[rows, cols, 1:]  # (P, K - 1, 2)
+                at = (rows, None, slice(None))
+                free = _clears(rest, r[rows, cols, None], x[at], y[at], rad[at])
+                ok[rows, cols] = free.any(axis=1)
+                first[rows, cols] = rest[np.arange(rows.size), free.argmax(axis=1)]
+            cand = first
         else:
-            ok = np.ones(m, bool)
-            cand = cand[:, 0]
+            ok = valid
+            cand = cand[:, :, 0]
+            r = r[:, :, 0, 0]
         if m > 1:
-            dx = cand[:, None, 0] - cand[None, :, 0]
-            dy = cand[:, None, 1] - cand[None, :, 1]
-            clash = (dx * dx + dy * dy < (r[:, None] + r[None, :] + GAP) ** 2) & earlier[:m, :m]
-            clash &= ok[:, None] & ok[None, :]
-            ok &= ~clash.any(axis=0)  # lose to any earlier pending circle
-        xy[pending[ok]] = cand[ok]
-        accepted[pending[ok]] = True
-        pending = pending[~ok]
-        if pending.size == 0:
-            return np.column_stack([xy, radii])
-        stalled = 0 if ok.any() else stalled + 1
-        if stalled == STALL_ROUNDS:
-            return None  # the circles placed so far leave no room: start over
-    return None
+            dx = cand[:, :, None, 0] - cand[:, None, :, 0]
+            dy = cand[:, :, None, 1] - cand[:, None, :, 1]
+            clash = dx * dx + dy * dy < (r[:, :, None] + r[:, None, :] + GAP) ** 2
+            clash &= _earlier(m) & ok[:, :, None] & ok[:, None, :]
+            ok &= ~clash.any(axis=1)  # lose to any earlier pending circle
+        rows, cols = np.nonzero(ok)
+        placed = slots[rows, cols]
+        x[rows, placed] = cand[rows, cols, 0]
+        y[rows, placed] = cand[rows, cols, 1]
+        pending[rows, placed] = False
+        any_accepted = any_accepted or rows.size > 0
+        stalled = np.where(ok.any(axis=1), 0, stalled + 1)
+        done = ~pending.any(axis=1)
+        for i in np.flatnonzero(done):
+            k = len(radii[live[i]])
+            out[live[i]] = np.column_stack([x[i, :k], y[i, :k], rad[i, :k]])
+        # a stalled layout: the circles placed so far leave no room (out stays None)
+        keep = ~done & (stalled < STALL_ROUNDS)
+        if not keep.all():
+            live, rad, pending, x, y, stalled = (
+                a[keep] for a in (live, rad, pending, x, y, stalled)
+            )
+            if not live.size:
+                break
+    return out
+
+
+def _clears(
+    cand: np.ndarray, r: np.ndarray, x: np.ndarray, y: np.ndarray, rad: np.ndarray
+) -> np.ndarray:
+    """Whether each candidate (..., 2) of radius r (...) is at least GAP from every circle
+    (x, y, rad), broadcast along a last axis of circles."""
+    # x and y kept apart: dx*dx + dy*dy is the same number as a sum over a length-2 axis,
+    # without NumPy's slow reduction over a tiny axis
+    dx = cand[..., 0, None] - x
+    dy = cand[..., 1, None] - y
+    return (dx * dx + dy * dy >= (r[..., None] + rad + GAP) ** 2).all(axis=-1)
+
+
+@functools.lru_cache(maxsize=8)
+def _earlier(m: int) -> np.ndarray:
+    """(m, m): [i, j] when pending circle i precedes j. Read-only, cached."""
+    mask = np.triu(np.ones((m, m), bool), 1)
+    mask.flags.writeable = False
+    return mask
