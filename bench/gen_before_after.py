@@ -7,7 +7,8 @@ itself). Rounds alternate which path goes first.
     uv run python bench/gen_before_after.py [--rev HEAD~1] [--images 300] [--repeats 7]
 
 Per image, as countnet gen does it: placement, coverage indices, PNG encoding, the file
-write and the manifest's circle list; 224 px, 45-50 circles, --no-overlap. Both paths get
+write and the manifest's circle list; 224 px, 45-50 circles, --no-overlap; images made
+RENDER_BATCH at a time where the revision has it. Both paths get
 the same seeds and must produce the same pixels (checked on the first round's images),
 since a change of pixels needs PIXELS_VERSION, not a benchmark.
 """
@@ -78,19 +79,44 @@ def png_encoder(kw: dict, pal: bytes):
     return encode
 
 
-def path_of(sampler_mod, render_mod, png: dict, pal: bytes):
+def batch_at(rev: str) -> int:
+    """The revision's RENDER_BATCH (images made together), 1 before there was one."""
+    found = re.search(r"^RENDER_BATCH = (\d+)", source_at(rev, "gen/countnet_gen/writer.py"), re.M)
+    return int(found.group(1)) if found else 1
+
+
+def path_of(sampler_mod, render_mod, png: dict, pal: bytes, batch: int):
+    """The revision's per-image work, on images made ``batch`` at a time where it can."""
     encode = png_encoder(png, pal)
     disjoint = "disjoint" in inspect.signature(render_mod.coverage_u8).parameters
     kw = {"disjoint": True} if disjoint else {}
 
-    def one(rng, n: int, radius, out: Path) -> np.ndarray:
-        circles = sampler_mod.sample_circles(rng, n, SIZE, radius, True)
-        idx = render_mod.coverage_u8(circles, SIZE, **kw)
-        out.write_bytes(encode(idx))
-        writer._circles_json(circles)
-        return idx
+    def layouts(rngs, ns, radius) -> list[tuple[np.ndarray, None]]:
+        if hasattr(sampler_mod, "sample_layouts"):
+            return sampler_mod.sample_layouts(rngs, ns, SIZE, radius, True)
+        return [
+            (sampler_mod.sample_circles(g, n, SIZE, radius, True), None)
+            for g, n in zip(rngs, ns, strict=True)
+        ]
 
-    return one
+    def indices(objects) -> list[np.ndarray]:
+        if hasattr(render_mod, "coverage_u8_many"):
+            return list(render_mod.coverage_u8_many(objects, SIZE, **kw))
+        return [render_mod.coverage_u8(circles, SIZE, **kw) for circles, _ in objects]
+
+    def many(rngs, ns, radius, outs: list[Path]) -> list[np.ndarray]:
+        done = []
+        for i in range(0, len(rngs), batch):
+            objects = layouts(rngs[i : i + batch], ns[i : i + batch], radius)
+            for (circles, _), idx, out in zip(
+                objects, indices(objects), outs[i : i + batch], strict=True
+            ):
+                out.write_bytes(encode(idx))
+                writer._circles_json(circles)
+                done.append(idx)
+        return done
+
+    return many
 
 
 def main() -> None:
@@ -107,9 +133,10 @@ def main() -> None:
             module_at(args.rev, "gen/countnet_gen/render.py", tmp),
             png_settings_at(args.rev),
             pal,
+            batch_at(args.rev),
         )
         now = {"compress_level": writer.PNG_LEVEL, "compress_type": writer.PNG_STRATEGY}
-        after = path_of(sampler, render, now, pal)
+        after = path_of(sampler, render, now, pal, writer.RENDER_BATCH)
         print(
             f"# gen_before_after {time.strftime('%Y-%m-%d %H:%M')}: {args.rev} vs working "
             f"tree, Python {sys.version.split()[0]}, numpy {np.__version__}; {args.images} "
@@ -122,13 +149,12 @@ def main() -> None:
             pixels: dict[str, list[np.ndarray]] = {}  # the first round's images of each
             pair = [("before", before), ("after", after)]
             for r in range(args.repeats):
-                for name, one in pair[:: (-1) ** r]:  # alternate which goes first
+                for name, many in pair[:: (-1) ** r]:  # alternate which goes first
                     t0 = time.perf_counter()
-                    images = []
-                    for i in range(args.images):
-                        n = spec.classes[i % len(spec.classes)]
-                        rng = writer.image_rng(spec, n, i)
-                        images.append(one(rng, n, radius, tmp / f"{name}_{i}.png"))
+                    ns = [spec.classes[i % len(spec.classes)] for i in range(args.images)]
+                    rngs = [writer.image_rng(spec, n, i) for i, n in enumerate(ns)]
+                    outs = [tmp / f"{name}_{i}.png" for i in range(args.images)]
+                    images = many(rngs, ns, radius, outs)
                     rates[name].append(args.images / (time.perf_counter() - t0))
                     pixels.setdefault(name, images)
             if not all(

@@ -14,6 +14,13 @@ is the median. Every method runs with countnet's malloc setting (countnet/malloc
 ``countnet gen`` worker does: set once, for the whole process. Scaling runs
 ``countnet_gen.writer.generate`` with 1 worker (always measured: the base of the
 efficiency) and each ``--workers`` value, also interleaved with medians.
+
+The file system's share is measured beside them: countnet's own PNG files (r4-12) written
+into class folders as a worker writes them, nothing drawn, the most any generator could
+write there. Every round writes into new folders and nothing is deleted until the end: on
+a journal-less ext4 (this project's VMs) creating a file scans past every inode deleted in
+the last minutes, so deleting a round's images would slow the next round's file creation
+(0.03-0.6 ms a file, measured).
 """
 
 from __future__ import annotations
@@ -40,11 +47,14 @@ from countnet_gen.writer import (
     ImageJob,
     _init_pool_worker,
     _write_chunk,
+    encode_png,
     generate,
+    make_images,
 )
 
 SIZE = 224
 FG = "#1f77b4"
+FILES = "files alone: r4-12 PNGs, nothing drawn"
 
 
 def bench_matplotlib(n: int, out: Path) -> float:
@@ -99,6 +109,22 @@ def bench_countnet_core(spec: DatasetSpec, n: int, out: Path) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def bench_files_only(pngs: list[bytes], out: Path) -> float:
+    """Only the files: the given PNGs written into 6 class folders, as a worker does."""
+    for c in range(6):
+        (out / "train" / str(c)).mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for i, data in enumerate(pngs):
+        (out / "train" / str(i % 6) / f"{i:06d}.png").write_bytes(data)
+    return len(pngs) / (time.perf_counter() - t0)
+
+
+def countnet_pngs(spec: DatasetSpec, n: int) -> list[bytes]:
+    jobs = [ImageJob(spec.classes[i % len(spec.classes)], i, "train") for i in range(n)]
+    pal = palette(color_rgb(spec.fg), color_rgb(spec.bg)).tobytes()
+    return [encode_png(image.index, pal) for image in make_images(spec, jobs)]
+
+
 def bench_countnet_workers(spec: DatasetSpec, workers: int, out: Path) -> float:
     t0 = time.perf_counter()
     generate(spec, out / f"w{workers}", workers=workers, force=True)
@@ -112,8 +138,7 @@ def medians(methods: dict[str, Callable[[Path], float]], repeats: int, tmp: Path
         for name, fn in methods.items():
             d = tmp / f"r{r}" / name.replace(" ", "_").replace(",", "")
             d.mkdir(parents=True, exist_ok=True)
-            rates[name].append(fn(d))
-            shutil.rmtree(d, ignore_errors=True)
+            rates[name].append(fn(d))  # d is kept until the end (see the docstring)
     return {name: (statistics.median(v), v) for name, v in rates.items()}
 
 
@@ -130,7 +155,7 @@ def main() -> None:
     # as in a countnet gen worker, for every method alike: malloc settings are per process
     retain_freed_memory()
     n = args.images
-    per_class = max(n // 6, 1)
+    per_class = max(n // 6, 5)  # a valid spec (a validation image per class); jobs: n
     cases = {
         "fixed r6, overlap allowed": DatasetSpec(counts=(45, 50), per_class=per_class, size=SIZE),
         "fixed r6, --no-overlap": DatasetSpec(
@@ -146,6 +171,8 @@ def main() -> None:
     }
     for label, spec in cases.items():
         methods[f"countnet {label}"] = lambda d, spec=spec: bench_countnet_core(spec, n, d)
+    pngs = countnet_pngs(cases["r4-12, --no-overlap"], n)
+    methods[FILES] = lambda d: bench_files_only(pngs, d)
     tmp = Path(tempfile.mkdtemp(prefix="countnet-bench-", dir=args.dir))
     try:
         print(
@@ -161,8 +188,14 @@ def main() -> None:
         for name, (med, runs) in res.items():
             each = " ".join(f"{v:.0f}" for v in runs)
             print(f"{name:44s} {med:14.0f} {med / mpl:13.1f}x  {each}")
+        files = res[FILES][0]
+        print(
+            f"# the file system here: {1e3 / files:.3f} ms to create and write one PNG file "
+            f"(median); countnet r4-12 spends {1e3 / res['countnet r4-12, --no-overlap'][0]:.3f}"
+            " ms an image in all"
+        )
         print()
-        spec = DatasetSpec(counts=(45, 50), per_class=max(args.scaling_images // 6, 1), size=SIZE)
+        spec = DatasetSpec(counts=(45, 50), per_class=max(args.scaling_images // 6, 5), size=SIZE)
         counts = sorted({1, *args.workers})
         scaling = {str(w): (lambda d, w=w: bench_countnet_workers(spec, w, d)) for w in counts}
         res = medians(scaling, args.repeats, tmp)

@@ -27,6 +27,45 @@ def test_gen_before_after_compares_a_revision_with_the_working_tree():
         assert ratio > 0
 
 
+def test_gen_throughput_prints_every_method_the_file_system_and_scaling(tmp_path):
+    """bench/gen_throughput.py as documented, tiny: every method's row (the file system's
+    own included), its ms-per-file line, the scaling table with 1 worker as the base; it
+    keeps every round's files until the end, then leaves nothing behind."""
+    r = subprocess.run(
+        [sys.executable, "bench/gen_throughput.py", "--images", "12", "--repeats", "1",
+         "--workers", "2", "--scaling-images", "24", "--dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = re.findall(r"^(.+?) +(\d+) +([\d.]+)x  \d+$", r.stdout, re.M)
+    assert [name for name, _, _ in rows] == [
+        "matplotlib scatter + savefig (baseline)",
+        "Pillow ImageDraw.ellipse, palette PNG",
+        "countnet fixed r6, overlap allowed",
+        "countnet fixed r6, --no-overlap",
+        "countnet r4-12, --no-overlap",
+        "files alone: r4-12 PNGs, nothing drawn",
+    ]
+    assert all(int(rate) > 0 for _, rate, _ in rows)
+    assert re.search(
+        r"^# the file system here: [\d.]+ ms to create and write one PNG", r.stdout, re.M
+    )
+    workers = re.findall(r"^ +(\d) +\d+ +([\d.]+)x", r.stdout, re.M)
+    assert [w for w, _ in workers] == ["1", "2"] and workers[0][1] == "1.00"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gen_malloc_compares_both_settings_in_fresh_processes():
+    r = subprocess.run(
+        [sys.executable, "bench/gen_malloc.py", "--images", "24", "--repeats", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = re.findall(r"^(fixed r6|r4-12) +glibc defaults +\d+ +retain_freed_memory +\d+ "
+                      r"images/s/core +ratio (\d+\.\d\d)", r.stdout, re.M)  # fmt: skip
+    assert [name for name, _ in rows] == ["fixed r6", "r4-12"]
+
+
 def test_solver_recipe_runs_the_seeds_recipe_beside_the_default(tmp_path):
     """bench/solver_recipe.py as documented, 1 epoch and 1 seed: the digits are written as
     folder-labeled PNGs, and the three configurations train as they say (SGD with the inv
