@@ -8,9 +8,10 @@ itself). Rounds alternate which path goes first.
 
 Per image, as countnet gen does it: placement, coverage indices, PNG encoding, the file
 write and the manifest's circle list; 224 px, 45-50 circles, --no-overlap; images made
-RENDER_BATCH at a time where the revision has it. Both paths get
-the same seeds and must produce the same pixels (checked on the first round's images),
-since a change of pixels needs PIXELS_VERSION, not a benchmark.
+RENDER_BATCH at a time where the revision has it; countnet's malloc setting, set once for
+both paths, as in a worker. Both paths get the same seeds and must produce the same pixels
+(checked on the first round's images), since a change of pixels needs PIXELS_VERSION, not
+a benchmark.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from countnet.malloc import retain_freed_memory
 from countnet_gen import render, sampler, writer
 from countnet_gen.spec import DatasetSpec, color_rgb
 
@@ -125,6 +127,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
+    retain_freed_memory()  # as in a countnet gen worker: for both paths, set once
     pal = render.palette(color_rgb("#1f77b4"), color_rgb("#ffffff")).tobytes()
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)

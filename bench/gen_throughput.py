@@ -10,17 +10,20 @@ to end including the PNG write, on the same number of images. The baselines get 
 PNG settings: the Pillow drawer writes an 8-bit palette PNG (fg/bg blend, like countnet's)
 with countnet's zlib level and strategy; matplotlib writes its own RGBA PNG (that is how
 the blog made its images). Methods run interleaved, ``--repeats`` rounds, and each figure
-is the median. Every method runs with countnet's malloc setting (countnet/malloc.py), as a
-``countnet gen`` worker does: set once, for the whole process. Scaling runs
-``countnet_gen.writer.generate`` with 1 worker (always measured: the base of the
-efficiency) and each ``--workers`` value, also interleaved with medians.
+is the median; each round starts one method later, so none is always first or last.
+Every method runs with countnet's malloc setting (countnet/malloc.py), as a ``countnet
+gen`` worker does: set once, for the whole process. Scaling runs
+``countnet_gen.writer.generate`` (fixed r6, --no-overlap) with 1 worker (always measured:
+the base of the efficiency) and each ``--workers`` value, also interleaved with medians.
 
-The file system's share is measured beside them: countnet's own PNG files (r4-12) written
-into class folders as a worker writes them, nothing drawn, the most any generator could
-write there. Every round writes into new folders and nothing is deleted until the end: on
-a journal-less ext4 (this project's VMs) creating a file scans past every inode deleted in
-the last minutes, so deleting a round's images would slow the next round's file creation
-(0.03-0.6 ms a file, measured).
+The file system is timed beside them, every round, and printed apart: countnet's own PNG
+files (r4-12) created and written into class folders as a worker writes them, nothing
+drawn. What it costs here bounds every method's rate, and it moves: on a journal-less
+ext4 (this project's VMs) creating a file scans past the inodes deleted in the last minutes
+(the kernel's ``recently_deleted``, profiled with perf at 0.4 ms a file after a test run's
+deletions, 0.01-0.05 ms otherwise). So every round writes into new folders and nothing is
+deleted until the end, and a run started right after another (or after tests) sees that
+one's deletions in its file-system line.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from countnet_gen.spec import DatasetSpec, color_rgb
 from countnet_gen.writer import (
     PNG_LEVEL,
     PNG_STRATEGY,
+    RENDER_BATCH,
     ImageJob,
     _init_pool_worker,
     _write_chunk,
@@ -54,7 +58,7 @@ from countnet_gen.writer import (
 
 SIZE = 224
 FG = "#1f77b4"
-FILES = "files alone: r4-12 PNGs, nothing drawn"
+FILES = "the file system alone"
 
 
 def bench_matplotlib(n: int, out: Path) -> float:
@@ -120,9 +124,15 @@ def bench_files_only(pngs: list[bytes], out: Path) -> float:
 
 
 def countnet_pngs(spec: DatasetSpec, n: int) -> list[bytes]:
-    jobs = [ImageJob(spec.classes[i % len(spec.classes)], i, "train") for i in range(n)]
     pal = palette(color_rgb(spec.fg), color_rgb(spec.bg)).tobytes()
-    return [encode_png(image.index, pal) for image in make_images(spec, jobs)]
+    pngs = []
+    for start in range(0, n, RENDER_BATCH):  # a batch's pixels in memory at a time
+        stop = min(n, start + RENDER_BATCH)
+        jobs = [
+            ImageJob(spec.classes[i % len(spec.classes)], i, "train") for i in range(start, stop)
+        ]
+        pngs += [encode_png(image.index, pal) for image in make_images(spec, jobs)]
+    return pngs
 
 
 def bench_countnet_workers(spec: DatasetSpec, workers: int, out: Path) -> float:
@@ -132,13 +142,15 @@ def bench_countnet_workers(spec: DatasetSpec, workers: int, out: Path) -> float:
 
 
 def medians(methods: dict[str, Callable[[Path], float]], repeats: int, tmp: Path) -> dict:
-    """Run every method once per round, rounds interleaved; each one's median rate."""
+    """Run every method once per round, rounds interleaved, each round starting one method
+    later than the last; each one's median rate."""
     rates: dict[str, list[float]] = {name: [] for name in methods}
+    names = list(methods)
     for r in range(repeats):
-        for name, fn in methods.items():
-            d = tmp / f"r{r}" / name.replace(" ", "_").replace(",", "")
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            d = tmp / f"r{r}" / name.replace(" ", "_").replace(",", "").replace(":", "")
             d.mkdir(parents=True, exist_ok=True)
-            rates[name].append(fn(d))  # d is kept until the end (see the docstring)
+            rates[name].append(methods[name](d))  # d is kept until the end (docstring)
     return {name: (statistics.median(v), v) for name, v in rates.items()}
 
 
@@ -183,26 +195,33 @@ def main() -> None:
             f"rounds (median), {SIZE} px, 45-50 circles, PNGs written to {tmp.parent}"
         )
         res = medians(methods, args.repeats, tmp)
+        files = res.pop(FILES)
         mpl = res["matplotlib scatter + savefig (baseline)"][0]
         print(f"{'method':44s} {'images/s/core':>14s} {'vs matplotlib':>14s}  rounds")
         for name, (med, runs) in res.items():
             each = " ".join(f"{v:.0f}" for v in runs)
             print(f"{name:44s} {med:14.0f} {med / mpl:13.1f}x  {each}")
-        files = res[FILES][0]
+        each = " ".join(f"{1e3 / v:.3f}" for v in files[1])
         print(
-            f"# the file system here: {1e3 / files:.3f} ms to create and write one PNG file "
-            f"(median); countnet r4-12 spends {1e3 / res['countnet r4-12, --no-overlap'][0]:.3f}"
-            " ms an image in all"
+            f"# the file system alone: {1e3 / files[0]:.3f} ms to create and write one of "
+            f"countnet's r4-12 PNGs (median; rounds {each}), of the "
+            f"{1e3 / res['countnet r4-12, --no-overlap'][0]:.3f} ms countnet r4-12 takes an "
+            "image in all"
         )
         print()
-        spec = DatasetSpec(counts=(45, 50), per_class=max(args.scaling_images // 6, 5), size=SIZE)
+        spec = DatasetSpec(
+            counts=(45, 50),
+            per_class=max(args.scaling_images // 6, 5),
+            size=SIZE,
+            no_overlap=True,
+        )
         counts = sorted({1, *args.workers})
         scaling = {str(w): (lambda d, w=w: bench_countnet_workers(spec, w, d)) for w in counts}
         res = medians(scaling, args.repeats, tmp)
         base = res["1"][0]
         print(
             f"{'workers':>8s} {'images/s':>10s} {'speed-up':>9s} {'efficiency':>11s}  rounds "
-            f"(generate(), {spec.n_images} images, fixed r6, vs 1 worker)"
+            f"(generate(), {spec.n_images} images, fixed r6, --no-overlap, vs 1 worker)"
         )
         for w in counts:
             med, runs = res[str(w)]

@@ -8,18 +8,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gen_before_after_compares_a_revision_with_the_working_tree():
+# The last revision that made images one at a time (no sample_layouts, no RENDER_BATCH).
+ONE_AT_A_TIME = "318857d"
+
+
+@pytest.mark.parametrize("rev", ["HEAD", ONE_AT_A_TIME])
+def test_gen_before_after_compares_a_revision_with_the_working_tree(rev):
+    has = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{rev}^{{commit}}"])
+    if has.returncode:
+        pytest.skip(f"{rev} is not in this clone's history")
     r = subprocess.run(
-        [sys.executable, "bench/gen_before_after.py", "--rev", "HEAD", "--images", "6",
+        [sys.executable, "bench/gen_before_after.py", "--rev", rev, "--images", "40",
          "--repeats", "2"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("# gen_before_after") and "HEAD vs working tree" in lines[0]
+    assert lines[0].startswith("# gen_before_after") and f"{rev} vs working tree" in lines[0]
     rows = [line for line in lines[1:] if "after/before" in line]
     assert [row.split()[0] for row in rows] == ["fixed", "r4-12"]
     for row in rows:
@@ -28,28 +38,28 @@ def test_gen_before_after_compares_a_revision_with_the_working_tree():
 
 
 def test_gen_throughput_prints_every_method_the_file_system_and_scaling(tmp_path):
-    """bench/gen_throughput.py as documented, tiny: every method's row (the file system's
-    own included), its ms-per-file line, the scaling table with 1 worker as the base; it
-    keeps every round's files until the end, then leaves nothing behind."""
+    """bench/gen_throughput.py as documented, tiny: every method's row, the file system's
+    line apart from them (every round's figure), the scaling table with 1 worker as the
+    base; nothing left behind."""
     r = subprocess.run(
-        [sys.executable, "bench/gen_throughput.py", "--images", "12", "--repeats", "1",
+        [sys.executable, "bench/gen_throughput.py", "--images", "12", "--repeats", "2",
          "--workers", "2", "--scaling-images", "24", "--dir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    rows = re.findall(r"^(.+?) +(\d+) +([\d.]+)x  \d+$", r.stdout, re.M)
+    rows = re.findall(r"^(.+?) +(\d+) +([\d.]+)x  \d+ \d+$", r.stdout, re.M)
     assert [name for name, _, _ in rows] == [
         "matplotlib scatter + savefig (baseline)",
         "Pillow ImageDraw.ellipse, palette PNG",
         "countnet fixed r6, overlap allowed",
         "countnet fixed r6, --no-overlap",
         "countnet r4-12, --no-overlap",
-        "files alone: r4-12 PNGs, nothing drawn",
     ]
     assert all(int(rate) > 0 for _, rate, _ in rows)
-    assert re.search(
-        r"^# the file system here: [\d.]+ ms to create and write one PNG", r.stdout, re.M
-    )
+    fs = re.search(r"^# the file system alone: ([\d.]+) ms .+ \(median; rounds ([\d.]+) ([\d.]+)\)",
+                   r.stdout, re.M)  # fmt: skip
+    assert fs and all(float(v) > 0 for v in fs.groups())
+    assert "fixed r6, --no-overlap, vs 1 worker" in r.stdout
     workers = re.findall(r"^ +(\d) +\d+ +([\d.]+)x", r.stdout, re.M)
     assert [w for w, _ in workers] == ["1", "2"] and workers[0][1] == "1.00"
     assert list(tmp_path.iterdir()) == []

@@ -130,10 +130,11 @@ def test_images_made_together_are_those_made_alone(monkeypatch):
     """gen's workers make RENDER_BATCH images at a time (make_images): layouts placed in
     lockstep, pixels drawn on one canvas. Each image must be exactly what it is alone,
     including images whose layouts stall and start over while the rest of the batch
-    finishes, distractor draws redrawn with their radii, and overlap-allowed sets."""
+    finishes, images without distractors beside images with them, and overlap-allowed
+    sets."""
     import countnet_gen.sampler as sampler
     from countnet_gen.distractors import SHAPES
-    from countnet_gen.writer import ImageJob, make_image, make_images
+    from countnet_gen.writer import RENDER_BATCH, ImageJob, make_image, make_images
 
     place, calls = sampler._place_many, []
 
@@ -149,13 +150,14 @@ def test_images_made_together_are_those_made_alone(monkeypatch):
         {"range": "1-5", "size": 64, "radius": 4, "no_overlap": True, "distractors": "3-5",
          "distractor_shape": list(SHAPES), "match_area": True},
         {"range": "1-9", "size": 40, "radius": "2-5", "distractors": "0-2"},  # overlap allowed
+        {"range": "1-4", "size": 48, "radius": "2-4", "no_overlap": True, "distractors": "0-2"},
     ):  # fmt: skip
         spec = DatasetSpec.from_dict({"per_class": 6, "seed": 11, **kw})
         jobs = [ImageJob(c, i, "train") for c in spec.classes for i in range(6)]
         calls.clear()
         together = make_images(spec, jobs)
         if spec.no_overlap:
-            assert calls[0][0] == len(jobs)  # placed together, really
+            assert calls[0][0] == min(len(jobs), RENDER_BATCH) > 1  # placed together, really
         if kw["range"] == "8-10":
             assert sum(failed for _, failed in calls) > 10  # restarts inside the batch
         for job, image in zip(jobs, together, strict=True):
@@ -193,3 +195,44 @@ def test_one_canvas_for_many_images_keeps_them_apart(monkeypatch, per_canvas):
             alone = coverage_u8(circles, size, disjoint=disjoint, distractors=extra)
             assert np.array_equal(got, alone)
             assert np.array_equal(summed, coverage(circles, size, extra))
+
+
+def test_an_image_redrawn_inside_a_batch_is_the_image_redrawn_alone(monkeypatch):
+    """One image of a batch fails its first RADII_KEPT layouts (forced): it alone redraws
+    its distractor draw and radii, the others are placed at once and never redrawn, and
+    every image equals the one made alone under the same forced failures."""
+    import countnet_gen.sampler as sampler
+    from countnet_gen.distractors import Distractors
+    from countnet_gen.writer import ImageJob, image_rng, make_image, make_images
+
+    spec = DatasetSpec.from_dict(
+        {"range": "1-5", "size": 64, "radius": 4, "no_overlap": True, "distractors": "3-5",
+         "match_area": True, "per_class": 5, "seed": 3}
+    )  # fmt: skip
+    jobs = [ImageJob(c, i, "train") for c in spec.classes for i in range(2)]
+    target = image_rng(spec, jobs[3].count, jobs[3].index).bit_generator.seed_seq.spawn_key
+    place, failures, draws = sampler._place_many, {}, []
+    draw = Distractors.draw
+
+    def failing(rngs, radii, size):  # the target image's first RADII_KEPT layouts fail
+        key = [g.bit_generator.seed_seq.spawn_key for g in rngs]
+        forced = [k == target and failures.get("n", 0) < sampler.RADII_KEPT for k in key]
+        failures["n"] = failures.get("n", 0) + any(forced)
+        kept = [i for i, f in enumerate(forced) if not f]
+        placed = iter(place([rngs[i] for i in kept], [radii[i] for i in kept], size))
+        return [None if f else next(placed) for f in forced]
+
+    def recorded(self, rng):
+        draws.append(rng.bit_generator.seed_seq.spawn_key)
+        return draw(self, rng)
+
+    monkeypatch.setattr(sampler, "_place_many", failing)
+    monkeypatch.setattr(Distractors, "draw", recorded)
+    together = make_images(spec, jobs)
+    assert failures["n"] == sampler.RADII_KEPT
+    assert draws.count(target) == 2 and len(draws) == len(jobs) + 1  # only the target redrew
+    for job, image in zip(jobs, together, strict=True):
+        failures.clear()
+        alone = make_image(spec, job)
+        for a, b in zip(image, alone, strict=True):
+            assert np.array_equal(a, b), job

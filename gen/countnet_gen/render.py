@@ -22,9 +22,10 @@ from countnet_gen.distractors import RING_WIDTH, ROUNDING, SHAPES, SIDES
 # How far coverage reaches beyond a circle's edge: clip(r - d + 0.5, 0, 1) is zero from
 # d = r + RIM on. Two circles more than 2 * RIM apart share no pixel.
 RIM = 0.5
-# Pixels of one float64 canvas that overlapping objects are summed on (2 MB): images beyond
-# it get another canvas. Per image, 4-5 images of 224 px on one canvas were fastest, 16-32
-# 1.5-2x slower (out of cache); at 64 px, 16-32 images.
+# Frame pixels of one float64 canvas that overlapping objects are summed on (2 MB, plus the
+# margins): images beyond it get another canvas. Per image, 4-5 images of 224 px on one
+# canvas were fastest, 16-32 1.5-2x slower (out of cache); at 64 px, 16-32 images
+# (BENCHMARKS.md, 2026-11-28).
 SUM_PIXELS = 1 << 18
 
 
@@ -95,11 +96,12 @@ Layout = tuple[np.ndarray, np.ndarray | None]  # one image's circles and distrac
 
 
 def _canvas(layouts: list[Layout], size: int, by_size: bool = False):
-    """The canvas margin m and, per group of objects, the flat indices (n, p, p) and values
-    (n, p, p) of their patches in a (B, w, w) canvas, w = size + 2m, holding every image of
-    ``layouts``: a margin on every side, so every patch pixel has a bin (no masking: 1.3-1.6x
-    faster at 224 px), cropped afterwards; pixels off the frame carry zero ramp anyway. One
-    canvas for many images shares the NumPy calls (1.6x faster per image at 32 images).
+    """The canvas margin m, its width w = size + 2m and, per group of objects, the flat
+    indices (n, p, p) and values (n, p, p) of their patches in a (B, w, w) canvas holding
+    every image of ``layouts``: a margin on every side, so every patch pixel has a bin (no
+    masking: 1.3-1.6x faster at 224 px), cropped afterwards; pixels off the frame carry zero
+    ramp anyway. One canvas for many images shares the NumPy calls (1.6x faster per image
+    at 32 images, 224 px; BENCHMARKS.md, 2026-11-28).
 
     Circles come first, in image order and each image's order, then distractors: the order
     their values land in at any one pixel is that image's alone.
@@ -157,7 +159,8 @@ def _summed_canvases(layouts: list[Layout], size: int) -> Iterator[list[Layout]]
 
 def coverage_many(layouts: list[Layout], size: int) -> np.ndarray:
     """``coverage`` of several images' (circles, distractors or None): (B, size, size)."""
-    return np.concatenate([_summed(part, size) for part in _summed_canvases(layouts, size)])
+    parts = [_summed(part, size) for part in _summed_canvases(layouts, size)]
+    return np.concatenate(parts) if parts else np.zeros((0, size, size), np.float32)
 
 
 def coverage(circles: np.ndarray, size: int, distractors: np.ndarray | None = None) -> np.ndarray:
@@ -168,6 +171,8 @@ def coverage(circles: np.ndarray, size: int, distractors: np.ndarray | None = No
 
 def coverage_u8_many(layouts: list[Layout], size: int, *, disjoint: bool = False) -> np.ndarray:
     """``coverage_u8`` of several images' (circles, distractors or None): (B, size, size)."""
+    if not layouts:
+        return np.zeros((0, size, size), np.uint8)
     if not disjoint or _empty(layouts):
         parts = _summed_canvases(layouts, size)
         return np.concatenate([np.rint(_summed(p, size) * 255).astype(np.uint8) for p in parts])

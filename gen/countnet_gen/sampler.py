@@ -291,7 +291,7 @@ def _place_many(
     rngs: list[np.random.Generator], radii: list[np.ndarray], size: int
 ) -> list[np.ndarray | None]:
     """Place each image's circles at once, then redraw only those that collide, in rounds:
-    (n, 3) circles per image, or None where its layout stalled.
+    (n, 3) circles per image, or None where its layout stalled or ran out of MAX_ROUNDS.
 
     Each round draws ``CANDIDATES`` positions for every pending circle, keeps the first that
     clears every accepted circle, then drops any that touches an earlier pending circle
@@ -299,7 +299,7 @@ def _place_many(
     loop per circle. Images run in lockstep, padded to a batch, each drawing from its own
     ``rng`` exactly as alone (one ``random`` call a round), with the same float operations
     on its own circles: the layouts do not depend on the batch, only the NumPy calls are
-    shared (2.0-2.3x faster per image at 32 images of 45-50 circles, 224 px).
+    shared (2.0-2.3x faster per image at 32 images of 45-50 circles, 224 px; BENCHMARKS.md).
     """
     out: list[np.ndarray | None] = [None if len(r) else np.zeros((0, 3)) for r in radii]
     live = np.array([b for b, r in enumerate(radii) if len(r)], np.int64)
@@ -387,7 +387,7 @@ def _clears(
     return (dx * dx + dy * dy >= (r[..., None] + rad + GAP) ** 2).all(axis=-1)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=64)
 def _earlier(m: int) -> np.ndarray:
     """(m, m): [i, j] when pending circle i precedes j. Read-only, cached."""
     mask = np.triu(np.ones((m, m), bool), 1)

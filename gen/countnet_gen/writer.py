@@ -103,8 +103,12 @@ def make_image(spec: DatasetSpec, job: ImageJob) -> Rendered:
 
 
 def make_images(spec: DatasetSpec, jobs: list[ImageJob]) -> list[Rendered]:
-    """``make_image`` of each job, made together: the same images, with fewer NumPy calls
-    each (sampler.sample_layouts, render.coverage_u8_many)."""
+    """``make_image`` of each job, made RENDER_BATCH at a time: the same images, with fewer
+    NumPy calls each (sampler.sample_layouts, render.coverage_u8_many)."""
+    return [image for batch in _chunks(jobs, RENDER_BATCH) for image in _make_batch(spec, batch)]
+
+
+def _make_batch(spec: DatasetSpec, jobs: list[ImageJob]) -> list[Rendered]:
     rngs = [image_rng(spec, job.count, job.index) for job in jobs]
     layouts = sample_layouts(
         rngs,
@@ -161,8 +165,8 @@ def _init_pool_worker(spec_dict: dict, root: str) -> None:
 def _write_chunk(jobs: list[ImageJob]) -> list[tuple]:
     spec, root, pal = _W["spec"], _W["root"], _W["pal"]
     rows = []
-    for batch in _chunks(jobs, RENDER_BATCH):
-        for job, image in zip(batch, make_images(spec, batch), strict=True):
+    for batch in _chunks(jobs, RENDER_BATCH):  # a batch's pixels at a time, not the chunk's
+        for job, image in zip(batch, _make_batch(spec, batch), strict=True):
             (root / job.relpath).write_bytes(encode_png(image.index, pal))
             row = (job.relpath, job.split, job.count, _circles_json(image.circles))
             if spec.distractors[1]:
@@ -209,7 +213,9 @@ def generate(
             (tmp / split / str(count)).mkdir(parents=True, exist_ok=True)
         rows: list[tuple] = []
         # Chunks small enough for a smooth progress bar, large enough to amortise IPC.
+        # Whole batches of RENDER_BATCH images (made together), up to 256.
         chunk = max(1, min(256, len(jobs) // (workers * 8) or 1))
+        chunk = -(-chunk // RENDER_BATCH) * RENDER_BATCH
         done = 0
         if workers == 1:
             _init_worker(spec.to_dict(), str(tmp))
