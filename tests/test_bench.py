@@ -65,6 +65,27 @@ def test_gen_throughput_prints_every_method_the_file_system_and_scaling(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+def test_gen_batch_sweeps_both_settings_and_restores_them(tmp_path):
+    from countnet_gen import render, writer
+
+    r = subprocess.run(
+        [sys.executable, "bench/gen_batch.py", "--images", "8", "--repeats", "2", "--batches",
+         "1", "4", "--dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("RENDER_BATCH, ") == 4 and r.stdout.count("SUM_PIXELS, ") == 1
+    rows = re.findall(r"^ +(.+?) +(\d+) images/s +([\d.]+)x", r.stdout, re.M)
+    assert [v for v, _, _ in rows] == ["1 image", "4 images"] * 4 + [
+        "1 image",
+        f"{render.SUM_PIXELS} px",
+        "unlimited",
+    ]
+    assert all(float(x) > 0 for _, _, x in rows) and rows[0][2] == "1.00"
+    assert f"RENDER_BATCH {writer.RENDER_BATCH}, SUM_PIXELS {render.SUM_PIXELS}" in r.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_gen_malloc_compares_both_settings_in_fresh_processes():
     r = subprocess.run(
         [sys.executable, "bench/gen_malloc.py", "--images", "24", "--repeats", "1"],

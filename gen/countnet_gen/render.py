@@ -23,9 +23,8 @@ from countnet_gen.distractors import RING_WIDTH, ROUNDING, SHAPES, SIDES
 # d = r + RIM on. Two circles more than 2 * RIM apart share no pixel.
 RIM = 0.5
 # Frame pixels of one float64 canvas that overlapping objects are summed on (2 MB, plus the
-# margins): images beyond it get another canvas. Per image, 4-5 images of 224 px on one
-# canvas were fastest, 16-32 1.5-2x slower (out of cache); at 64 px, 16-32 images
-# (BENCHMARKS.md, 2026-11-28).
+# margins): images beyond it get another canvas, so a batch's sum stays in cache (at 224 px
+# one canvas for a whole batch was slower than one per image; bench/gen_batch.py).
 SUM_PIXELS = 1 << 18
 
 
@@ -100,8 +99,7 @@ def _canvas(layouts: list[Layout], size: int, by_size: bool = False):
     indices (n, p, p) and values (n, p, p) of their patches in a (B, w, w) canvas holding
     every image of ``layouts``: a margin on every side, so every patch pixel has a bin (no
     masking: 1.3-1.6x faster at 224 px), cropped afterwards; pixels off the frame carry zero
-    ramp anyway. One canvas for many images shares the NumPy calls (1.6x faster per image
-    at 32 images, 224 px; BENCHMARKS.md, 2026-11-28).
+    ramp anyway. One canvas for many images shares the NumPy calls (bench/gen_batch.py).
 
     Circles come first, in image order and each image's order, then distractors: the order
     their values land in at any one pixel is that image's alone.

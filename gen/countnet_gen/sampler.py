@@ -299,7 +299,7 @@ def _place_many(
     loop per circle. Images run in lockstep, padded to a batch, each drawing from its own
     ``rng`` exactly as alone (one ``random`` call a round), with the same float operations
     on its own circles: the layouts do not depend on the batch, only the NumPy calls are
-    shared (2.0-2.3x faster per image at 32 images of 45-50 circles, 224 px; BENCHMARKS.md).
+    shared (bench/gen_batch.py).
     """
     out: list[np.ndarray | None] = [None if len(r) else np.zeros((0, 3)) for r in radii]
     live = np.array([b for b, r in enumerate(radii) if len(r)], np.int64)

@@ -44,9 +44,10 @@ MANIFEST_FIELDS = ("path", "split", "count", "circles")
 # level 6, the default, is 2x slower still). BENCHMARKS.md.
 PNG_LEVEL = 1
 PNG_STRATEGY = zlib.Z_RLE  # dataset.json records both
-# Images placed and drawn together (make_images), sharing their NumPy calls: at 224 px and
-# 45-50 circles a worker's rate rose 8 -> 16 -> 32 and was flat beyond. BENCHMARKS.md.
-RENDER_BATCH = 32
+# Images placed and drawn together (make_images), sharing their NumPy calls. A worker's rate
+# against one image at a time (bench/gen_batch.py, 45-50 circles): 224 px 1.9-2.4x at 32
+# images and no more at 64; 64 px 2.8x at 32, 3.2x at 64. BENCHMARKS.md, 2026-11-28.
+RENDER_BATCH = 64
 
 
 @dataclass(frozen=True)
