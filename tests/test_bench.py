@@ -13,22 +13,31 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def bench(script: str, *args: str, timeout: int) -> str:
+    """Run bench/<script> as the README documents it; its output (it must succeed)."""
+    r = subprocess.run(
+        [sys.executable, f"bench/{script}", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
 # The last revision that made images one at a time (no sample_layouts, no RENDER_BATCH).
 ONE_AT_A_TIME = "318857d"
 
 
 @pytest.mark.parametrize("rev", ["HEAD", ONE_AT_A_TIME])
 def test_gen_before_after_compares_a_revision_with_the_working_tree(rev):
-    has = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{rev}^{{commit}}"])
+    has = subprocess.run(
+        ["git", "-C", str(ROOT), "cat-file", "-e", f"{rev}^{{commit}}"], capture_output=True
+    )
     if has.returncode:
         pytest.skip(f"{rev} is not in this clone's history")
-    r = subprocess.run(
-        [sys.executable, "bench/gen_before_after.py", "--rev", rev, "--images", "40",
-         "--repeats", "2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
+    out = bench(
+        "gen_before_after.py", "--rev", rev, "--images", "40", "--repeats", "2", timeout=300
+    )
+    lines = out.splitlines()
     assert lines[0].startswith("# gen_before_after") and f"{rev} vs working tree" in lines[0]
     rows = [line for line in lines[1:] if "after/before" in line]
     assert [row.split()[0] for row in rows] == ["fixed", "r4-12"]
@@ -41,13 +50,21 @@ def test_gen_throughput_prints_every_method_the_file_system_and_scaling(tmp_path
     """bench/gen_throughput.py as documented, tiny: every method's row, the file system's
     line apart from them (every round's figure), the scaling table with 1 worker as the
     base; nothing left behind."""
-    r = subprocess.run(
-        [sys.executable, "bench/gen_throughput.py", "--images", "12", "--repeats", "2",
-         "--workers", "2", "--scaling-images", "24", "--dir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    rows = re.findall(r"^(.+?) +(\d+) +([\d.]+)x  \d+ \d+$", r.stdout, re.M)
+    out = bench(
+        "gen_throughput.py",
+        "--images",
+        "12",
+        "--repeats",
+        "2",
+        "--workers",
+        "2",
+        "--scaling-images",
+        "24",
+        "--dir",
+        str(tmp_path),
+        timeout=300,
+    )
+    rows = re.findall(r"^(.+?) +(\d+) +([\d.]+)x  \d+ \d+$", out, re.M)
     assert [name for name, _, _ in rows] == [
         "matplotlib scatter + savefig (baseline)",
         "Pillow ImageDraw.ellipse, palette PNG",
@@ -57,10 +74,10 @@ def test_gen_throughput_prints_every_method_the_file_system_and_scaling(tmp_path
     ]
     assert all(int(rate) > 0 for _, rate, _ in rows)
     fs = re.search(r"^# the file system alone: ([\d.]+) ms .+ \(median; rounds ([\d.]+) ([\d.]+)\)",
-                   r.stdout, re.M)  # fmt: skip
+                   out, re.M)  # fmt: skip
     assert fs and all(float(v) > 0 for v in fs.groups())
-    assert "fixed r6, --no-overlap, vs 1 worker" in r.stdout
-    workers = re.findall(r"^ +(\d) +\d+ +([\d.]+)x", r.stdout, re.M)
+    assert "fixed r6, --no-overlap, vs 1 worker" in out
+    workers = re.findall(r"^ +(\d) +\d+ +([\d.]+)x", out, re.M)
     assert [w for w, _ in workers] == ["1", "2"] and workers[0][1] == "1.00"
     assert list(tmp_path.iterdir()) == []
 
@@ -68,32 +85,35 @@ def test_gen_throughput_prints_every_method_the_file_system_and_scaling(tmp_path
 def test_gen_batch_sweeps_both_settings_and_restores_them(tmp_path):
     from countnet_gen import render, writer
 
-    r = subprocess.run(
-        [sys.executable, "bench/gen_batch.py", "--images", "8", "--repeats", "2", "--batches",
-         "1", "4", "--dir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.count("RENDER_BATCH, ") == 4 and r.stdout.count("SUM_PIXELS, ") == 1
-    rows = re.findall(r"^ +(.+?) +(\d+) images/s +([\d.]+)x", r.stdout, re.M)
+    out = bench(
+        "gen_batch.py",
+        "--images",
+        "8",
+        "--repeats",
+        "2",
+        "--batches",
+        "1",
+        "4",
+        "--dir",
+        str(tmp_path),
+        timeout=300,
+    )
+    assert out.count("RENDER_BATCH, ") == 4 and out.count("SUM_PIXELS, ") == 1
+    rows = re.findall(r"^ +(.+?) +(\d+) images/s +([\d.]+)x", out, re.M)
     assert [v for v, _, _ in rows] == ["1 image", "4 images"] * 4 + [
         "1 image",
         f"{render.SUM_PIXELS} px",
         "unlimited",
     ]
     assert all(float(x) > 0 for _, _, x in rows) and rows[0][2] == "1.00"
-    assert f"RENDER_BATCH {writer.RENDER_BATCH}, SUM_PIXELS {render.SUM_PIXELS}" in r.stdout
+    assert f"RENDER_BATCH {writer.RENDER_BATCH}, SUM_PIXELS {render.SUM_PIXELS}" in out
     assert list(tmp_path.iterdir()) == []
 
 
 def test_gen_malloc_compares_both_settings_in_fresh_processes():
-    r = subprocess.run(
-        [sys.executable, "bench/gen_malloc.py", "--images", "24", "--repeats", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
+    out = bench("gen_malloc.py", "--images", "24", "--repeats", "1", timeout=300)
     rows = re.findall(r"^(fixed r6|r4-12) +glibc defaults +\d+ +retain_freed_memory +\d+ "
-                      r"images/s/core +ratio (\d+\.\d\d)", r.stdout, re.M)  # fmt: skip
+                      r"images/s/core +ratio (\d+\.\d\d)", out, re.M)  # fmt: skip
     assert [name for name, _ in rows] == ["fixed r6", "r4-12"]
 
 
@@ -103,19 +123,16 @@ def test_solver_recipe_runs_the_seeds_recipe_beside_the_default(tmp_path):
     policy, the same with Adam, countnet's default path)."""
     import yaml
 
-    r = subprocess.run(
-        [sys.executable, "bench/solver_recipe.py", "--epochs", "1", "--seeds", "1",
-         "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
+    out = bench(
+        "solver_recipe.py", "--epochs", "1", "--seeds", "1", "--out", str(tmp_path), timeout=600
+    )
     digits = tmp_path / "digits"
     assert sorted(p.name for p in (digits / "train").iterdir()) == [str(d) for d in range(10)]
     n_train = sum(1 for _ in (digits / "train").rglob("*.png"))
     n_valid = sum(1 for _ in (digits / "valid").rglob("*.png"))
     assert n_train + n_valid == 1797 and abs(n_valid / 1797 - 0.2) < 0.01
     rows = {ln.split()[0] + (ln.split()[1] if ln.startswith("recipe") else ""): ln
-            for ln in r.stdout.splitlines() if ln.startswith(("recipe", "default"))}  # fmt: skip
+            for ln in out.splitlines() if ln.startswith(("recipe", "default"))}  # fmt: skip
     assert set(rows) == {"recipe,sgd", "recipe,adam", "default"}
     sgd = yaml.safe_load((tmp_path / "recipe" / "opt-sgd-seed0" / "config.yaml").read_text())
     assert sgd["resolved"]["optimizer"] == {"name": "FusedSGD", "mom": 0.9, "wd": 5e-4}
@@ -133,15 +150,21 @@ def test_regression_holdout_bench_runs_each_loss_beside_its_baselines(tmp_path):
     49)."""
     import yaml
 
-    r = subprocess.run(
-        [sys.executable, "bench/regression_holdout.py", "--epochs", "1", "--per-class", "6",
-         "--losses", "l1", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
+    out = bench(
+        "regression_holdout.py",
+        "--epochs",
+        "1",
+        "--per-class",
+        "6",
+        "--losses",
+        "l1",
+        "--out",
+        str(tmp_path),
+        timeout=600,
+    )
     data = tmp_path / "count-45-50-holdout"
     assert sorted(p.name for p in (data / "test").iterdir()) == ["47", "49"]
-    rows = {ln[:16].strip(): ln.split()[-6:] for ln in r.stdout.splitlines()
+    rows = {ln[:16].strip(): ln.split()[-6:] for ln in out.splitlines()
             if ln.startswith(("regression", "mean", "classifier"))}  # fmt: skip
     assert set(rows) == {"regression l1", "mean (baseline)", "classifier"}
     assert float(rows["classifier"][3]) == 0.0  # accuracy on unseen counts: never right
@@ -155,14 +178,25 @@ def test_data_parallel_bench_times_one_process_beside_two(tmp_path):
     CPU processes, each a complete run folder recording its processes, and the ratio line."""
     import yaml
 
-    r = subprocess.run(
-        [sys.executable, "bench/data_parallel.py", "--per-class", "4", "--size", "48",
-         "--radius", "1.5", "--arch", "resnet18", "--epochs", "1", "--bs", "8",
-         "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
+    out = bench(
+        "data_parallel.py",
+        "--per-class",
+        "4",
+        "--size",
+        "48",
+        "--radius",
+        "1.5",
+        "--arch",
+        "resnet18",
+        "--epochs",
+        "1",
+        "--bs",
+        "8",
+        "--out",
+        str(tmp_path),
+        timeout=600,
+    )
+    lines = out.splitlines()
     assert [ln.split()[2] for ln in lines if ln.startswith("repeat 1")] == ["1", "2"]
     assert float(lines[-1].split("ratios: 2/1=")[1]) > 0
     for name, n in (("p1", 1), ("p2", 2)):
@@ -175,13 +209,23 @@ def test_train_throughput_bench_ends_with_its_ratios_line():
     on a CPU with native bf16 also (b) without TinyConvGrads."""
     from countnet_classify.precision import cpu_has_native_bf16
 
-    r = subprocess.run(
-        [sys.executable, "bench/train_throughput.py", "--size", "48", "--bs", "4", "--warm", "1",
-         "--timed", "1", "--repeats", "1", "--arch", "resnet18"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
+    out = bench(
+        "train_throughput.py",
+        "--size",
+        "48",
+        "--bs",
+        "4",
+        "--warm",
+        "1",
+        "--timed",
+        "1",
+        "--repeats",
+        "1",
+        "--arch",
+        "resnet18",
+        timeout=600,
+    )
+    lines = out.splitlines()
     rows = [ln.split("  ")[0] for ln in lines if ln.endswith("images/s")]
     b = f"(b) countnet default ({'bf16' if cpu_has_native_bf16() else 'fp32'})"
     assert rows[:3] == ["(a) files, fp32", b, "(c) in-memory random tensors"]
@@ -191,12 +235,8 @@ def test_train_throughput_bench_ends_with_its_ratios_line():
 
 
 def test_conv_weight_grad_bench_prints_each_layer_and_the_step():
-    r = subprocess.run(
-        [sys.executable, "bench/conv_weight_grad.py", "--bs", "2", "--repeats", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    out = r.stdout
+    out = bench("conv_weight_grad.py", "--bs", "2", "--repeats", "1", timeout=600)
+    out = out
     assert out.count("C512  S1 ") == 2  # bf16 and fp32 tables, every shape
     cells = re.findall(r"S\d+ +([\d.]+)/ *([\d.]+) \(([\d.]+)\)", out)
     assert len(cells) == 2 * 4 * 5 and all(float(a) > 0 and float(b) > 0 for a, b, _ in cells)
@@ -205,12 +245,18 @@ def test_conv_weight_grad_bench_prints_each_layer_and_the_step():
 
 
 def test_train_malloc_bench_compares_both_settings_in_fresh_processes():
-    r = subprocess.run(
-        [sys.executable, "bench/train_malloc.py", "--rounds", "1", "--arch", "resnet18",
-         "--size", "32", "--bs", "4"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    rows = re.findall(r"^(glibc defaults|retained) +([\d.]+) images/s +(\d+) minor", r.stdout, re.M)
+    out = bench(
+        "train_malloc.py",
+        "--rounds",
+        "1",
+        "--arch",
+        "resnet18",
+        "--size",
+        "32",
+        "--bs",
+        "4",
+        timeout=600,
+    )
+    rows = re.findall(r"^(glibc defaults|retained) +([\d.]+) images/s +(\d+) minor", out, re.M)
     assert [name for name, _, _ in rows] == ["glibc defaults", "retained"]
-    assert re.search(r"^ratio: retained/defaults=\d+\.\d\d$", r.stdout, re.M)
+    assert re.search(r"^ratio: retained/defaults=\d+\.\d\d$", out, re.M)
