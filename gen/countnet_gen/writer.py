@@ -214,9 +214,11 @@ def generate(
             (tmp / split / str(count)).mkdir(parents=True, exist_ok=True)
         rows: list[tuple] = []
         # Chunks small enough for a smooth progress bar, large enough to amortise IPC.
-        # Whole batches of RENDER_BATCH images (made together), up to 256.
+        # Whole batches of RENDER_BATCH images (made together) where a chunk holds more than
+        # one: a small set keeps its small chunks, so every worker still gets some.
         chunk = max(1, min(256, len(jobs) // (workers * 8) or 1))
-        chunk = -(-chunk // RENDER_BATCH) * RENDER_BATCH
+        if chunk > RENDER_BATCH:
+            chunk = -(-chunk // RENDER_BATCH) * RENDER_BATCH
         done = 0
         if workers == 1:
             _init_worker(spec.to_dict(), str(tmp))
