@@ -20,10 +20,10 @@ The file system is timed beside them, every round, and printed apart: countnet's
 files (r4-12) created and written into class folders as a worker writes them, nothing
 drawn. What it costs here bounds every method's rate, and it moves: on a journal-less
 ext4 (this project's VMs) creating a file scans past the inodes deleted in the last minutes
-(the kernel's ``recently_deleted``, profiled with perf at 0.4 ms a file after a test run's
-deletions, 0.01-0.05 ms otherwise). So every round writes into new folders and nothing is
-deleted until the end, and a run started right after another (or after tests) sees that
-one's deletions in its file-system line.
+(the kernel's ``recently_deleted``, found with perf): 0.4-0.6 ms a file within minutes of
+a mass deletion (a test run, an earlier run's clean-up), 0.02-0.05 ms otherwise. So every
+round writes into new folders and nothing is deleted until the end, and a run started right
+after another (or after tests) shows that one's deletions in its file-system line.
 """
 
 from __future__ import annotations
