@@ -45,8 +45,9 @@ MANIFEST_FIELDS = ("path", "split", "count", "circles")
 PNG_LEVEL = 1
 PNG_STRATEGY = zlib.Z_RLE  # dataset.json records both
 # Images placed and drawn together (make_images), sharing their NumPy calls. A worker's rate
-# against one image at a time (bench/gen_batch.py, 45-50 circles): 224 px 1.9-2.4x at 32
-# images and no more at 64; 64 px 2.8x at 32, 3.2x at 64. BENCHMARKS.md, 2026-11-28.
+# against one image at a time (bench/gen_batch.py, 45-50 circles, --no-overlap): 224 px
+# 2.0-2.5x at 32 images and about the same at 64; 64 px 2.9x at 32, 3.2x at 64.
+# BENCHMARKS.md, 2026-11-28.
 RENDER_BATCH = 64
 
 
