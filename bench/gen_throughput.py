@@ -47,7 +47,6 @@ from countnet_gen.spec import DatasetSpec, color_rgb
 from countnet_gen.writer import (
     PNG_LEVEL,
     PNG_STRATEGY,
-    RENDER_BATCH,
     ImageJob,
     _init_pool_worker,
     _write_chunk,
@@ -125,14 +124,8 @@ def bench_files_only(pngs: list[bytes], out: Path) -> float:
 
 def countnet_pngs(spec: DatasetSpec, n: int) -> list[bytes]:
     pal = palette(color_rgb(spec.fg), color_rgb(spec.bg)).tobytes()
-    pngs = []
-    for start in range(0, n, RENDER_BATCH):  # a batch's pixels in memory at a time
-        stop = min(n, start + RENDER_BATCH)
-        jobs = [
-            ImageJob(spec.classes[i % len(spec.classes)], i, "train") for i in range(start, stop)
-        ]
-        pngs += [encode_png(image.index, pal) for image in make_images(spec, jobs)]
-    return pngs
+    jobs = [ImageJob(spec.classes[i % len(spec.classes)], i, "train") for i in range(n)]
+    return [encode_png(image.index, pal) for image in make_images(spec, jobs)]
 
 
 def bench_countnet_workers(spec: DatasetSpec, workers: int, out: Path) -> float:

@@ -155,7 +155,7 @@ def test_images_made_together_are_those_made_alone(monkeypatch):
         spec = DatasetSpec.from_dict({"per_class": 6, "seed": 11, **kw})
         jobs = [ImageJob(c, i, "train") for c in spec.classes for i in range(6)]
         calls.clear()
-        together = make_images(spec, jobs)
+        together = list(make_images(spec, jobs))
         if spec.no_overlap:
             assert calls[0][0] == min(len(jobs), RENDER_BATCH) > 1  # placed together, really
         if kw["range"] == "8-10":
@@ -228,7 +228,7 @@ def test_an_image_redrawn_inside_a_batch_is_the_image_redrawn_alone(monkeypatch)
 
     monkeypatch.setattr(sampler, "_place_many", failing)
     monkeypatch.setattr(Distractors, "draw", recorded)
-    together = make_images(spec, jobs)
+    together = list(make_images(spec, jobs))
     assert failures["n"] == sampler.RADII_KEPT
     assert draws.count(target) == 2 and len(draws) == len(jobs) + 1  # only the target redrew
     for job, image in zip(jobs, together, strict=True):

@@ -23,10 +23,9 @@ else:  # a library caller's process, e.g. generate(..., workers=1): left alone
     writer._init_worker(spec.to_dict(), ".")
 pal = bytes(768)
 def images(start, n):  # as _write_chunk: each batch encoded as it is made
-    for first in range(start, start + n, writer.RENDER_BATCH):
-        jobs = [writer.ImageJob(45, i, "train") for i in range(first, first + writer.RENDER_BATCH)]
-        for image in writer.make_images(spec, jobs):
-            writer.encode_png(image.index, pal)
+    jobs = [writer.ImageJob(45, i, "train") for i in range(start, start + n)]
+    for image in writer.make_images(spec, jobs):
+        writer.encode_png(image.index, pal)
 images(0, 256)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 images(256, 1280)

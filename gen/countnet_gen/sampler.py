@@ -316,23 +316,22 @@ def _place_many(
     x = np.full((len(live), n), np.inf)
     y = np.full((len(live), n), np.inf)
     stalled = np.zeros(len(live), np.int64)
-    any_accepted = False
-    for _ in range(MAX_ROUNDS):
+    for round_ in range(MAX_ROUNDS):
         counts = pending.sum(axis=1)
         m = int(counts.max())
         # each image's pending slots first, in order (the order decides who yields)
         slots = np.argsort(~pending, axis=1, kind="stable")[:, :m]
         valid = np.arange(m) < counts[:, None]
-        r = np.take_along_axis(rad, slots, axis=1)[:, :, None, None]
+        r = np.take_along_axis(rad, slots, axis=1)  # (B, m)
         u = np.zeros((len(live), m, CANDIDATES, 2))
         for i, b in enumerate(live):
             u[i, : counts[i]] = rngs[b].random((counts[i], CANDIDATES, 2))
-        cand = r + u * (size - 2 * r)  # (B, m, K, 2)
-        if any_accepted:
+        r4 = r[:, :, None, None]
+        cand = r4 + u * (size - 2 * r4)  # (B, m, K, 2)
+        if round_:  # every image accepted its first pending circle in round 0
             # Each circle's first candidate, then, for those it fails, the rest: the first
             # candidate that clears every accepted circle, as testing all K at once would
             # find, with a fraction of the distances (most first candidates clear).
-            r = r[:, :, 0, 0]
             first = cand[:, :, 0]  # (B, m, 2), a view: cand is this round's own
             ok = _clears(first, r, x[:, None, :], y[:, None, :], rad[:, None, :]) & valid
             rows, cols = np.nonzero(valid & ~ok)
@@ -346,7 +345,6 @@ def _place_many(
         else:
             ok = valid
             cand = cand[:, :, 0]
-            r = r[:, :, 0, 0]
         if m > 1:
             dx = cand[:, :, None, 0] - cand[:, None, :, 0]
             dy = cand[:, :, None, 1] - cand[:, None, :, 1]
@@ -358,7 +356,6 @@ def _place_many(
         x[rows, placed] = cand[rows, cols, 0]
         y[rows, placed] = cand[rows, cols, 1]
         pending[rows, placed] = False
-        any_accepted = any_accepted or rows.size > 0
         stalled = np.where(ok.any(axis=1), 0, stalled + 1)
         done = ~pending.any(axis=1)
         for i in np.flatnonzero(done):

@@ -101,13 +101,15 @@ class Rendered(NamedTuple):
 
 def make_image(spec: DatasetSpec, job: ImageJob) -> Rendered:
     """One image's objects and pixels: a pure function of spec and job."""
-    return make_images(spec, [job])[0]
+    return next(make_images(spec, [job]))
 
 
-def make_images(spec: DatasetSpec, jobs: list[ImageJob]) -> list[Rendered]:
-    """``make_image`` of each job, made RENDER_BATCH at a time: the same images, with fewer
-    NumPy calls each (sampler.sample_layouts, render.coverage_u8_many)."""
-    return [image for batch in _chunks(jobs, RENDER_BATCH) for image in _make_batch(spec, batch)]
+def make_images(spec: DatasetSpec, jobs: list[ImageJob]) -> Iterator[Rendered]:
+    """``make_image`` of each job, in order, made RENDER_BATCH at a time: the same images,
+    with fewer NumPy calls each (sampler.sample_layouts, render.coverage_u8_many); one
+    batch's pixels in memory at a time."""
+    for batch in _chunks(jobs, RENDER_BATCH):
+        yield from _make_batch(spec, batch)
 
 
 def _make_batch(spec: DatasetSpec, jobs: list[ImageJob]) -> list[Rendered]:
@@ -167,13 +169,12 @@ def _init_pool_worker(spec_dict: dict, root: str) -> None:
 def _write_chunk(jobs: list[ImageJob]) -> list[tuple]:
     spec, root, pal = _W["spec"], _W["root"], _W["pal"]
     rows = []
-    for batch in _chunks(jobs, RENDER_BATCH):  # a batch's pixels at a time, not the chunk's
-        for job, image in zip(batch, _make_batch(spec, batch), strict=True):
-            (root / job.relpath).write_bytes(encode_png(image.index, pal))
-            row = (job.relpath, job.split, job.count, _circles_json(image.circles))
-            if spec.distractors[1]:
-                row += (_distractors_json(image.distractors),)
-            rows.append(row)
+    for job, image in zip(jobs, make_images(spec, jobs), strict=True):
+        (root / job.relpath).write_bytes(encode_png(image.index, pal))
+        row = (job.relpath, job.split, job.count, _circles_json(image.circles))
+        if spec.distractors[1]:
+            row += (_distractors_json(image.distractors),)
+        rows.append(row)
     return rows
 
 
