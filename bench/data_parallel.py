@@ -70,7 +70,7 @@ def main() -> None:
     out = Path(tmp.name) if tmp else args.out
     import torch
 
-    from countnet_classify.precision import resolve_precision
+    from countnet_classify.devices import resolve_precision
 
     precision = resolve_precision("auto", torch.device(args.device))
     print(f"# data_parallel: {platform.processor() or platform.machine()}, "

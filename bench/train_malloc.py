@@ -24,7 +24,7 @@ import json, resource, sys, time, torch
 sys.path.insert(0, sys.argv[5])  # bench/, for bare_step
 from bare_step import make_step
 from countnet.malloc import retain_freed_memory_for_training
-from countnet_classify.precision import resolve_precision, uses_gemm_grads
+from countnet_classify.devices import resolve_precision, uses_gemm_grads
 tuned, arch, size, bs = sys.argv[1] == "1", sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 if tuned:
     assert retain_freed_memory_for_training()

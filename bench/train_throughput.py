@@ -38,15 +38,11 @@ from fastai.optimizer import Adam
 
 from countnet.malloc import retain_freed_memory_for_training
 from countnet_classify.cache import decoded_splits
+from countnet_classify.callbacks.precision import apply_precision
 from countnet_classify.convgrad import TinyConvGrads, swap_convs
 from countnet_classify.data import make_cached_dataloaders, make_dataloaders
+from countnet_classify.devices import resolve_precision, use_channels_last, uses_gemm_grads
 from countnet_classify.model import make_learner
-from countnet_classify.precision import (
-    apply_precision,
-    resolve_precision,
-    use_channels_last,
-    uses_gemm_grads,
-)
 from countnet_classify.screen import screen
 from countnet_gen.spec import DatasetSpec
 from countnet_gen.writer import generate

@@ -207,7 +207,7 @@ def test_data_parallel_bench_times_one_process_beside_two(tmp_path):
 def test_train_throughput_bench_ends_with_its_ratios_line():
     """bench/train_throughput.py as documented, tiny: every path timed, the ratios line last;
     on a CPU with native bf16 also (b) without TinyConvGrads."""
-    from countnet_classify.precision import cpu_has_native_bf16
+    from countnet_classify.devices import cpu_has_native_bf16
 
     out = bench(
         "train_throughput.py",

@@ -112,8 +112,8 @@ def test_a_cpu_bf16_fit_takes_gemm_weight_gradients_and_fp32_does_not(monkeypatc
     from fastai.data.core import DataLoaders
     from fastai.learner import Learner
 
-    from countnet_classify import precision as prec
-    from countnet_classify.precision import apply_precision
+    from countnet_classify import devices as prec
+    from countnet_classify.callbacks.precision import apply_precision
 
     monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: True)  # whatever CI runs on
 
@@ -153,16 +153,17 @@ def test_apply_precision_adds_it_for_native_cpu_bf16_only(monkeypatch):
     from fastai.data.core import DataLoaders
     from fastai.learner import Learner
 
-    from countnet_classify import precision as prec
+    from countnet_classify import devices
+    from countnet_classify.callbacks.precision import apply_precision
 
     ds = [(torch.randn(3, 8, 8), 0)] * 4
     dls = DataLoaders.from_dsets(ds, ds, bs=2, device="cpu")
     found = {}
     for native in (True, False):
-        monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda native=native: native)
+        monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda native=native: native)
         for precision in ("bf16", "fp32"):
             learn = Learner(dls, nn.Conv2d(3, 2, 8), loss_func=nn.CrossEntropyLoss())
-            prec.apply_precision(learn, precision, torch.device("cpu"), channels_last=False)
+            apply_precision(learn, precision, torch.device("cpu"), channels_last=False)
             found[native, precision] = any(isinstance(cb, TinyConvGrads) for cb in learn.cbs)
     assert found == {
         (True, "bf16"): True, (True, "fp32"): False, (False, "bf16"): False, (False, "fp32"): False

@@ -96,11 +96,11 @@ def test_two_processes_killed_and_resumed_equal_one_process(cli, tiny, tmp_path,
     assert not any(map(process_alive, workers)), "training processes outlived the killed countnet"
 
     # --bs auto is 8 here; 3 processes would round it to 6: not this run's batches
-    from countnet_classify import distributed
+    from countnet_classify.parallel import group
 
-    monkeypatch.setattr(distributed, "_group", distributed.Group(0, 3, 0, "gloo"))
+    monkeypatch.setattr(group, "_group", group.Group(0, 3, 0, "gloo"))
     assert_one_line_error(cli(*args, "--resume"), "batches of 8", "3 process(es)", alone=False)
-    monkeypatch.setattr(distributed, "_group", None)
+    monkeypatch.setattr(group, "_group", None)
 
     # Resumed in one process (fresh), killed again a checkpoint later: a run continues on
     # another number of processes, the batches being the run's whole batches either way.
@@ -246,10 +246,10 @@ def test_the_ranks_shards_make_the_single_process_batches(monkeypatch):
     are exactly the k-th batch one process draws with the same shuffling RNG."""
     from fastai.data.load import DataLoader
 
-    from countnet_classify import distributed
+    from countnet_classify.parallel import group, shard
 
-    monkeypatch.setattr(distributed.dist, "broadcast", lambda t, src: None)  # one process
-    monkeypatch.setattr(distributed, "_group", distributed.Group(0, 2, 0, "gloo"))
+    monkeypatch.setattr(shard.dist, "broadcast", lambda t, src: None)  # one process
+    monkeypatch.setattr(group, "_group", group.Group(0, 2, 0, "gloo"))
     whole = DataLoader(list(range(27)), bs=8, shuffle=True, drop_last=True)
     whole.rng.seed(3)
     expected = [b.tolist() for b in whole]
@@ -257,7 +257,7 @@ def test_the_ranks_shards_make_the_single_process_batches(monkeypatch):
     shards = []
     for rank in (0, 1):
         whole.rng.seed(3)
-        dl = distributed.shard(whole, distributed.Group(rank, 2, 0, "gloo"))
+        dl = shard.shard(whole, group.Group(rank, 2, 0, "gloo"))
         assert len(dl) == 3 and dl.bs == 4
         shards.append([b.tolist() for b in dl])
     for k, batch in enumerate(expected):
@@ -266,6 +266,6 @@ def test_the_ranks_shards_make_the_single_process_batches(monkeypatch):
     # the loader's RNG is the source's: what a checkpoint saves
     assert dl.rng is whole.rng
     # every (seed, epoch, rank) its own augmentation stream, the same one when resumed
-    seeds = {distributed.rank_seed(0, e, r) for e in range(3) for r in range(1, 4)}
+    seeds = {shard.rank_seed(0, e, r) for e in range(3) for r in range(1, 4)}
     assert len(seeds) == 9
-    assert distributed.rank_seed(0, 2, 1) == 3943393202  # not the process's: a resume's too
+    assert shard.rank_seed(0, 2, 1) == 3943393202  # not the process's: a resume's too

@@ -198,7 +198,7 @@ def test_fast_path_matches_the_file_path(tiny_counts, tmp_path):
         assert float(a["valid_loss"]) == pytest.approx(float(b["valid_loss"]), rel=1e-3)
     bf16 = run("bf16", loader="cache", precision="bf16")
     assert bf16.record["resolved"]["precision"] == "bf16"
-    from countnet_classify.precision import cpu_has_native_bf16
+    from countnet_classify.devices import cpu_has_native_bf16
 
     assert bf16.record["resolved"]["tiny_conv_grads"] is cpu_has_native_bf16()
     n_valid = files.record["data"]["n_valid"]
@@ -223,7 +223,7 @@ def test_cpu_autocast_runs_the_model_in_bf16_and_the_loss_in_fp32():
     from fastai.data.core import DataLoaders
     from fastai.learner import Learner
 
-    from countnet_classify.precision import CPUAutocast
+    from countnet_classify.callbacks.precision import CPUAutocast
 
     class Probe(Callback):
         order = 9  # before CPUAutocast (10) turns the prediction back to fp32
@@ -249,7 +249,7 @@ def test_cpu_autocast_runs_the_model_in_bf16_and_the_loss_in_fp32():
 
 
 def test_auto_precision_and_batch_size_rules(monkeypatch):
-    from countnet_classify import precision as prec
+    from countnet_classify import devices as prec
     from countnet_classify.config import auto_batch_size
 
     cpu = torch.device("cpu")
@@ -314,7 +314,7 @@ def test_precise_bn_re_estimates_statistics_before_validation():
     from fastai.data.core import DataLoaders
     from fastai.learner import Learner
 
-    from countnet_classify.callbacks import PreciseBN
+    from countnet_classify.callbacks.precise_bn import PreciseBN
 
     torch.manual_seed(0)
     xs = torch.randn(32, 3, 4, 4) * 3 + 5
@@ -352,8 +352,8 @@ def test_precise_bn_sees_the_pixels_training_sees_under_bf16_autocast():
     from fastai.learner import Learner
     from fastai.torch_core import TensorImage
 
-    from countnet_classify.callbacks import PreciseBN
-    from countnet_classify.precision import CPUAutocast
+    from countnet_classify.callbacks.precise_bn import PreciseBN
+    from countnet_classify.callbacks.precision import CPUAutocast
     from countnet_classify.transforms import batch_transforms
 
     torch.manual_seed(0)

@@ -108,7 +108,7 @@ def test_a_fastai_adam_checkpoint_resumes_into_fused_adam():
     moments: converted, the next steps equal fastai's Adam continuing on its own."""
     from fastai.optimizer import Adam
 
-    from countnet_classify.callbacks import _plain
+    from countnet_classify.callbacks.checkpoint import _plain
     from countnet_classify.optim import FusedAdam, from_fastai_state
 
     g = torch.Generator().manual_seed(2)
@@ -235,7 +235,12 @@ def test_a_run_checkpointed_under_fastais_adam_resumes_through_restore_state(tmp
     equals fastai's Adam's own next epoch."""
     from fastai.optimizer import Adam
 
-    from countnet_classify.callbacks import CHECKPOINT, RestoreState, _plain, load_checkpoint
+    from countnet_classify.callbacks.checkpoint import (
+        CHECKPOINT,
+        RestoreState,
+        _plain,
+        load_checkpoint,
+    )
     from countnet_classify.optim import FusedAdam
 
     ref = _learner(Adam)

@@ -92,7 +92,7 @@ def test_run_folder_and_predict_agrees_with_learner(cli, tiny, tmp_path):
     learn = res.learner
     # predict runs in fp32: compare with the learner's fp32 forward (trained under bf16
     # autocast where the CPU has it, the learner's own bf16 outputs differ by bf16 rounding)
-    from countnet_classify.precision import CPUAutocast
+    from countnet_classify.callbacks.precision import CPUAutocast
 
     with learn.removed_cbs([cb for cb in learn.cbs if isinstance(cb, CPUAutocast)]):
         probs, _ = learn.get_preds(dl=learn.dls.test_dl(images))
@@ -144,7 +144,7 @@ def test_pretrained_weights_from_file_and_from_cache(cli, tiny, tmp_path):
     assert cfg["resolved"]["pretrained"] is True
     assert "fine_tune" in cfg["resolved"]["schedule"]
     assert [int(m["epoch"]) for m in read_rows(tmp_path / "ft" / "metrics.csv")] == [1, 2]
-    from countnet_classify.precision import cpu_has_native_bf16
+    from countnet_classify.devices import cpu_has_native_bf16
 
     assert cfg["resolved"]["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")
 
@@ -382,8 +382,8 @@ def test_fine_tune_phases_and_natural_class_order(tmp_path):
     from fastai.callback.schedule import combined_cos
     from fastai.interpret import ClassificationInterpretation
 
+    from countnet_classify.callbacks.precision import ChannelsLast, CPUAutocast
     from countnet_classify.config import RunSpec
-    from countnet_classify.precision import ChannelsLast, CPUAutocast
     from countnet_classify.predict import predict
     from countnet_classify.train import train
     from countnet_gen.spec import DatasetSpec

@@ -8,7 +8,7 @@ gains nothing measurable (bench/conv_weight_grad.py, BENCHMARKS.md "Training
 throughput": a median +11% for a ResNet-34 bf16 step at 64 px). ``TinyConvGrads`` swaps such
 layers, for the duration of a fit, to ``GemmGradConv2d``: the same parameters and forward,
 the input gradient from PyTorch's own kernel, and the weight gradient from one GEMM.
-``precision.uses_gemm_grads`` says where countnet uses it: bf16 on CPUs with native bf16.
+``devices.uses_gemm_grads`` says where countnet uses it: bf16 on CPUs with native bf16.
 """
 
 from __future__ import annotations

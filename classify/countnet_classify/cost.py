@@ -21,9 +21,13 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
+from countnet import tables
 from countnet.errors import CountnetError
 from countnet_classify.config import ARCHS, HEADS
+from countnet_classify.devices import resolve_device
+from countnet_classify.model import batchnorms, build_model, check_input_size
 
 COST_JSON = "cost.json"  # in every run folder: the trained model's row
 COLUMNS = (
@@ -52,10 +56,6 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 def count_macs(model: nn.Module, size: int, device: torch.device | str = "cpu") -> int:
     """Multiply-accumulates of one forward pass of one ``size`` x ``size`` RGB image."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from countnet_classify.model import check_input_size
-
     check_input_size(model, size, device)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
@@ -69,8 +69,6 @@ def frozen_trainable(model: nn.Module) -> int | None:
     if not (isinstance(model, nn.Sequential) and len(model) == 2):
         return None
     body, head = model
-    from countnet_classify.model import batchnorms
-
     bn = batchnorms(body)
     return sum(p.numel() for p in head.parameters()) + sum(
         p.numel() for m in bn for p in m.parameters()
@@ -138,8 +136,6 @@ def model_cost(
     predict`` builds it: a run's trained weights change none of these numbers. Without
     ``timed``, latency and throughput are left out (None). A timing that fails (a GPU out
     of memory, say) is recorded in ``timing_error`` instead of raised: the counts stand."""
-    from countnet_classify.model import build_model
-
     _check_arch(arch)
     if head not in HEADS:
         raise CountnetError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
@@ -231,8 +227,6 @@ def cost_table(
 ) -> list[dict]:
     """`countnet cost`: one row per architecture. Every architecture is counted (which also
     finds a --size too small for one) before any is timed."""
-    from countnet_classify.train import resolve_device
-
     for arch in archs:
         _check_arch(arch)
     dev = resolve_device(device)
@@ -241,8 +235,6 @@ def cost_table(
         model_cost(a, size=size, classes=classes, head=head, device=dev, timed=False) for a in archs
     ]
     if timed:  # the counted rows get their timings; nothing is counted twice
-        from countnet_classify.model import build_model
-
         for row in rows:
             model = build_model(row["arch"], classes, head).to(dev).eval()
             row.update(_timing_or_error(model, size, dev, 64))
@@ -251,13 +243,4 @@ def cost_table(
 
 def write_csv(rows: list[dict], path) -> None:
     """The table with exact numbers (params, MACs, bytes), written atomically."""
-    import csv
-    import io
-
-    from countnet.atomic import write_text_atomic
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
+    tables.write_csv(path, COLUMNS, rows)

@@ -8,15 +8,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from countnet.atomic import atomic_path, move_into_place, write_text_atomic
+from countnet.atomic import atomic_path, check_replaceable, move_into_place, write_text_atomic
+from countnet.errors import CountnetError
 
 if TYPE_CHECKING:  # torch only where weights are written: the workflow reads this module
     import torch
+
+    from countnet_classify.config import RunSpec
 
 WEIGHTS = "model.safetensors"
 MODEL_JSON = "model.json"
@@ -25,6 +29,53 @@ CONFIG = "config.yaml"
 
 def partial_dir(final: Path) -> Path:
     return final.parent / f".{final.name}.partial"
+
+
+def prepare_folder(spec: RunSpec, say) -> tuple[Path, Path, dict | None]:
+    """The run's final and partial folders, and on --resume the interrupted run's
+    config.yaml; refuses what --resume/--force do not allow."""
+    final = spec.run_dir
+    partial = partial_dir(final)
+    # A partial folder without config.yaml was interrupted before training started (while
+    # screening or finding the LR): nothing in it is worth keeping, so it never blocks.
+    if partial.is_dir() and not (partial / CONFIG).is_file():
+        if spec.resume:
+            say(f"run {spec.run_name!r} was interrupted before its first epoch: starting over")
+        shutil.rmtree(partial)
+        if spec.resume and not final.exists():
+            return final, partial, None
+    if spec.resume:
+        if not partial.is_dir():
+            if final.is_dir():
+                raise CountnetError(f"run {final} already finished: nothing to resume")
+            raise CountnetError(
+                f"no interrupted run named {spec.run_name!r} to resume in {final.parent}"
+            )
+        saved = read_config(partial)
+        diff = spec.resume_diff(saved["resume_key"])
+        if diff:
+            raise CountnetError(
+                f"--resume: run {spec.run_name!r} was started with different options "
+                f"({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())})"
+            )
+        return final, partial, saved
+    if final.exists() and not spec.force:
+        raise CountnetError(f"run {final} already exists: choose another --name or pass --force")
+    # --force replaces a finished run (it has config.yaml) or an empty folder, nothing else.
+    check_replaceable(final, force=True, what="run", replaceable=is_run)
+    if partial.exists():
+        if not spec.force:
+            raise CountnetError(
+                f"an interrupted run {spec.run_name!r} exists: pass --resume to continue it "
+                "or --force to start over"
+            )
+        shutil.rmtree(partial)
+    return final, partial, None
+
+
+def is_run(folder: Path) -> bool:
+    """A finished run folder (it has config.yaml)."""
+    return (folder / CONFIG).is_file()
 
 
 def read_rows(path: Path) -> list[dict]:

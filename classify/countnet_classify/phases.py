@@ -22,7 +22,7 @@ from typing import Any
 
 import fastai.callback.schedule  # noqa: F401  (patches fit_one_cycle onto Learner)
 
-from countnet_classify.callbacks import RestoreState
+from countnet_classify.callbacks.checkpoint import RestoreState
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ def select_transforms(
     write the table and the chosen preset to ``out`` (JSON). Presets that can change a
     counting label are listed but not trained: they could not win. ``base.lr`` must be a
     number so every candidate gets the same learning rate."""
-    from countnet_classify.distributed import refuse_launcher
+    from countnet_classify.parallel.group import refuse_launcher
 
     refuse_launcher("countnet select-transforms")
     unknown = [c for c in (*candidates, default) if c not in PRESETS]

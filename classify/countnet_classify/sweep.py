@@ -245,7 +245,7 @@ def run_sweep(
 ) -> Path:
     """Run every (point, seed) not finished yet, then write the summaries. Returns the
     sweep folder. ``train_fn(spec, say=...)``: the trainer (countnet_classify.train.train)."""
-    from countnet_classify.distributed import refuse_launcher
+    from countnet_classify.parallel.group import refuse_launcher
 
     refuse_launcher("countnet sweep")
     if train_fn is None:
@@ -305,7 +305,7 @@ def check_runs(specs: list[RunSpec], *, weights: bool = True) -> None:
     fetched into the cache now if they are missing: offline, one line instead of a sweep
     stopped midway."""
     from countnet_classify.model import imagenet_state_dict
-    from countnet_classify.train import check_spec
+    from countnet_classify.prepare import check_spec
 
     seen = set()
     where = ("seed", "name", "runs_dir")  # what differs between runs of one setting
