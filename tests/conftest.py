@@ -15,8 +15,8 @@ COUNTNET = shutil.which("countnet") or str(Path(sys.executable).with_name("count
 
 # Under pytest-xdist's two workers (pyproject's addopts) each worker, and every process it
 # starts, computes on one thread: two workers of two threads each on two cores spin-wait
-# for each other (measured: the suite took 12:24 so, 11:00 in one process). Set before
-# anything imports torch, which reads it once.
+# for each other (BENCHMARKS.md, "The test suite's threads under pytest-xdist"). Set
+# before anything imports torch, which reads it once.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -1,13 +1,11 @@
 """bf16 weight gradients of tiny convolutions on the CPU, as one matrix product.
 
-oneDNN's bf16 weight-gradient kernel for a convolution whose output has 4 or fewer
-positions (ResNet's last stage at 64 px: 2x2) runs at a fraction of its forward speed:
-on the developer VM (AVX512-BF16) 8-15 ms for a 512x512x3x3 layer at bs 64, against 3-4
-ms for the same sums as an im2col matrix product; larger outputs favour oneDNN, and fp32
-gains nothing measurable (bench/conv_weight_grad.py, BENCHMARKS.md "Training
-throughput": a median +11% for a ResNet-34 bf16 step at 64 px). ``TinyConvGrads`` swaps such
-layers, for the duration of a fit, to ``GemmGradConv2d``: the same parameters and forward,
-the input gradient from PyTorch's own kernel, and the weight gradient from one GEMM.
+oneDNN's bf16 weight-gradient kernel is slow for a convolution whose output has 4 or
+fewer positions (ResNet's last stage at 64 px: 2x2): one im2col matrix product computes
+the same sums faster, while larger outputs and fp32 favour oneDNN (bench/conv_weight_grad.py;
+BENCHMARKS.md, "Training throughput"). ``TinyConvGrads`` swaps such layers, for the
+duration of a fit, to ``GemmGradConv2d``: the same parameters and forward, the input
+gradient from PyTorch's own kernel, and the weight gradient from one GEMM.
 ``devices.uses_gemm_grads`` says where countnet uses it: bf16 on CPUs with native bf16.
 """
 
