@@ -14,10 +14,11 @@ from typing import Annotated, Any
 
 import typer
 
+from countnet.atomic import check_writable_parent
 from countnet.errors import USER_ERRORS, CountnetError, one_line
 from countnet.malloc import retain_freed_memory_for_training
 from countnet.options import spec_options, spec_values
-from countnet_classify.config import RunSpec
+from countnet_classify.config import ARCHS, RunSpec
 from countnet_classify.transforms import PRESETS
 from countnet_gen.cli import EXAMPLES as GEN_EXAMPLES
 from countnet_gen.cli import gen
@@ -83,6 +84,7 @@ def train_cmd(**options: Any) -> None:
     Runs the LR finder, trains with fit-one-cycle (fine_tune when pretrained), checkpoints
     every epoch and writes metrics.csv/.md, plots, model.safetensors + model.json.
     """
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.train import train
 
     spec = _run_spec(options)
@@ -138,6 +140,7 @@ def sweep_cmd(
     run folder per run beside them. Rerun the same command to continue an interrupted sweep:
     finished runs are skipped, an interrupted one resumes.
     """
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.sweep import Sweep, run_sweep
 
     base, params = _sweep_options(ctx.args, param)
@@ -229,6 +232,7 @@ def predict_cmd(
 ) -> None:
     """Classify images with a trained run's weights (weights only: never unpickles); a
     regression run prints each image's count to one decimal and its rounding."""
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.predict import predict, write_csv
 
     preds = predict(run, images)
@@ -260,6 +264,7 @@ def export_cmd(
     """Write a run's network as an ONNX model (normalisation and softmax inside; the
     preprocessing it expects is in its metadata), checked against the weights with
     onnxruntime. Needs the onnx extra."""
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.export import export
 
     path = export(run, format, out)
@@ -288,7 +293,7 @@ def weights_import_cmd(
     arch: Annotated[str, typer.Option(help="Which architecture the weights are for.")] = "resnet34",
 ) -> None:
     """Verify a weights file (keys and shapes) and place it where training looks for it."""
-    from countnet_classify.config import ARCHS
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.model import import_weights
 
     if arch not in ARCHS or arch == "lenet":
@@ -373,6 +378,7 @@ def select_transforms_cmd(
     For countnet-generated counting sets, presets that can push a circle out of the frame or
     mirror one in (zoom, rotation, warp) are marked label-unsafe and cannot win.
     """
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.select import select_transforms
 
     spec = RunSpec(**spec_values(RunSpec, options), quiet=True, transforms="none")
@@ -395,6 +401,7 @@ app.add_typer(cache_app, name="cache")
 @cache_app.command("info")
 def cache_info_cmd() -> None:
     """Where the cache lives and what it holds (one line per decoded dataset)."""
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.cache import cache_entries, decoded_dir
 
     entries = cache_entries()
@@ -414,6 +421,7 @@ def cache_info_cmd() -> None:
 @cache_app.command("clear")
 def cache_clear_cmd() -> None:
     """Delete every decoded dataset (they are rebuilt on the next training run)."""
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.cache import clear_cache, decoded_dir
 
     freed = clear_cache()
@@ -450,8 +458,7 @@ def cost_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from countnet.atomic import check_writable_parent
-    from countnet_classify.config import ARCHS
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.cost import DISPLAY_COLUMNS, cost_table, format_row, write_csv
 
     if out is not None:  # before minutes of timing, not after
@@ -487,6 +494,7 @@ def report_cmd(
     out: Annotated[Path, typer.Option(help="Folder for report.html and report.md.")] = Path("runs"),
 ) -> None:
     """Write report.html (self-contained) and report.md over finished runs and sweeps."""
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.report import write_report
 
     md, page = write_report(runs, out)

@@ -15,6 +15,7 @@ from typing import Any
 from countnet.errors import CountnetError
 from countnet.options import NOT_CLI, cli
 from countnet_gen.distractors import AREA, RING_MIN_RADIUS, SHAPES, Distractors, parse_shapes
+from countnet_gen.sampler import check_packable
 
 # matplotlib's default scatter colour on white, as in the blog's images.
 DEFAULT_FG = "#1f77b4"
@@ -192,8 +193,6 @@ class DatasetSpec:
             raise CountnetError("--fg and --bg are the same colour: circles would be invisible")
         self._resolve_distractors()
         # Checked here, up front, so an impossible packing never starts a job.
-        from countnet_gen.sampler import check_packable
-
         check_packable(
             self.counts[1],
             self.size,
