@@ -101,12 +101,8 @@ def option_fields(spec: type) -> dict[str, Cli]:
     return out
 
 
-def cli_default(spec: type, name: str) -> Any:
-    """The command line's default of field ``name`` (dataclasses.MISSING: required)."""
-    return _default(spec, name, option_fields(spec)[name])
-
-
 def _default(spec: type, name: str, meta: Cli) -> Any:
+    """The command line's default of field ``name`` (dataclasses.MISSING: required)."""
     if meta.default is not _AS_FIELD:
         return meta.default
     return next(f.default for f in dataclasses.fields(spec) if f.name == name)
@@ -125,7 +121,7 @@ def spec_parameters(
     import typer
 
     fields, hints, overrides = option_fields(spec), typing.get_type_hints(spec), overrides or {}
-    unknown = set(overrides) - set(fields) | set(only or ()) - set(fields)
+    unknown = (set(overrides) | set(only or ())) - set(fields)
     if unknown:
         raise ValueError(f"not options of {spec.__name__}: {', '.join(sorted(unknown))}")
     params = []
@@ -167,7 +163,10 @@ def spec_options(
             for p in inspect.signature(func, eval_str=True).parameters.values()
             if p.kind is not inspect.Parameter.VAR_KEYWORD
         ]
-        at = next((i for i, p in enumerate(own) if p.name == before), len(own))
+        names = [p.name for p in own]
+        if before is not None and before not in names:
+            raise ValueError(f"{func.__name__} has no parameter {before!r}")
+        at = len(own) if before is None else names.index(before)
         generated = spec_parameters(spec, only=only, overrides=overrides)
         params = own[:at] + generated + own[at:]
         func.__signature__ = inspect.Signature(params, return_annotation=None)
