@@ -10,12 +10,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from countnet.atomic import check_writable_parent
 from countnet.errors import USER_ERRORS, CountnetError, one_line
 from countnet.malloc import retain_freed_memory_for_training
+from countnet.options import spec_options, spec_values
+from countnet_classify.config import ARCHS, RunSpec
+from countnet_classify.transforms import PRESETS
 from countnet_gen.cli import EXAMPLES as GEN_EXAMPLES
 from countnet_gen.cli import gen
 
@@ -67,165 +71,30 @@ TRAIN_EXAMPLES = """
 """
 
 
-# Options that train and select-transforms share, spelled once.
-TaskOpt = Annotated[
-    str,
-    typer.Option(
-        help="classification | regression (the count as a number: class folders named by "
-        "counts; test/<count>/ is predicted after training)."
-    ),
-]
-LossOpt = Annotated[
-    str | None, typer.Option(help="Regression loss: mse | huber | l1 \\[default: mse].")
-]
-HeadOpt = Annotated[
-    str,
-    typer.Option(
-        help="fastai: concat (avg+max) pooling, BatchNorm, a 512-unit hidden layer; "
-        "linear: average pooling + one linear layer (torchvision's head; counts better)."
-    ),
-]
-HeadDropoutOpt = Annotated[
-    float | None,
-    typer.Option(
-        help="Dropout in the classifier head (fastai's ps) "
-        "\\[default: 0.5 with --head fastai, 0 with --head linear]."
-    ),
-]
-PreciseBNOpt = Annotated[
-    int,
-    typer.Option(
-        help="Training images that re-estimate BatchNorm statistics before each "
-        "validation (0: off, keep the running averages)."
-    ),
-]
-
-
-def _run_spec(params: dict):
+def _run_spec(params: dict) -> RunSpec:
     """A RunSpec from `countnet train`'s parsed options (also what a sweep's are parsed by)."""
-    from countnet_classify.config import RunSpec
-
-    paths = ("data", "weights", "runs_dir")
-    return RunSpec(
-        **{k: (str(v) if k in paths and v is not None else v) for k, v in params.items()}
-    )
+    return RunSpec(**spec_values(RunSpec, params))
 
 
 @app.command("train", epilog=TRAIN_EXAMPLES)
-def train_cmd(
-    ctx: typer.Context,
-    data: Annotated[
-        Path, typer.Argument(help="train/ + valid/ folders, or a folder of class folders.")
-    ],
-    task: TaskOpt = "classification",
-    loss: LossOpt = None,
-    arch: Annotated[
-        str, typer.Option(help="resnet18 | resnet34 | resnet50 | squeezenet1_1 | alexnet | lenet.")
-    ] = "resnet34",
-    pretrained: Annotated[
-        bool,
-        typer.Option(
-            "--pretrained/--no-pretrained", help="Start from ImageNet weights (torch hub cache)."
-        ),
-    ] = True,
-    weights: Annotated[
-        Path | None,
-        typer.Option(help="ImageNet weights file (torchvision state dict) instead of the cache."),
-    ] = None,
-    epochs: Annotated[
-        int, typer.Option(help="Epochs (after the frozen epoch when fine-tuning).")
-    ] = 5,
-    lr: Annotated[str, typer.Option(help="'auto' (LR finder's valley) or a number.")] = "auto",
-    lr_policy: Annotated[
-        str, typer.Option(help="one-cycle | inv | step (Caffe's policies).")
-    ] = "one-cycle",
-    lr_gamma: Annotated[
-        float | None, typer.Option(help="inv/step gamma \\[default: 1e-4 inv, 0.1 step].")
-    ] = None,
-    lr_power: Annotated[float, typer.Option(help="inv power.")] = 0.75,
-    lr_step: Annotated[
-        int | None, typer.Option(help="step: iterations per drop \\[default: a third of training].")
-    ] = None,
-    opt: Annotated[
-        str, typer.Option(help="adam (fastai's Adam, fused) | sgd (SGD with momentum, Caffe's).")
-    ] = "adam",
-    momentum: Annotated[
-        float | None,
-        typer.Option(help="Momentum, held constant \\[default: 0.9; one-cycle cycles 0.95-0.85]."),
-    ] = None,
-    wd: Annotated[
-        float | None,
-        typer.Option(help="Weight decay \\[default: adam 0.01 decoupled, sgd 5e-4 as L2]."),
-    ] = None,
-    freeze_epochs: Annotated[int, typer.Option(help="Frozen-body epochs when fine-tuning.")] = 1,
-    size: Annotated[int, typer.Option(help="Training image size (pixels, squish-resized).")] = 224,
-    bs: Annotated[
-        str,
-        typer.Option(help="Batch size, or 'auto': a power of two <= train images/8 in [8, 64]."),
-    ] = "auto",
-    valid_pct: Annotated[
-        float, typer.Option(help="Validation share per class, for sets without valid/.")
-    ] = 0.2,
-    transforms: Annotated[
-        str, typer.Option(help="none | flips | dihedral | aug, or a select-transforms JSON.")
-    ] = "dihedral",
-    seed: Annotated[int, typer.Option(help="Random seed (split, init, shuffling).")] = 0,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-    gpus: Annotated[
-        int,
-        typer.Option(
-            help="Train data-parallel in N processes, one per GPU (--device cpu: N CPU "
-            "processes). --bs stays the whole batch, bs/N per process."
-        ),
-    ] = 1,
-    precision: Annotated[
-        str,
-        typer.Option(
-            help="auto | fp32 | bf16 | fp16. auto: bf16 where the CPU/GPU has it natively, "
-            "fp16 on older GPUs, else fp32."
-        ),
-    ] = "auto",
-    loader: Annotated[
-        str,
-        typer.Option(
-            help="cache: decode once into a uint8 cache, augment on the batch (fast); "
-            "files: decode image files every batch."
-        ),
-    ] = "cache",
-    name: Annotated[str | None, typer.Option(help="Run name \\[default: <data>_<arch>].")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
-    workers: Annotated[
-        int | None,
-        typer.Option(help="DataLoader workers for --loader files \\[default: 0 on CPU, 8 on GPU]."),
-    ] = None,
-    lr_find_iters: Annotated[
-        int, typer.Option(help="LR finder iterations (0 skips it; needs --lr VALUE).")
-    ] = 100,
-    head: HeadOpt = "fastai",
-    head_dropout: HeadDropoutOpt = None,
-    precise_bn: PreciseBNOpt = 1024,
-    resume: Annotated[
-        bool, typer.Option(help="Continue an interrupted run from its last epoch.")
-    ] = False,
-    force: Annotated[bool, typer.Option(help="Replace an existing run of the same name.")] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="One line per epoch, no progress bars.")
-    ] = False,
-) -> None:
+@spec_options(RunSpec)
+def train_cmd(**options: Any) -> None:
     """Train an image classifier (fastai, transfer learning) and write runs/<name>/.
 
     Runs the LR finder, trains with fit-one-cycle (fine_tune when pretrained), checkpoints
     every epoch and writes metrics.csv/.md, plots, model.safetensors + model.json.
     """
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.train import train
 
-    spec = _run_spec(ctx.params)
+    spec = _run_spec(options)
     retain_freed_memory_for_training()  # this process is ours
     try:
         train(spec, say=lambda msg: typer.echo(msg, err=True))
     except KeyboardInterrupt:
         raise CountnetError(
-            f"interrupted: continue with `countnet train {data} --name {spec.run_name} --resume`"
+            f"interrupted: continue with `countnet train {options['data']} --name "
+            f"{spec.run_name} --resume`"
         ) from None
 
 
@@ -271,6 +140,7 @@ def sweep_cmd(
     run folder per run beside them. Rerun the same command to continue an interrupted sweep:
     finished runs are skipped, an interrupted one resumes.
     """
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.sweep import Sweep, run_sweep
 
     base, params = _sweep_options(ctx.args, param)
@@ -362,6 +232,7 @@ def predict_cmd(
 ) -> None:
     """Classify images with a trained run's weights (weights only: never unpickles); a
     regression run prints each image's count to one decimal and its rounding."""
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.predict import predict, write_csv
 
     preds = predict(run, images)
@@ -393,6 +264,7 @@ def export_cmd(
     """Write a run's network as an ONNX model (normalisation and softmax inside; the
     preprocessing it expects is in its metadata), checked against the weights with
     onnxruntime. Needs the onnx extra."""
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.export import export
 
     path = export(run, format, out)
@@ -421,7 +293,7 @@ def weights_import_cmd(
     arch: Annotated[str, typer.Option(help="Which architecture the weights are for.")] = "resnet34",
 ) -> None:
     """Verify a weights file (keys and shapes) and place it where training looks for it."""
-    from countnet_classify.config import ARCHS
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.model import import_weights
 
     if arch not in ARCHS or arch == "lenet":
@@ -472,73 +344,45 @@ SELECT_EXAMPLES = """
 """
 
 
+# select-transforms trains every candidate the same short way: train's options, fewer of
+# them, with its own defaults and words for the budget.
+SELECT_OPTIONS = (
+    "data", "task", "loss", "arch", "pretrained", "weights", "epochs", "lr", "size", "bs",
+    "valid_pct", "seed", "device", "workers", "head", "head_dropout", "precise_bn",
+)  # fmt: skip
+SELECT_OVERRIDES = {
+    "epochs": {"default": 1, "help": "Epochs per candidate (the same for all)."},
+    "lr": {"type": float, "default": 1e-3, "help": "Learning rate (the same for all)."},
+    "seed": {"help": "Seed (the same for all)."},
+}
+
+
 @app.command("select-transforms", epilog=SELECT_EXAMPLES)
+@spec_options(RunSpec, only=SELECT_OPTIONS, overrides=SELECT_OVERRIDES)
 def select_transforms_cmd(
-    data: Annotated[Path, typer.Argument(help="A folder-labeled set, as for train.")],
     out: Annotated[
         Path | None,
         typer.Option(help="Result JSON \\[default: runs/select-transforms/<data>.json]."),
     ] = None,
-    candidates: Annotated[
-        str, typer.Option(help="Comma-separated presets to try.")
-    ] = "none,flips,dihedral,aug",
+    candidates: Annotated[str, typer.Option(help="Comma-separated presets to try.")] = ",".join(
+        PRESETS
+    ),
     default: Annotated[
         str,
         typer.Option(help="Preset kept when no candidate beats it by more than the noise."),
-    ] = "dihedral",
-    task: TaskOpt = "classification",
-    loss: LossOpt = None,
-    arch: Annotated[str, typer.Option(help="Architecture for the comparison.")] = "resnet34",
-    pretrained: Annotated[
-        bool, typer.Option("--pretrained/--no-pretrained", help="Start from ImageNet weights.")
-    ] = True,
-    weights: Annotated[
-        Path | None, typer.Option(help="ImageNet weights file instead of the cache.")
-    ] = None,
-    epochs: Annotated[int, typer.Option(help="Epochs per candidate (the same for all).")] = 1,
-    lr: Annotated[float, typer.Option(help="Learning rate (the same for all).")] = 1e-3,
-    size: Annotated[int, typer.Option(help="Image size.")] = 224,
-    bs: Annotated[str, typer.Option(help="Batch size, or 'auto' (as for train).")] = "auto",
-    valid_pct: Annotated[
-        float, typer.Option(help="Validation share, for sets without valid/.")
-    ] = 0.2,
-    seed: Annotated[int, typer.Option(help="Seed (the same for all).")] = 0,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-    workers: Annotated[int | None, typer.Option(help="DataLoader workers.")] = None,
-    head: HeadOpt = "fastai",
-    head_dropout: HeadDropoutOpt = None,
-    precise_bn: PreciseBNOpt = 1024,
+    ] = RunSpec.transforms,
+    **options: Any,
 ) -> None:
     """Try augmentation presets on the same short budget and choose the best label-safe one.
 
     For countnet-generated counting sets, presets that can push a circle out of the frame or
     mirror one in (zoom, rotation, warp) are marked label-unsafe and cannot win.
     """
-    from countnet_classify.config import RunSpec
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.select import select_transforms
 
-    spec = RunSpec(
-        data=str(data),
-        task=task,
-        loss=loss,
-        arch=arch,
-        pretrained=pretrained,
-        weights=str(weights) if weights else None,
-        epochs=epochs,
-        lr=lr,
-        size=size,
-        bs=bs,
-        valid_pct=valid_pct,
-        seed=seed,
-        device=device,
-        workers=workers,
-        head=head,
-        head_dropout=head_dropout,
-        precise_bn=precise_bn,
-        quiet=True,
-        transforms="none",
-    )
-    out = out or Path("runs") / "select-transforms" / f"{Path(data).resolve().name}.json"
+    spec = RunSpec(**spec_values(RunSpec, options), quiet=True, transforms="none")
+    out = out or Path("runs") / "select-transforms" / f"{Path(spec.data).resolve().name}.json"
     names = tuple(c.strip() for c in candidates.split(",") if c.strip())
     retain_freed_memory_for_training()
     select_transforms(
@@ -557,6 +401,7 @@ app.add_typer(cache_app, name="cache")
 @cache_app.command("info")
 def cache_info_cmd() -> None:
     """Where the cache lives and what it holds (one line per decoded dataset)."""
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.cache import cache_entries, decoded_dir
 
     entries = cache_entries()
@@ -576,6 +421,7 @@ def cache_info_cmd() -> None:
 @cache_app.command("clear")
 def cache_clear_cmd() -> None:
     """Delete every decoded dataset (they are rebuilt on the next training run)."""
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.cache import clear_cache, decoded_dir
 
     freed = clear_cache()
@@ -612,8 +458,7 @@ def cost_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from countnet.atomic import check_writable_parent
-    from countnet_classify.config import ARCHS
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.cost import DISPLAY_COLUMNS, cost_table, format_row, write_csv
 
     if out is not None:  # before minutes of timing, not after
@@ -649,6 +494,7 @@ def report_cmd(
     out: Annotated[Path, typer.Option(help="Folder for report.html and report.md.")] = Path("runs"),
 ) -> None:
     """Write report.html (self-contained) and report.md over finished runs and sweeps."""
+    # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.report import write_report
 
     md, page = write_report(runs, out)

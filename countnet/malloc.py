@@ -15,11 +15,9 @@ def retain_freed_memory(trim_mb: int = 64, mmap_mb: int = 16) -> bool:
     top back to the OS only beyond ``trim_mb``; returns whether it took (glibc only; a
     no-op elsewhere).
 
-    Why: the generator allocates and frees about a megabyte of NumPy temporaries an image.
-    With glibc's defaults the heap top is trimmed, or large blocks unmapped, as soon as
-    they are freed, so each image page-faulted its temporaries back in: 31% of the time of
-    placing and drawing an image at 224 px with radii 4-12 (10% at a fixed 6), 4-18% of a
-    worker's whole image with its PNG write (BENCHMARKS.md, bench/gen_malloc.py).
+    Why: the generator allocates and frees about a megabyte of NumPy temporaries an image,
+    which glibc's defaults hand back to the OS at once and fault in again for the next
+    image (BENCHMARKS.md, "Generation throughput": bench/gen_malloc.py).
 
     Process-wide, and it fixes glibc's otherwise adaptive mmap threshold, so freed blocks
     below ``mmap_mb`` stay in the heap (up to ``trim_mb`` at its top, per arena, and
@@ -43,14 +41,11 @@ def retain_freed_memory(trim_mb: int = 64, mmap_mb: int = 16) -> bool:
 
 
 def retain_freed_memory_for_training() -> bool:
-    """``retain_freed_memory`` for a training process: a step allocates and frees hundreds
-    of megabytes of activations and gradients, which with glibc's defaults were unmapped or
-    trimmed and faulted back in at every step (14,000-17,000 minor faults a step for
-    ResNet-34 at 64 px, bs 64, against a few hundred with this). The generator's 64 MB top
-    was too small for that (a step trims and regrows it: slower than the defaults); 1 GB
-    keeps one step's worth. The mmap threshold is glibc's largest, 32 MB: fixing it turns
-    off glibc's own adaptive one, and blocks of 16-32 MB (e.g. a ResNet's first activation
-    at 112 px in fp32) were still unmapped at every step with 16 MB. Same rule: only in a
-    process of one's own (`countnet train`, `sweep`, `select-transforms`, a data-parallel
-    worker, the workflow's training jobs)."""
+    """``retain_freed_memory`` for a training process, whose steps allocate and free hundreds
+    of megabytes of activations and gradients: a 1 GB trim threshold keeps one step's worth
+    (the generator's 64 MB is trimmed and regrown every step), and glibc's largest mmap
+    threshold, 32 MB, keeps a ResNet's large early activations in the heap too (BENCHMARKS.md,
+    "Training throughput": bench/train_malloc.py). Same rule: only in a process of one's own
+    (`countnet train`, `sweep`, `select-transforms`, a data-parallel worker, the workflow's
+    training jobs)."""
     return retain_freed_memory(trim_mb=1024, mmap_mb=32)

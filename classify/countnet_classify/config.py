@@ -4,11 +4,13 @@ Snakefile and the run folder's config.yaml."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from countnet.errors import CountnetError
+from countnet.options import NOT_CLI, cli
+from countnet_classify.transforms import PRESETS
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "squeezenet1_1", "alexnet", "lenet")
 LR_POLICIES = ("one-cycle", "inv", "step")
@@ -42,49 +44,159 @@ class RunSpec:
     base_lr*(1+gamma*iter)^-power; step drops by gamma every ``lr_step`` iterations
     (default: a third of training)."""
 
-    data: str
-    task: str = "classification"
+    data: str = field(
+        metadata=cli(
+            "train/ + valid/ folders, or a folder of class folders.", type=Path, argument=True
+        )
+    )
+    task: str = field(
+        default="classification",
+        metadata=cli(
+            "{choices} (the count as a number: class folders named by counts; test/<count>/ "
+            "is predicted after training).",
+            choices=TASKS,
+        ),
+    )
     # regression only; None: DEFAULT_LOSS (filled in, so a run records the loss it used)
-    loss: str | None = None
-    arch: str = "resnet34"
-    pretrained: bool = True
-    weights: str | None = None
-    epochs: int = 5
-    lr: str | float = "auto"
-    lr_policy: str = "one-cycle"
-    opt: str = "adam"
+    loss: str | None = field(
+        default=None,
+        metadata=cli(f"Regression loss: {{choices}} \\[default: {DEFAULT_LOSS}].", choices=LOSSES),
+    )
+    arch: str = field(default="resnet34", metadata=cli("{choices}.", choices=ARCHS))
+    pretrained: bool = field(
+        default=True, metadata=cli("Start from ImageNet weights (torch hub cache).")
+    )
+    weights: str | None = field(
+        default=None,
+        metadata=cli(
+            "ImageNet weights file (torchvision state dict) instead of the cache.", type=Path
+        ),
+    )
+    epochs: int = field(
+        default=5, metadata=cli("Epochs (after the frozen epoch when fine-tuning).")
+    )
+    lr: str | float = field(
+        default="auto", metadata=cli("'auto' (LR finder's valley) or a number.", type=str)
+    )
+    lr_policy: str = field(
+        default="one-cycle", metadata=cli("{choices} (Caffe's policies).", choices=LR_POLICIES)
+    )
+    opt: str = field(
+        default="adam",
+        metadata=cli(
+            "{choices}.",
+            choices=OPTIMIZERS,
+            notes={"adam": "fastai's Adam, fused", "sgd": "SGD with momentum, Caffe's"},
+        ),
+    )
     # None: the optimizer's default (Adam: fastai's 0.9, cycled 0.95-0.85 by one-cycle, and
     # wd 0.01; SGD: 0.9 and 5e-4, the seeds' LeNet solver). A --momentum is held constant.
-    momentum: float | None = None
-    wd: float | None = None
-    lr_gamma: float | None = None
-    lr_power: float = 0.75
-    lr_step: int | None = None
-    freeze_epochs: int = 1
-    size: int = 224
-    bs: int | str = "auto"
-    valid_pct: float = 0.2
-    transforms: str = "dihedral"
-    seed: int = 0
-    device: str = "auto"
+    momentum: float | None = field(
+        default=None,
+        metadata=cli("Momentum, held constant \\[default: 0.9; one-cycle cycles 0.95-0.85]."),
+    )
+    wd: float | None = field(
+        default=None,
+        metadata=cli("Weight decay \\[default: adam 0.01 decoupled, sgd 5e-4 as L2]."),
+    )
+    lr_gamma: float | None = field(
+        default=None, metadata=cli("inv/step gamma \\[default: 1e-4 inv, 0.1 step].")
+    )
+    lr_power: float = field(default=0.75, metadata=cli("inv power."))
+    lr_step: int | None = field(
+        default=None, metadata=cli("step: iterations per drop \\[default: a third of training].")
+    )
+    freeze_epochs: int = field(default=1, metadata=cli("Frozen-body epochs when fine-tuning."))
+    size: int = field(default=224, metadata=cli("Training image size (pixels, squish-resized)."))
+    bs: int | str = field(
+        default="auto",
+        metadata=cli(
+            "Batch size, or 'auto': a power of two <= train images/8 in [8, 64].", type=str
+        ),
+    )
+    valid_pct: float = field(
+        default=0.2, metadata=cli("Validation share per class, for sets without valid/.")
+    )
+    transforms: str = field(
+        default="dihedral",
+        metadata=cli("{choices}, or a select-transforms JSON.", choices=tuple(PRESETS)),
+    )
+    seed: int = field(default=0, metadata=cli("Random seed (split, init, shuffling)."))
+    device: str = field(default="auto", metadata=cli("{choices}.", choices=DEVICES))
     # Data-parallel processes, one per GPU (with device "cpu": CPU processes); see
     # countnet_classify.distributed for the batch rule.
-    gpus: int = 1
-    precision: str = "auto"
-    loader: str = "cache"
-    name: str | None = None
-    runs_dir: str = "runs"
-    workers: int | None = None
-    lr_find_iters: int = 100
-    head: str = "fastai"
+    gpus: int = field(
+        default=1,
+        metadata=cli(
+            "Train data-parallel in N processes, one per GPU (--device cpu: N CPU "
+            "processes). --bs stays the whole batch, bs/N per process."
+        ),
+    )
+    precision: str = field(
+        default="auto",
+        metadata=cli(
+            "{choices}. auto: bf16 where the CPU/GPU has it natively, fp16 on older GPUs, "
+            "else fp32.",
+            choices=PRECISIONS,
+        ),
+    )
+    loader: str = field(
+        default="cache",
+        metadata=cli(
+            "{choices}.",
+            choices=LOADERS,
+            notes={
+                "cache": "decode once into a uint8 cache, augment on the batch (fast)",
+                "files": "decode image files every batch",
+            },
+        ),
+    )
+    name: str | None = field(default=None, metadata=cli("Run name \\[default: <data>_<arch>]."))
+    runs_dir: str = field(default="runs", metadata=cli("Where run folders go.", type=Path))
+    workers: int | None = field(
+        default=None,
+        metadata=cli("DataLoader workers for --loader files \\[default: 0 on CPU, 8 on GPU]."),
+    )
+    lr_find_iters: int = field(
+        default=100, metadata=cli("LR finder iterations (0 skips it; needs --lr VALUE).")
+    )
+    head: str = field(
+        default="fastai",
+        metadata=cli(
+            "{choices}.",
+            choices=HEADS,
+            notes={
+                "fastai": "concat (avg+max) pooling, BatchNorm, a 512-unit hidden layer",
+                "linear": "average pooling + one linear layer (torchvision's head; counts better)",
+            },
+        ),
+    )
     # Dropout in the classifier head (fastai's ps); None: 0.5 for fastai's head (its own
     # default), 0 for the linear head, which is then exactly one linear layer.
-    head_dropout: float | None = None
-    precise_bn: int = 1024  # training images that re-estimate BatchNorm statistics each epoch
-    resume: bool = False
-    force: bool = False
-    quiet: bool = False
-    note: str | None = None  # free text kept in config.yaml and shown in the report
+    head_dropout: float | None = field(
+        default=None,
+        metadata=cli(
+            "Dropout in the classifier head (fastai's ps) "
+            "\\[default: 0.5 with --head fastai, 0 with --head linear]."
+        ),
+    )
+    precise_bn: int = field(  # training images that re-estimate BatchNorm statistics each epoch
+        default=1024,
+        metadata=cli(
+            "Training images that re-estimate BatchNorm statistics before each "
+            "validation (0: off, keep the running averages)."
+        ),
+    )
+    resume: bool = field(
+        default=False, metadata=cli("Continue an interrupted run from its last epoch.")
+    )
+    force: bool = field(default=False, metadata=cli("Replace an existing run of the same name."))
+    quiet: bool = field(
+        default=False,
+        metadata=cli("One line per epoch, no progress bars.", flags=("--quiet", "-q")),
+    )
+    # free text kept in config.yaml and shown in the report; set by the workflow's config
+    note: str | None = field(default=None, metadata=NOT_CLI)
 
     def __post_init__(self) -> None:
         for opt, value, choices in (

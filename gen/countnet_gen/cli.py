@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from countnet.malloc import retain_freed_memory
+from countnet.options import spec_options, spec_values
 from countnet.progress import progress_bar
-from countnet_gen.spec import DEFAULT_BG, DEFAULT_FG, DatasetSpec, parse_int_range, range_text
+from countnet_gen.spec import DatasetSpec, range_text
 from countnet_gen.writer import generate
 
 EXAMPLES = """
@@ -31,69 +32,8 @@ EXAMPLES = """
 """
 
 
+@spec_options(DatasetSpec, before="workers")
 def gen(
-    range_: Annotated[
-        str,
-        typer.Option(
-            "--range",
-            help="Circle counts A-B, inclusive on both ends: 45-50 makes six classes, 45 to 50.",
-        ),
-    ],
-    per_class: Annotated[int, typer.Option(help="Images per class (train + valid).")] = 1000,
-    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 224,
-    radius: Annotated[
-        str, typer.Option(help="Circle radius in pixels: R (fixed) or R1-R2 (uniform in range).")
-    ] = "6",
-    no_overlap: Annotated[
-        bool,
-        typer.Option(
-            "--no-overlap/--overlap",
-            help="Keep circles >= 2 px apart edge to edge: each a distinct object in the pixels.",
-        ),
-    ] = False,
-    valid_pct: Annotated[
-        float, typer.Option(help="Fraction of each class kept for validation.")
-    ] = 0.2,
-    seed: Annotated[
-        int, typer.Option(help="Random seed: same parameters + seed: same pixels.")
-    ] = 0,
-    fg: Annotated[str, typer.Option(help="Circle colour (hex, CSS name, rgb()).")] = DEFAULT_FG,
-    bg: Annotated[str, typer.Option(help="Background colour (hex, CSS name, rgb()).")] = DEFAULT_BG,
-    holdout: Annotated[
-        list[str],
-        typer.Option(
-            help="Counts written only to test/ (e.g. 47,49; repeatable): never trained or "
-            "validated on."
-        ),
-    ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
-    distractors: Annotated[
-        str,
-        typer.Option(
-            help="Other shapes in every image, not counted: K or K-L an image (0: none). "
-            "The label stays the number of circles."
-        ),
-    ] = "0",
-    distractor_shape: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="square, triangle or ring (comma-separated or repeated: a mix) "
-            "\\[default: square]."
-        ),
-    ] = None,
-    distractor_radius: Annotated[
-        str | None,
-        typer.Option(
-            help="Radius of the circle each distractor is inscribed in: R or R1-R2 "
-            "\\[default: --radius; with --match-area half its smallest to twice its largest]."
-        ),
-    ] = None,
-    match_area: Annotated[
-        bool,
-        typer.Option(
-            help="Size the distractors so an image's total foreground area has the same "
-            "distribution for every count: counting pixels cannot work."
-        ),
-    ] = False,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -111,6 +51,7 @@ def gen(
         bool, typer.Option(help="Replace an existing countnet dataset (or empty folder) at --out.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    **options: Any,
 ) -> None:
     """Render a synthetic counting dataset: images of N circles, one folder per count.
 
@@ -118,38 +59,26 @@ def gen(
     ImageDataLoaders.from_folder), manifest.csv (every circle's x, y, r per image) and
     dataset.json (parameters, seed, package versions).
     """
-    spec = DatasetSpec(
-        counts=parse_int_range(range_, "--range", allow_single=False),
-        per_class=per_class,
-        size=size,
-        radius=radius,
-        no_overlap=no_overlap,
-        valid_pct=valid_pct,
-        seed=seed,
-        fg=fg,
-        bg=bg,
-        holdout=",".join(holdout),
-        distractors=distractors,
-        distractor_shape=",".join(distractor_shape) if distractor_shape else None,
-        distractor_radius=distractor_radius,
-        match_area=match_area,
-    )
+    spec = DatasetSpec(**spec_values(DatasetSpec, options))
     retain_freed_memory()  # this process is ours: with --workers 1 it renders too
     t0 = time.perf_counter()
     with progress_bar("generating", enabled=not quiet) as update:
         path = generate(spec, out, workers=workers, force=force, progress=update)
     dt = time.perf_counter() - t0
     Console(stderr=True).print(
-        f"wrote {spec.n_images} images ({len(spec.trained_classes)} classes, "
-        f"{spec.n_train}/{spec.n_valid} train/valid each"
-        + (f"; counts {','.join(map(str, spec.holdout))} in test/ only" if spec.holdout else "")
-        + (
-            f"; {range_text(*spec.distractors)} distractors an image"
-            + (", areas matched" if spec.match_area else "")
-            if spec.distractors[1]
-            else ""
-        )
-        + f") to {path} in {dt:.1f}s "
+        f"wrote {spec.n_images} images ({summary(spec)}) to {path} in {dt:.1f}s "
         f"({spec.n_images / dt:.0f} images/s)",
         highlight=False,
     )
+
+
+def summary(spec: DatasetSpec) -> str:
+    """What `countnet gen` says it wrote: classes and split sizes, held-out counts,
+    distractors."""
+    parts = [f"{len(spec.trained_classes)} classes, {spec.n_train}/{spec.n_valid} train/valid each"]
+    if spec.holdout:
+        parts.append(f"counts {','.join(map(str, spec.holdout))} in test/ only")
+    if spec.distractors[1]:
+        areas = ", areas matched" if spec.match_area else ""
+        parts.append(f"{range_text(*spec.distractors)} distractors an image{areas}")
+    return "; ".join(parts)

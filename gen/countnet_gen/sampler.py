@@ -200,40 +200,10 @@ def sample_layouts(
         _radii_drawer(rng, n, radius, distractors) for rng, n in zip(rngs, counts, strict=True)
     ]
     radii = [draw() for _, draw in drawers]
-    if not no_overlap:
-        objects = []
-        for rng, r in zip(rngs, radii, strict=True):
-            lo = r[:, None]
-            xy = lo + rng.random((len(r), 2)) * (size - 2 * lo)
-            objects.append(np.column_stack([xy, r]))
+    if no_overlap:
+        objects = _place_apart(rngs, counts, radii, drawers, size, radius, distractors)
     else:
-        # circles alone come sorted, largest first, already: placed as before distractors
-        place = _place_many if distractors is None else _place_sorted
-        objects = [None] * len(rngs)
-        todo = list(range(len(rngs)))
-        for attempt in range(MAX_RESTARTS):
-            if attempt >= RADII_KEPT:
-                # Redraw the radii too: such an image's radii are drawn from those that fit
-                # (and its distractor draw: shapes, target area; see MATCHED_MIN_OK).
-                for b in todo:
-                    if distractors is not None:
-                        drawers[b] = _radii_drawer(rngs[b], counts[b], radius, distractors)
-                    radii[b] = drawers[b][1]()
-            placed = place([rngs[b] for b in todo], [radii[b] for b in todo], size)
-            for b, obj in zip(todo, placed, strict=True):
-                objects[b] = obj
-            todo = [b for b in todo if objects[b] is None]
-            if not todo:
-                break
-        else:
-            n, k = counts[todo[0]], len(drawers[todo[0]][0])
-            extra = f" and {k} distractors" if k else ""
-            what = "--radius or --distractor-radius" if k else "--radius"
-            raise CountnetError(
-                f"could not place {n} non-overlapping circles of radius {_fmt_radius(radius)}"
-                f"{extra} in a {size}x{size} image after {MAX_RESTARTS} attempts: lower the "
-                f"counts or {what}, or raise --size"
-            )
+        objects = [_scatter(rng, r, size) for rng, r in zip(rngs, radii, strict=True)]
     layouts = []
     for rng, n, (ids, _), obj in zip(rngs, counts, drawers, objects, strict=True):
         circles, rest = obj[:n], obj[n:]
@@ -243,6 +213,53 @@ def sample_layouts(
             angles = distractors.angles(rng, ids)
             layouts.append((circles, np.column_stack([rest, angles, ids.astype(float)])))
     return layouts
+
+
+def _scatter(rng: np.random.Generator, radii: np.ndarray, size: int) -> np.ndarray:
+    """Objects of ``radii`` anywhere inside the frame, overlaps allowed: (n, 3) x, y, r."""
+    lo = radii[:, None]
+    xy = lo + rng.random((len(radii), 2)) * (size - 2 * lo)
+    return np.column_stack([xy, radii])
+
+
+def _place_apart(
+    rngs: list[np.random.Generator],
+    counts: list[int],
+    radii: list[np.ndarray],
+    drawers: list[tuple[np.ndarray, Callable[[], np.ndarray]]],
+    size: int,
+    radius: tuple[float, float],
+    distractors: Distractors | None,
+) -> list[np.ndarray]:
+    """Every image's objects GAP apart, restarting the images whose layout stalled (with new
+    radii after RADII_KEPT attempts), up to MAX_RESTARTS; ``radii`` and ``drawers`` are
+    updated in place."""
+    # circles alone come sorted, largest first, already: placed as before distractors
+    place = _place_many if distractors is None else _place_sorted
+    objects: list = [None] * len(rngs)
+    todo = list(range(len(rngs)))
+    for attempt in range(MAX_RESTARTS):
+        if attempt >= RADII_KEPT:
+            # Redraw the radii too: such an image's radii are drawn from those that fit
+            # (and its distractor draw: shapes, target area; see MATCHED_MIN_OK).
+            for b in todo:
+                if distractors is not None:
+                    drawers[b] = _radii_drawer(rngs[b], counts[b], radius, distractors)
+                radii[b] = drawers[b][1]()
+        placed = place([rngs[b] for b in todo], [radii[b] for b in todo], size)
+        for b, obj in zip(todo, placed, strict=True):
+            objects[b] = obj
+        todo = [b for b in todo if objects[b] is None]
+        if not todo:
+            return objects
+    n, k = counts[todo[0]], len(drawers[todo[0]][0])
+    extra = f" and {k} distractors" if k else ""
+    what = "--radius or --distractor-radius" if k else "--radius"
+    raise CountnetError(
+        f"could not place {n} non-overlapping circles of radius {_fmt_radius(radius)}"
+        f"{extra} in a {size}x{size} image after {MAX_RESTARTS} attempts: lower the "
+        f"counts or {what}, or raise --size"
+    )
 
 
 def _radii_drawer(
@@ -305,52 +322,19 @@ def _place_many(
     live = np.array([b for b, r in enumerate(radii) if len(r)], np.int64)
     if not live.size:
         return out
-    n = max(len(radii[b]) for b in live)
-    # Padded slots: radius 0, never pending. Not-yet-accepted circles sit at infinity,
-    # which every candidate clears (inf >= any threshold), so no compaction is needed.
-    rad = np.zeros((len(live), n))
-    pending = np.zeros((len(live), n), bool)
-    for i, b in enumerate(live):
-        rad[i, : len(radii[b])] = radii[b]
-        pending[i, : len(radii[b])] = True
-    x = np.full((len(live), n), np.inf)
-    y = np.full((len(live), n), np.inf)
+    rad, pending = _padded([radii[b] for b in live])
+    # Not-yet-accepted circles sit at infinity, which every candidate clears (inf >= any
+    # threshold), so no compaction is needed.
+    x = np.full(rad.shape, np.inf)
+    y = np.full(rad.shape, np.inf)
     stalled = np.zeros(len(live), np.int64)
     for round_ in range(MAX_ROUNDS):
-        counts = pending.sum(axis=1)
-        m = int(counts.max())
-        # each image's pending slots first, in order (the order decides who yields)
-        slots = np.argsort(~pending, axis=1, kind="stable")[:, :m]
-        valid = np.arange(m) < counts[:, None]
-        r = np.take_along_axis(rad, slots, axis=1)  # (B, m)
-        u = np.zeros((len(live), m, CANDIDATES, 2))
-        for i, b in enumerate(live):
-            u[i, : counts[i]] = rngs[b].random((counts[i], CANDIDATES, 2))
-        r4 = r[:, :, None, None]
-        cand = r4 + u * (size - 2 * r4)  # (B, m, K, 2)
-        if round_:  # every image accepted its first pending circle in round 0
-            # Each circle's first candidate, then, for those it fails, the rest: the first
-            # candidate that clears every accepted circle, as testing all K at once would
-            # find, with a fraction of the distances (most first candidates clear).
-            first = cand[:, :, 0]  # (B, m, 2), a view: cand is this round's own
-            ok = _clears(first, r, x[:, None, :], y[:, None, :], rad[:, None, :]) & valid
-            rows, cols = np.nonzero(valid & ~ok)
-            if rows.size:
-                rest = cand[rows, cols, 1:]  # (P, K - 1, 2)
-                at = (rows, None, slice(None))
-                free = _clears(rest, r[rows, cols, None], x[at], y[at], rad[at])
-                ok[rows, cols] = free.any(axis=1)
-                first[rows, cols] = rest[np.arange(rows.size), free.argmax(axis=1)]
-            cand = first
-        else:
-            ok = valid
-            cand = cand[:, :, 0]
-        if m > 1:
-            dx = cand[:, :, None, 0] - cand[:, None, :, 0]
-            dy = cand[:, :, None, 1] - cand[:, None, :, 1]
-            clash = dx * dx + dy * dy < (r[:, :, None] + r[:, None, :] + GAP) ** 2
-            clash &= _earlier(m) & ok[:, :, None] & ok[:, None, :]
-            ok &= ~clash.any(axis=1)  # lose to any earlier pending circle
+        slots, valid, r, cand = _draw_candidates([rngs[b] for b in live], rad, pending, size)
+        if round_:
+            ok, cand = _first_clear(cand, r, valid, x, y, rad)
+        else:  # every image accepts its first pending circle in round 0
+            ok, cand = valid, cand[:, :, 0]
+        _yield_to_earlier(cand, r, ok)
         rows, cols = np.nonzero(ok)
         placed = slots[rows, cols]
         x[rows, placed] = cand[rows, cols, 0]
@@ -370,6 +354,71 @@ def _place_many(
             if not live.size:
                 break
     return out
+
+
+def _padded(radii: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(B, n) radii and pending flags, n the most circles of any image. Padded slots:
+    radius 0, never pending."""
+    n = max(len(r) for r in radii)
+    rad = np.zeros((len(radii), n))
+    pending = np.zeros((len(radii), n), bool)
+    for i, r in enumerate(radii):
+        rad[i, : len(r)] = r
+        pending[i, : len(r)] = True
+    return rad, pending
+
+
+def _draw_candidates(
+    rngs: list[np.random.Generator], rad: np.ndarray, pending: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """This round's pending circles, each image's first and in order (the order decides who
+    yields): their slots (B, m), which are real (B, m), their radii (B, m), and CANDIDATES
+    positions each (B, m, K, 2), one ``random`` call per image."""
+    counts = pending.sum(axis=1)
+    m = int(counts.max())
+    slots = np.argsort(~pending, axis=1, kind="stable")[:, :m]
+    valid = np.arange(m) < counts[:, None]
+    r = np.take_along_axis(rad, slots, axis=1)
+    u = np.zeros((len(rngs), m, CANDIDATES, 2))
+    for i, rng in enumerate(rngs):
+        u[i, : counts[i]] = rng.random((counts[i], CANDIDATES, 2))
+    r4 = r[:, :, None, None]
+    return slots, valid, r, r4 + u * (size - 2 * r4)
+
+
+def _first_clear(
+    cand: np.ndarray,
+    r: np.ndarray,
+    valid: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    rad: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(whether any candidate clears every accepted circle (B, m), the first that does
+    (B, m, 2)): each circle's first candidate, then, for those it fails, the rest; as
+    testing all K at once would find, with a fraction of the distances (most first
+    candidates clear)."""
+    first = cand[:, :, 0]  # (B, m, 2), a view: cand is this round's own
+    ok = _clears(first, r, x[:, None, :], y[:, None, :], rad[:, None, :]) & valid
+    rows, cols = np.nonzero(valid & ~ok)
+    if rows.size:
+        rest = cand[rows, cols, 1:]  # (P, K - 1, 2)
+        at = (rows, None, slice(None))
+        free = _clears(rest, r[rows, cols, None], x[at], y[at], rad[at])
+        ok[rows, cols] = free.any(axis=1)
+        first[rows, cols] = rest[np.arange(rows.size), free.argmax(axis=1)]
+    return ok, first
+
+
+def _yield_to_earlier(cand: np.ndarray, r: np.ndarray, ok: np.ndarray) -> None:
+    """Clear ``ok`` (in place) where a candidate touches an earlier pending circle's."""
+    m = cand.shape[1]
+    if m > 1:
+        dx = cand[:, :, None, 0] - cand[:, None, :, 0]
+        dy = cand[:, :, None, 1] - cand[:, None, :, 1]
+        clash = dx * dx + dy * dy < (r[:, :, None] + r[:, None, :] + GAP) ** 2
+        clash &= _earlier(m) & ok[:, :, None] & ok[:, None, :]
+        ok &= ~clash.any(axis=1)  # lose to any earlier pending circle
 
 
 def _clears(

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from countnet.errors import CountnetError
-from countnet_gen.distractors import AREA, RING_MIN_RADIUS, Distractors, parse_shapes
+from countnet.options import NOT_CLI, cli
+from countnet_gen.distractors import AREA, RING_MIN_RADIUS, SHAPES, Distractors, parse_shapes
+from countnet_gen.sampler import check_packable
 
 # matplotlib's default scatter colour on white, as in the blog's images.
 DEFAULT_FG = "#1f77b4"
@@ -76,28 +78,85 @@ class DatasetSpec:
     ``radius`` is (min, max) in pixels; equal ends mean fixed-size circles.
     """
 
-    counts: tuple[int, int]
-    per_class: int = 1000
-    size: int = 224
-    radius: tuple[float, float] = (6.0, 6.0)
-    no_overlap: bool = False
-    valid_pct: float = 0.2
-    seed: int = 0
-    fg: str = DEFAULT_FG
-    bg: str = DEFAULT_BG
+    counts: tuple[int, int] = field(
+        metadata=cli(
+            "Circle counts A-B, inclusive on both ends: 45-50 makes six classes, 45 to 50.",
+            flags=("--range",),
+            type=str,
+        )
+    )
+    per_class: int = field(default=1000, metadata=cli("Images per class (train + valid)."))
+    size: int = field(default=224, metadata=cli("Image side in pixels."))
+    radius: tuple[float, float] = field(
+        default=(6.0, 6.0),
+        metadata=cli(
+            "Circle radius in pixels: R (fixed) or R1-R2 (uniform in range).",
+            type=str,
+            default="6",
+        ),
+    )
+    no_overlap: bool = field(
+        default=False,
+        metadata=cli(
+            "Keep circles >= 2 px apart edge to edge: each a distinct object in the pixels.",
+            flags=("--no-overlap/--overlap",),
+        ),
+    )
+    valid_pct: float = field(
+        default=0.2, metadata=cli("Fraction of each class kept for validation.")
+    )
+    seed: int = field(default=0, metadata=cli("Random seed: same parameters + seed: same pixels."))
+    fg: str = field(default=DEFAULT_FG, metadata=cli("Circle colour (hex, CSS name, rgb())."))
+    bg: str = field(default=DEFAULT_BG, metadata=cli("Background colour (hex, CSS name, rgb())."))
     # Counts written only to test/ (never trained or validated on): what a model makes of
     # counts it has not seen. Their images are the ones the set would have without it.
-    holdout: tuple[int, ...] = ()
+    holdout: tuple[int, ...] = field(
+        default=(),
+        metadata=cli(
+            "Counts written only to test/ (e.g. 47,49; repeatable): never trained or validated on.",
+            multiple=True,
+            default=None,
+        ),
+    )
     # Other shapes in every image, not counted (--distractors K or K-L an image): which
     # shapes, their radius (of the circle each is inscribed in; default: the circles' own,
     # or with match_area half the smallest to twice the largest, rings at least
     # RING_MIN_RADIUS), and whether an image's
     # total foreground area is drawn independently of its count (distractors.py).
-    distractors: tuple[int, int] = (0, 0)
-    distractor_shape: tuple[str, ...] | None = None  # None: squares
-    distractor_radius: tuple[float, float] | None = None
-    match_area: bool = False
-    name: str | None = field(default=None, compare=False)
+    distractors: tuple[int, int] = field(
+        default=(0, 0),
+        metadata=cli(
+            "Other shapes in every image, not counted: K or K-L an image (0: none). "
+            "The label stays the number of circles.",
+            type=str,
+            default="0",
+        ),
+    )
+    distractor_shape: tuple[str, ...] | None = field(  # None: squares
+        default=None,
+        metadata=cli(
+            "{choices} (comma-separated or repeated: a mix) \\[default: square].",
+            choices=SHAPES,
+            multiple=True,
+        ),
+    )
+    distractor_radius: tuple[float, float] | None = field(
+        default=None,
+        metadata=cli(
+            "Radius of the circle each distractor is inscribed in: R or R1-R2 "
+            "\\[default: --radius; with --match-area half its smallest to twice its largest].",
+            type=str | None,
+        ),
+    )
+    match_area: bool = field(
+        default=False,
+        metadata=cli(
+            "Size the distractors so an image's total foreground area has the same "
+            "distribution for every count: counting pixels cannot work."
+        ),
+    )
+    # the folder's name; `countnet gen` takes a whole --out instead
+    name: str | None = field(default=None, compare=False, metadata=NOT_CLI)
 
     def __post_init__(self) -> None:
         counts = parse_int_range(self.counts, "--range", allow_single=False)
@@ -134,8 +193,6 @@ class DatasetSpec:
             raise CountnetError("--fg and --bg are the same colour: circles would be invisible")
         self._resolve_distractors()
         # Checked here, up front, so an impossible packing never starts a job.
-        from countnet_gen.sampler import check_packable
-
         check_packable(
             self.counts[1],
             self.size,

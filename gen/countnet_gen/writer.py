@@ -9,7 +9,7 @@ share an image.
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import functools
 import io
 import json
@@ -27,6 +27,7 @@ from countnet.atomic import absolute, check_replaceable, exclusive, staging_dir
 from countnet.cpus import usable_cpus
 from countnet.errors import CountnetError
 from countnet.malloc import retain_freed_memory
+from countnet.tables import csv_text, read_csv
 from countnet.versions import package_versions
 from countnet_gen import PIXELS_VERSION
 from countnet_gen.distractors import RING_WIDTH, SHAPES
@@ -37,17 +38,13 @@ from countnet_gen.spec import DatasetSpec, color_rgb
 MANIFEST = "manifest.csv"
 DATASET_JSON = "dataset.json"
 MANIFEST_FIELDS = ("path", "split", "count", "circles")
-# PNG zlib level 1 with the run-length strategy: lossless like any setting. These images
-# are long runs of background between short anti-aliased rims, which Z_RLE codes better
-# than deflate's string matching, and faster: 224 px, 45-50 circles, 0.16-0.18 ms and
-# 4.6-5.9 KB an image against 0.21-0.25 ms and 5.9-7.6 KB at level 1 alone (zlib-ng;
-# level 6, the default, is 2x slower still). BENCHMARKS.md.
+# PNG zlib level 1 with the run-length strategy: lossless like any setting, and these images
+# (long runs of background between short anti-aliased rims) come out smaller and faster with
+# Z_RLE than with deflate's string matching. Figures: BENCHMARKS.md, "Generation throughput".
 PNG_LEVEL = 1
 PNG_STRATEGY = zlib.Z_RLE  # dataset.json records both
-# Images placed and drawn together (make_images), sharing their NumPy calls. A worker's rate
-# against one image at a time (bench/gen_batch.py, 45-50 circles, --no-overlap): 224 px
-# 2.0-2.5x at 32 images and about the same at 64; 64 px 2.9x at 32, 3.2x at 64.
-# BENCHMARKS.md, 2026-11-28.
+# Images placed and drawn together (make_images), sharing their NumPy calls: most of the gain
+# is reached by 64 at every size measured (BENCHMARKS.md, "Generation throughput", gen_batch).
 RENDER_BATCH = 64
 
 
@@ -209,79 +206,104 @@ def generate(
         exclusive(final, "dataset"),
         staging_dir(final, force=force, replaceable=is_dataset) as tmp,
     ):
-        # every trained count's train/ and valid/ folder, even an empty one (--valid-pct 0):
-        # training then says which split lacks images instead of misreading the layout
-        folders = [(sp, c) for sp in ("train", "valid") for c in spec.trained_classes]
-        for split, count in folders + [("test", c) for c in spec.holdout]:
-            (tmp / split / str(count)).mkdir(parents=True, exist_ok=True)
-        rows: list[tuple] = []
-        # Chunks small enough for a smooth progress bar, large enough to amortise IPC.
-        # Whole batches of RENDER_BATCH images (made together) where a chunk holds more than
-        # one: a small set keeps its small chunks, so every worker still gets some.
-        chunk = max(1, min(256, len(jobs) // (workers * 8) or 1))
-        if chunk > RENDER_BATCH:
-            chunk = -(-chunk // RENDER_BATCH) * RENDER_BATCH
-        done = 0
-        if workers == 1:
-            _init_worker(spec.to_dict(), str(tmp))
-            for part in _chunks(jobs, chunk):
-                rows.extend(_write_chunk(part))
-                done += len(part)
-                if progress:
-                    progress(done, len(jobs))
-        else:
-            # fork would copy a possibly large parent (e.g. a Snakemake or torch process).
-            ctx = mp.get_context("spawn")
-            with ctx.Pool(workers, _init_pool_worker, (spec.to_dict(), str(tmp))) as pool:
-                for part in pool.imap(_write_chunk, _chunks(jobs, chunk)):
-                    rows.extend(part)
-                    done += len(part)
-                    if progress:
-                        progress(done, len(jobs))
-        fields = MANIFEST_FIELDS + (("distractors",) if spec.distractors[1] else ())
-        _write_manifest(tmp / MANIFEST, fields, rows)
-        meta = {
-            "spec": spec.to_dict(),
-            "classes": spec.classes,
-            "n_images": len(jobs),
-            "n_train": spec.n_train * len(spec.trained_classes),
-            "n_valid": spec.n_valid * len(spec.trained_classes),
-            "image_format": "PNG, 8-bit palette (coverage index into a fg/bg blend)",
-            "png": {"zlib_level": PNG_LEVEL, "zlib_strategy": "Z_RLE"},
-            "coordinates": "x, y, r in pixels; pixel (i, j) covers [j, j+1) x [i, i+1)",
-            **(
-                {
-                    "distractors": "manifest column distractors: [shape, x, y, r, angle] each; "
-                    "r: radius of the circle the shape is inscribed in (a ring's outer "
-                    f"radius; rings {RING_WIDTH:.3g} of it wide); angle in degrees"
-                }
-                if spec.distractors[1]
-                else {}
-            ),
-            "pixels_version": PIXELS_VERSION,
-            # held-out counts (--holdout): only in test/, all their images
-            **(
-                {"test_classes": list(spec.holdout), "n_test": spec.per_class * len(spec.holdout)}
-                if spec.holdout
-                else {}
-            ),
-            # PNG bytes depend on Pillow, its zlib (or zlib-ng) and the settings above;
-            # pixels do not
-            "versions": {
-                **package_versions(),
-                "zlib": features.version("zlib"),
-                "zlib_ng": features.version("zlib_ng"),
-            },
-        }
-        (tmp / DATASET_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+        _make_folders(spec, tmp)
+        rows = _write_images(spec, tmp, jobs, workers, progress)
+        _write_manifest(tmp / MANIFEST, manifest_fields(spec), rows)
+        (tmp / DATASET_JSON).write_text(json.dumps(dataset_metadata(spec), indent=2) + "\n")
     return final
 
 
+def _make_folders(spec: DatasetSpec, root: Path) -> None:
+    """Every trained count's train/ and valid/ folder, even an empty one (--valid-pct 0):
+    training then says which split lacks images instead of misreading the layout; and each
+    held-out count's test/ folder."""
+    folders = [(sp, c) for sp in ("train", "valid") for c in spec.trained_classes]
+    for split, count in folders + [("test", c) for c in spec.holdout]:
+        (root / split / str(count)).mkdir(parents=True, exist_ok=True)
+
+
+def _chunk_size(n_jobs: int, workers: int) -> int:
+    """Images a worker writes per task: small enough for a smooth progress bar, large enough
+    to amortise IPC. Whole batches of RENDER_BATCH images (made together) where a chunk holds
+    more than one: a small set keeps its small chunks, so every worker still gets some."""
+    chunk = max(1, min(256, n_jobs // (workers * 8) or 1))
+    if chunk > RENDER_BATCH:
+        chunk = -(-chunk // RENDER_BATCH) * RENDER_BATCH
+    return chunk
+
+
+def _write_images(
+    spec: DatasetSpec,
+    root: Path,
+    jobs: list[ImageJob],
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> list[tuple]:
+    """Every job's PNG under ``root``, in chunks; the manifest rows, in job order."""
+    rows: list[tuple] = []
+    with _chunk_mapper(spec, root, workers) as imap:
+        for part in imap(_write_chunk, _chunks(jobs, _chunk_size(len(jobs), workers))):
+            rows.extend(part)
+            if progress:
+                progress(len(rows), len(jobs))
+    return rows
+
+
+@contextlib.contextmanager
+def _chunk_mapper(spec: DatasetSpec, root: Path, workers: int) -> Iterator[Callable]:
+    """An ordered, lazy map over chunks: this process's own for one worker, else a pool's."""
+    if workers == 1:
+        _init_worker(spec.to_dict(), str(root))
+        yield map
+        return
+    # spawn: fork would copy a possibly large parent (e.g. a Snakemake or torch process).
+    with mp.get_context("spawn").Pool(
+        workers, _init_pool_worker, (spec.to_dict(), str(root))
+    ) as pool:
+        yield pool.imap
+
+
+def manifest_fields(spec: DatasetSpec) -> tuple[str, ...]:
+    return MANIFEST_FIELDS + (("distractors",) if spec.distractors[1] else ())
+
+
+DISTRACTORS_NOTE = (
+    "manifest column distractors: [shape, x, y, r, angle] each; r: radius of the circle the "
+    f"shape is inscribed in (a ring's outer radius; rings {RING_WIDTH:.3g} of it wide); angle "
+    "in degrees"
+)
+
+
+def dataset_metadata(spec: DatasetSpec) -> dict:
+    """dataset.json: the spec, the split sizes, the file format and the versions that made it."""
+    trained = len(spec.trained_classes)
+    meta = {
+        "spec": spec.to_dict(),
+        "classes": spec.classes,
+        "n_images": spec.n_images,
+        "n_train": spec.n_train * trained,
+        "n_valid": spec.n_valid * trained,
+        "image_format": "PNG, 8-bit palette (coverage index into a fg/bg blend)",
+        "png": {"zlib_level": PNG_LEVEL, "zlib_strategy": "Z_RLE"},
+        "coordinates": "x, y, r in pixels; pixel (i, j) covers [j, j+1) x [i, i+1)",
+    }
+    if spec.distractors[1]:
+        meta["distractors"] = DISTRACTORS_NOTE
+    meta["pixels_version"] = PIXELS_VERSION
+    if spec.holdout:  # held-out counts (--holdout): only in test/, all their images
+        meta["test_classes"] = list(spec.holdout)
+        meta["n_test"] = spec.per_class * len(spec.holdout)
+    # PNG bytes depend on Pillow, its zlib (or zlib-ng) and the settings above; pixels do not
+    meta["versions"] = {
+        **package_versions(),
+        "zlib": features.version("zlib"),
+        "zlib_ng": features.version("zlib_ng"),
+    }
+    return meta
+
+
 def _write_manifest(path: Path, fields: tuple[str, ...], rows: list[tuple]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(fields)
-        w.writerows(rows)
+    path.write_text(csv_text(fields, rows), newline="")  # csv's own CRLF line ends, kept
 
 
 def is_dataset(folder: Path | str) -> bool:
@@ -298,8 +320,7 @@ def read_manifest(root: Path | str) -> list[dict]:
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise CountnetError(f"{root} has no {MANIFEST}: it was not made by countnet gen")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(path)
     for row in rows:
         row["count"] = int(row["count"])
         row["circles"] = np.asarray(json.loads(row["circles"]), dtype=np.float64).reshape(-1, 3)
