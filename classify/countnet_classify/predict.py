@@ -18,9 +18,10 @@ import torch
 
 from countnet.atomic import write_text_atomic
 from countnet.errors import CountnetError
-from countnet_classify.model import build_model, check_state_dict, load_state_dict_file
+from countnet_classify.model import build_model
 from countnet_classify.outputs import MODEL_JSON, WEIGHTS
 from countnet_classify.regression import rounded
+from countnet_classify.weights import check_state_dict, load_state_dict_file
 
 
 @dataclass

@@ -304,8 +304,8 @@ def check_runs(specs: list[RunSpec], *, weights: bool = True) -> None:
     distinct setting), and (``weights``) the ImageNet weights each pretrained arch needs,
     fetched into the cache now if they are missing: offline, one line instead of a sweep
     stopped midway."""
-    from countnet_classify.model import imagenet_state_dict
     from countnet_classify.train import check_spec
+    from countnet_classify.weights import imagenet_state_dict
 
     seen = set()
     where = ("seed", "name", "runs_dir")  # what differs between runs of one setting

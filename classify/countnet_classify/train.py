@@ -34,13 +34,7 @@ from countnet_classify.callbacks import (
 from countnet_classify.config import DEVICES, RunSpec, auto_batch_size
 from countnet_classify.cost import COST_JSON, model_cost
 from countnet_classify.data import make_cached_dataloaders, make_dataloaders
-from countnet_classify.model import (
-    build_model,
-    check_input_size,
-    file_sha256,
-    imagenet_state_dict,
-    make_learner,
-)
+from countnet_classify.model import build_model, check_input_size, make_learner
 from countnet_classify.outputs import read_rows, write_rows
 from countnet_classify.precision import (
     apply_precision,
@@ -52,6 +46,7 @@ from countnet_classify.schedules import caffe_scheduler  # also patches fit_one_
 from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen
 from countnet_classify.select import transform_warnings
 from countnet_classify.transforms import resolve_transforms
+from countnet_classify.weights import file_sha256, imagenet_state_dict
 
 AUTO_SCRATCH_RULE = "slide"
 AUTO_FALLBACK = ("valley", "minimum")  # when the sweep was too short for the rule above
