@@ -231,7 +231,7 @@ def _write_odd_images(folder: Path, rng: np.random.Generator) -> None:
 
 
 def test_screening_skips_broken_files_and_converts_modes(cli, tmp_path):
-    from countnet_classify.screen import open_rgb
+    from countnet_classify.images import open_rgb
 
     rng = np.random.default_rng(0)
     data = tmp_path / "paintings"

@@ -89,7 +89,7 @@ def _pipeline(meta: dict):
     from fastai.data.transforms import IntToFloatTensor, Normalize, ToTensor
     from fasttransform import Pipeline
 
-    from countnet_classify.data import RGBImage, item_transforms
+    from countnet_classify.images import RGBImage, item_transforms
 
     items = Pipeline([RGBImage.create, *item_transforms(meta["size"]), ToTensor()], split_idx=1)
     batch = [IntToFloatTensor()]
@@ -108,7 +108,7 @@ def predict(
     run with onnxruntime."""
     from fastai.torch_core import TensorImage
 
-    from countnet_classify.screen import _check_image
+    from countnet_classify.screen import check_image
 
     if Path(run_or_weights).suffix == ".onnx":
         from countnet_classify.export import session
@@ -134,7 +134,7 @@ def predict(
         p = Path(img)
         if not p.is_file():
             raise CountnetError(f"image {p} does not exist")
-        why = _check_image(p)
+        why = check_image(p)
         if why:
             raise CountnetError(f"image {p}: {why}")
     out: list[Prediction] = []

@@ -34,6 +34,8 @@ from countnet_classify.callbacks import (
 from countnet_classify.config import DEVICES, RunSpec, auto_batch_size
 from countnet_classify.cost import COST_JSON, model_cost
 from countnet_classify.data import make_cached_dataloaders, make_dataloaders
+from countnet_classify.evaluate import evaluate
+from countnet_classify.labels import count_values, standardisation
 from countnet_classify.model import build_model, check_input_size, make_learner
 from countnet_classify.outputs import read_rows, write_rows
 from countnet_classify.precision import (
@@ -43,7 +45,7 @@ from countnet_classify.precision import (
     uses_gemm_grads,
 )
 from countnet_classify.schedules import caffe_scheduler  # also patches fit_one_cycle onto Learner
-from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen
+from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen, screen_test
 from countnet_classify.select import transform_warnings
 from countnet_classify.transforms import resolve_transforms
 from countnet_classify.weights import file_sha256, imagenet_state_dict
@@ -308,11 +310,11 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
     target, test_items, test_skipped = None, [], []
     data_info = _describe_data(sc)
     if spec.task == "regression":  # before anything is written: class names must be counts
-        regression.count_values(sc.classes)  # every class folder names a count, once each
-        target = regression.standardisation(
+        count_values(sc.classes)  # every class folder names a count, once each
+        target = standardisation(
             np.array([int(lbl) for _, lbl, v in sc.items if not v], np.float32)
         )
-        test_items, test_skipped, test_info = regression.screen_test(sc.root)
+        test_items, test_skipped, test_info = screen_test(sc.root)
         data_info.update(test_info)
         if saved and saved["data"].get("test_fingerprint") != data_info.get("test_fingerprint"):
             raise CountnetError(
@@ -555,9 +557,7 @@ def finish_run(
         raise CountnetError(f"internal: {len(metrics)} epochs recorded, {total} expected")
     # Predicted before the figures swap in file loaders: the training loaders' pixels.
     evaluated = (
-        regression.evaluate(learn, run.screened, run.test_items, spec.size, run.bs)
-        if run.regression
-        else None
+        evaluate(learn, run.screened, run.test_items, spec.size, run.bs) if run.regression else None
     )
     if evaluated:
         write_rows(partial / PREDICTIONS_CSV, PREDICTIONS_FIELDS, evaluated[0])
