@@ -294,7 +294,7 @@ def weights_import_cmd(
 ) -> None:
     """Verify a weights file (keys and shapes) and place it where training looks for it."""
     # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
-    from countnet_classify.model import import_weights
+    from countnet_classify.weights import import_weights
 
     if arch not in ARCHS or arch == "lenet":
         raise CountnetError(

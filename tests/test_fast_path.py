@@ -481,8 +481,8 @@ def test_predict_reads_a_model_json_without_head_fields(tmp_path):
 
     from safetensors.torch import save_file
 
+    from countnet_classify.artifact import load_predictor
     from countnet_classify.model import build_model
-    from countnet_classify.predict import load_predictor
 
     model = build_model("resnet18", 3, "fastai", 0.0)
     save_file(model.state_dict(), str(tmp_path / "model.safetensors"))

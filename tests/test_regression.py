@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from countnet.errors import CountnetError
-from countnet_classify import regression
+from countnet_classify import evaluate, labels, regression
 from countnet_classify.config import RunSpec
 from tests.conftest import assert_one_line_error, written
 
@@ -169,7 +169,7 @@ def test_rounding_metrics_and_rescale():
     assert out.dtype == torch.float32 and out.shape == (2,)
     assert out.tolist() == pytest.approx([47.5 + 1.7 * float(z[0, 0]), 47.5 - 1.7 * 1.1],
                                          abs=1e-2)  # fmt: skip
-    assert regression.standardisation(np.array([3.0, 3.0])) == (3.0, 1.0)
+    assert labels.standardisation(np.array([3.0, 3.0])) == (3.0, 1.0)
 
 
 def test_summarise_groups_seen_unseen_and_seen_test_counts():
@@ -180,7 +180,7 @@ def test_summarise_groups_seen_unseen_and_seen_test_counts():
         {"split": "test", "count": 3, "seen": False, "prediction": 2.0, "rounded": 2},
         {"split": "test", "count": 4, "seen": True, "prediction": 4.0, "rounded": 4},
     ]
-    s = regression.summarise(rows)
+    s = evaluate.summarise(rows)
     assert s["seen"] == {"n": 2, "mae": 0.4, "rmse": pytest.approx(0.4472, abs=1e-4),
                          "accuracy": 0.5, "bias": -0.2}  # fmt: skip
     assert s["unseen"]["n"] == 2 and s["unseen"]["mae"] == 0.55 and s["unseen"]["accuracy"] == 0.5

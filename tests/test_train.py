@@ -112,11 +112,11 @@ def test_run_folder_and_predict_agrees_with_learner(cli, tiny, tmp_path):
 
 
 def test_pretrained_weights_from_file_and_from_cache(cli, tiny, tmp_path):
-    from countnet_classify.model import (
+    from countnet_classify.model import make_learner
+    from countnet_classify.weights import (
         expected_weights_path,
         file_sha256,
         imagenet_state_dict,
-        make_learner,
         published_sha256_prefix,
     )
 
@@ -200,7 +200,8 @@ def test_a_download_that_is_not_torchvisions_file_is_refused(tmp_path, monkeypat
     (torch.hub's check_hash); otherwise nothing lands in the cache. Served from a local
     file: URL, as a mirror would serve it (no network here)."""
     from countnet.errors import CountnetError
-    from countnet_classify.model import _download, expected_weights_path
+    from countnet_classify.weights import download as _download
+    from countnet_classify.weights import expected_weights_path
 
     monkeypatch.delenv("COUNTNET_OFFLINE")
     fake = tmp_path / "resnet18-f37072fd.pth"
@@ -230,7 +231,7 @@ def _write_odd_images(folder: Path, rng: np.random.Generator) -> None:
 
 
 def test_screening_skips_broken_files_and_converts_modes(cli, tmp_path):
-    from countnet_classify.screen import open_rgb
+    from countnet_classify.images import open_rgb
 
     rng = np.random.default_rng(0)
     data = tmp_path / "paintings"
@@ -678,7 +679,7 @@ def test_the_workflows_weights_path_is_torchvisions(env, tmp_path, monkeypatch):
 
     from countnet_classify.config import ARCHS
     from countnet_classify.hub import cached_weights_path
-    from countnet_classify.model import expected_weights_path
+    from countnet_classify.weights import expected_weights_path
 
     for var in ("TORCH_HOME", "XDG_CACHE_HOME"):
         monkeypatch.delenv(var, raising=False)

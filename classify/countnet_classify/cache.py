@@ -1,11 +1,12 @@
 """The decoded-image cache behind the fast training path.
 
 Each split of a screened dataset is decoded once, at the training size, exactly as the PIL
-path decodes it (``open_rgb`` then fastai's squish ``Resize``), into a uint8 array
-``(N, size, size, 3)`` saved as ``.npy`` and read back memory-mapped, so a set larger than
-RAM still trains. The key covers every file's path, size and mtime, the split, the labels
-and the size: a changed, added or removed file gives a new key (a rebuild). Builds go to a
-temporary folder renamed into place when complete, so an interrupted build is never used.
+path decodes it (``images.decode``: ``open_rgb`` then fastai's squish ``Resize``), into a
+uint8 array ``(N, size, size, 3)`` saved as ``.npy`` and read back memory-mapped, so a set
+larger than RAM still trains. The key covers every file's path, size and mtime, the split,
+the labels and the size: a changed, added or removed file gives a new key (a rebuild).
+Builds go to a temporary folder renamed into place when complete, so an interrupted build
+is never used.
 
 Where: ``$COUNTNET_CACHE_DIR``, else ``$XDG_CACHE_HOME/countnet``, else
 ``~/.cache/countnet``; ``countnet cache info`` lists it and ``countnet cache clear``
@@ -69,16 +70,6 @@ def cache_key(sc: Screened, size: int) -> str:
     return h.hexdigest()
 
 
-def _decode(path: Path, size: int) -> np.ndarray:
-    """Pixels exactly as the PIL training path makes them (countnet_classify.data)."""
-    from countnet_classify.data import RGBImage, item_transforms
-
-    img = RGBImage.create(path)
-    for tfm in item_transforms(size):
-        img = tfm(img, split_idx=1)
-    return np.asarray(img, dtype=np.uint8)
-
-
 def _load(folder: Path, classes: list[str], size: int, built: bool) -> DecodedSplits:
     images = {s: np.load(folder / f"{s}_x.npy", mmap_mode="r") for s in SPLITS}
     labels = {s: np.load(folder / f"{s}_y.npy") for s in SPLITS}
@@ -104,6 +95,9 @@ def decoded_splits(
 def _build(
     final: Path, sc: Screened, size: int, key: str, workers: int, say, progress: bool
 ) -> None:
+    # lazy: images imports fastai; `countnet cache info` and `clear` import this module
+    from countnet_classify.images import decode
+
     index = {c: i for i, c in enumerate(sc.classes)}
     by_split = {s: [(p, lbl) for p, lbl, v in sc.items if v == (s == "valid")] for s in SPLITS}
     t0 = time.perf_counter()
@@ -124,7 +118,7 @@ def _build(
                 )
 
                 def fill(i: int, arr=arr, entries=entries) -> None:
-                    arr[i] = _decode(entries[i][0], size)
+                    arr[i] = decode(entries[i][0], size)
 
                 for _ in pool.map(fill, range(len(entries))):
                     done += 1

@@ -18,26 +18,12 @@ from fastai.data.core import DataLoaders, TfmdDL
 from fastai.data.transforms import CategoryMap, IndexSplitter, IntToFloatTensor
 from fastai.losses import CrossEntropyLossFlat
 from fastai.torch_core import TensorBase, TensorCategory, TensorImage
-from fastai.vision.augment import Resize, ResizeMethod
-from fastai.vision.core import PILImage
 from fastai.vision.data import ImageBlock
 
-from countnet_classify.screen import Screened, open_rgb
+from countnet_classify.images import RGBImage, item_transforms
+from countnet_classify.labels import count_values
+from countnet_classify.screen import Screened
 from countnet_classify.transforms import batch_transforms
-
-
-class RGBImage(PILImage):
-    """PILImage decoded by countnet's open_rgb (16-bit, alpha, palette handled)."""
-
-    @classmethod
-    def create(cls, fn, **kwargs):
-        if isinstance(fn, PILImage | cls):
-            return fn
-        return cls(open_rgb(fn))
-
-
-def item_transforms(size: int) -> list:
-    return [Resize(size, method=ResizeMethod.Squish)]
 
 
 def _label(item):
@@ -99,7 +85,7 @@ def seed_loaders(dls: DataLoaders, seed: int) -> DataLoaders:
     return dls
 
 
-class _Split:
+class CachedSplit:
     """One split of the decoded cache as a fastai dataset: items are row indices (the
     loader gathers pixels a batch at a time); ``split_idx`` tells fastai's batch
     transforms whether to augment (0, train) or not (1, valid). ``labels``: class indices
@@ -154,8 +140,6 @@ def make_cached_dataloaders(
 ) -> DataLoaders:
     """Train/valid DataLoaders over the decoded cache (see ``make_dataloaders``);
     ``regression``: the targets are the counts the class names give, not class indices."""
-    from countnet_classify.regression import count_values
-
     vocab = CategoryMap(decoded.classes, sort=False)
     values = count_values(decoded.classes) if regression else None
     after_batch = [IntToFloatTensor(), *batch_transforms(transforms)]
@@ -163,7 +147,7 @@ def make_cached_dataloaders(
     for split, split_idx in (("train", 0), ("valid", 1)):
         labels = decoded.labels[split]
         ys = values[labels] if values is not None else labels
-        ds = _Split(decoded.images[split], ys, vocab, split_idx)
+        ds = CachedSplit(decoded.images[split], ys, vocab, split_idx)
         train = split_idx == 0
         dls.append(
             CachedDL(

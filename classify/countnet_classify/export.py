@@ -11,7 +11,6 @@ unpickles anything: ONNX is protobuf.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +18,11 @@ import torch
 
 from countnet.atomic import atomic_path
 from countnet.errors import CountnetError
+from countnet_classify.artifact import is_regression, load_predictor
+from countnet_classify.onnx_io import onnx_modules, session, set_metadata
 
 FORMATS = ("onnx",)
 OPSET = 18
-PREPROCESSING = (
-    "image: float32 (batch, 3, size, size), RGB in [0, 1] (8-bit values / 255), after "
-    "resizing the picture to size x size by the model.json 'resize' method ('squish': "
-    "stretched, aspect ratio not kept, bilinear); normalisation is inside the graph"
-)
-MISSING = (
-    "ONNX needs the onnx extra: `uv sync --extra onnx` in the repository (or "
-    "`pip install 'countnet[onnx]'`)"
-)
 
 
 class Exported(torch.nn.Module):
@@ -115,21 +107,9 @@ def _output_size(pool: torch.nn.Module, height: int, width: int) -> tuple[int, i
     return oh or height, ow or width
 
 
-def onnx_modules():
-    """(onnx, onnxruntime), or a one-line error saying how to install them."""
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError:
-        raise CountnetError(MISSING) from None
-    return onnx, onnxruntime
-
-
 def export(run: Path | str, fmt: str = "onnx", out: Path | str | None = None) -> Path:
     """Write ``run``'s network as ONNX to ``out`` (default RUN/model.onnx), checked against
     the PyTorch weights with onnxruntime on a random batch before it is renamed into place."""
-    from countnet_classify.predict import is_regression, load_predictor
-
     if fmt not in FORMATS:
         raise CountnetError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     onnx, _ = onnx_modules()
@@ -147,7 +127,7 @@ def export(run: Path | str, fmt: str = "onnx", out: Path | str | None = None) ->
     with atomic_path(out) as tmp:
         _export_graph(net, example, tmp)
         proto = onnx.load(str(tmp))
-        _set_metadata(proto, meta)
+        set_metadata(proto, meta)
         onnx.save(proto, str(tmp))
         check(tmp, weights, size)
     return out
@@ -167,34 +147,6 @@ def _export_graph(net: Exported, example: torch.Tensor, path: Path) -> None:
             opset_version=OPSET,
             dynamo=False,
         )
-
-
-def _set_metadata(proto, meta: dict) -> None:
-    del proto.metadata_props[:]
-    for key, value in (("countnet", json.dumps(meta)), ("preprocessing", PREPROCESSING)):
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    from countnet_classify.predict import is_regression
-
-    what = "counting (regression) trained on counts" if is_regression(meta) else "over classes"
-    proto.doc_string = f"countnet {meta['arch']} {what} {', '.join(meta['classes'])}"
-
-
-def session(path: Path | str):
-    """(onnxruntime session, the run's model.json) of an exported file."""
-    _, ort = onnx_modules()
-    path = Path(path)
-    if not path.is_file():
-        raise CountnetError(f"{path} does not exist")
-    try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        meta = json.loads(sess.get_modelmeta().custom_metadata_map["countnet"])
-        meta["classes"], meta["size"] = list(meta["classes"]), int(meta["size"])
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError):
-        raise CountnetError(f"{path} is not an ONNX model written by countnet export") from None
-    except Exception as e:  # onnxruntime's own errors: not a readable ONNX file
-        raise CountnetError(f"{path} is not a readable ONNX model ({type(e).__name__})") from None
-    return sess, meta
 
 
 def check(path: Path, net: Exported, size: int, tol: float = 1e-4) -> None:

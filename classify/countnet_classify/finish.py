@@ -14,10 +14,11 @@ from fastai.interpret import ClassificationInterpretation
 
 from countnet.atomic import write_text_atomic
 from countnet.errors import CountnetError
-from countnet_classify import outputs, plots, regression
+from countnet_classify import outputs, plots
 from countnet_classify.callbacks.checkpoint import CHECKPOINT
 from countnet_classify.config import RunSpec
 from countnet_classify.cost import COST_JSON, model_cost
+from countnet_classify.evaluate import evaluate
 from countnet_classify.outputs import read_rows, write_rows
 from countnet_classify.prepare import PreparedRun
 from countnet_classify.record import now, summary, target_dict
@@ -45,9 +46,7 @@ def finish_run(
         raise CountnetError(f"internal: {len(metrics)} epochs recorded, {total} expected")
     # Predicted before the figures swap in file loaders: the training loaders' pixels.
     evaluated = (
-        regression.evaluate(learn, run.screened, run.test_items, spec.size, run.bs)
-        if run.regression
-        else None
+        evaluate(learn, run.screened, run.test_items, spec.size, run.bs) if run.regression else None
     )
     if evaluated:
         write_rows(partial / PREDICTIONS_CSV, PREDICTIONS_FIELDS, evaluated[0])

@@ -26,9 +26,10 @@ def hub_dir() -> Path:
 
 
 def cached_weights_path(arch: str) -> Path:
-    """``model.expected_weights_path(arch)``, without torch for the archs of WEIGHT_FILES."""
+    """``weights.expected_weights_path(arch)``, without torch for the archs of WEIGHT_FILES."""
     if arch not in WEIGHT_FILES:
-        from countnet_classify.model import expected_weights_path
+        # lazy: weights imports torch, which the Snakefile's parse must not (see above)
+        from countnet_classify.weights import expected_weights_path
 
         return expected_weights_path(arch)
     return hub_dir() / "checkpoints" / WEIGHT_FILES[arch]

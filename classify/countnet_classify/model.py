@@ -1,37 +1,22 @@
-"""Architectures and their weights.
-
-ImageNet weights are looked up where torchvision keeps them (the torch hub cache,
-``$TORCH_HOME/hub/checkpoints``), downloaded with a short timeout when possible, and never
-waited on forever: offline, training stops with one line naming the expected file and the
-ways out (``--weights FILE``, ``countnet weights import FILE``, ``--no-pretrained``).
-Weight files are read with ``torch.load(weights_only=True)`` or safetensors: never unpickled.
+"""The networks: torchvision archs with fastai's body + head (``--head``), LeNet, and the
+regression variant (one output, rescaled to a count). ImageNet weights: ``weights``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from countnet.atomic import atomic_path
 from countnet.errors import CountnetError
 from countnet_classify.config import head_dropout_for
+from countnet_classify.regression import attach_rescale
 
 
 def batchnorms(module: nn.Module) -> list[nn.Module]:
     """Every BatchNorm layer of ``module`` (1d, 2d, SyncBatchNorm, ...)."""
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-def download_timeout() -> float:
-    """Seconds to wait for a weights download before giving up (never hang offline)."""
-    return float(os.environ.get("COUNTNET_DOWNLOAD_TIMEOUT", "10"))
 
 
 class LeNet(nn.Module):
@@ -78,151 +63,6 @@ def torchvision_builder(arch: str) -> tuple[Callable, object]:
     fn = getattr(tvm, arch)
     weights = tvm.get_model_weights(fn).DEFAULT
     return fn, weights
-
-
-def expected_weights_path(arch: str) -> Path:
-    """Where torchvision's cache keeps ``arch``'s ImageNet weights."""
-    _, w = torchvision_builder(arch)
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
-
-
-def load_state_dict_file(path: Path | str) -> dict[str, torch.Tensor]:
-    """Read a weights-only file (.safetensors, or a torch state dict): never unpickles."""
-    path = Path(path)
-    if not path.is_file():
-        raise CountnetError(f"weights file {path} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(path))
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, pickled objects, wrong format: all the same to a user
-        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise CountnetError(f"{path} is not a readable weights file ({first})") from None
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if (
-        not isinstance(sd, dict)
-        or not sd
-        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items())
-    ):
-        raise CountnetError(f"{path} is not a state dict (a mapping of names to tensors)")
-    return sd
-
-
-def check_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, source: str) -> None:
-    """Refuse weights whose names or shapes do not fit ``model``."""
-    want = model.state_dict()
-    missing = [k for k in want if k not in sd]
-    unexpected = [k for k in sd if k not in want]
-    wrong = [k for k in want if k in sd and tuple(sd[k].shape) != tuple(want[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            k = wrong[0]
-            parts.append(
-                f"{len(wrong)} shape mismatch(es), e.g. {k}: file {tuple(sd[k].shape)} vs "
-                f"model {tuple(want[k].shape)}"
-            )
-        if missing:
-            parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
-        raise CountnetError(f"{source} does not fit {type(model).__name__}: {'; '.join(parts)}")
-
-
-def imagenet_state_dict(arch: str, weights_file: str | None) -> tuple[dict, str]:
-    """ImageNet weights for ``arch`` and where they came from: --weights, the cache, or a
-    download into the cache (bounded by COUNTNET_DOWNLOAD_TIMEOUT seconds)."""
-    fn, _ = torchvision_builder(arch)
-    reference = fn(weights=None)
-    if weights_file:
-        sd = load_state_dict_file(weights_file)
-        check_state_dict(sd, reference, f"--weights {weights_file}")
-        return sd, str(Path(weights_file).resolve())
-    path = expected_weights_path(arch)
-    if not path.is_file():
-        _download(arch, path)
-    sd = load_state_dict_file(path)
-    check_state_dict(sd, reference, str(path))
-    return sd, str(path)
-
-
-class _BadHash(Exception):
-    """A download that is not the file torchvision published."""
-
-
-def published_sha256_prefix(arch: str) -> str | None:
-    """The sha256 prefix torchvision puts in its weights' file name (resnet34-b627a593.pth),
-    read with torch.hub's own pattern; what its download checks with check_hash=True."""
-    _, w = torchvision_builder(arch)
-    m = torch.hub.HASH_REGEX.search(Path(w.url).name)
-    return m.group(1) if m else None
-
-
-def file_sha256(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _download(arch: str, path: Path, url: str | None = None) -> None:
-    """torchvision's weights for ``arch`` into ``path``, checked against the published
-    sha256 prefix (``url``: another source of the same file, e.g. a mirror)."""
-    _, w = torchvision_builder(arch)
-    url = url or w.url
-    hint = (
-        f"no ImageNet weights for {arch}: expected {path} (not cached, download failed: "
-        "{why}). Pass --weights FILE (a torchvision state dict; `countnet weights import FILE` "
-        "caches it) or train from scratch with --no-pretrained"
-    )
-    if os.environ.get("COUNTNET_OFFLINE"):
-        raise CountnetError(hint.format(why="COUNTNET_OFFLINE is set"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = published_sha256_prefix(arch)
-    try:
-        with atomic_path(path) as tmp:
-            with (
-                urllib.request.urlopen(url, timeout=download_timeout()) as r,
-                open(tmp, "wb") as f,
-            ):
-                shutil.copyfileobj(r, f)
-            digest = file_sha256(tmp)
-            if prefix and not digest.startswith(prefix):  # torch.hub's check_hash, as one line
-                raise _BadHash(f"sha256 {digest[:12]}... is not torchvision's {prefix}...")
-    except Exception as e:
-        why = getattr(e, "reason", None) or e
-        raise CountnetError(hint.format(why=str(why)[:80])) from None
-
-
-def import_weights(file: Path | str, arch: str) -> tuple[Path, str | None]:
-    """Verify ``file`` as ``arch``'s ImageNet weights and place it in the torch hub cache.
-    Returns where, and a warning when the file is not torchvision's published one (its
-    sha256 differs from the prefix in torchvision's file name): such weights still fit the
-    model, but a run started from them is not the fastai/torchvision baseline."""
-    fn, _ = torchvision_builder(arch)
-    sd = load_state_dict_file(file)
-    check_state_dict(sd, fn(weights=None), str(file))
-    dest = expected_weights_path(arch)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    prefix, digest = published_sha256_prefix(arch), file_sha256(file)
-    published = bool(prefix) and digest.startswith(prefix)
-    with atomic_path(dest) as tmp:
-        if published:
-            shutil.copyfile(file, tmp)  # torchvision's own file, byte for byte
-        else:
-            torch.save(sd, tmp)  # plain tensors only: loadable with weights_only=True
-    if prefix and not published:
-        return dest, (
-            f"warning: {file} is not torchvision's published {arch} weights (its sha256 "
-            f"starts {digest[:8]}, torchvision's {prefix}): cached under torchvision's name "
-            "because names and shapes fit; runs record this file's sha256"
-        )
-    return dest, None
 
 
 class _PretrainedArch:
@@ -279,8 +119,8 @@ def make_learner(
     from fastai.learner import Learner
     from fastai.vision.learner import vision_learner
 
+    # lazy: optim imports fastai, which `countnet weights import` (weights -> model) skips
     from countnet_classify.optim import FusedAdam
-    from countnet_classify.regression import attach_rescale
 
     kwargs.setdefault("opt_func", FusedAdam)
     n_out = 1 if target else len(dls.vocab)
@@ -311,8 +151,6 @@ def build_model(
     ``head_dropout`` matters to the layout: fastai leaves out dropout layers with p = 0,
     which shifts the state dict's layer indices. ``regression``: one output and the
     Rescale whose mean and std the weights bring."""
-    from countnet_classify.regression import attach_rescale
-
     if arch == "lenet":
         model = LeNet(1 if regression else n_out)
     else:

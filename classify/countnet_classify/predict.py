@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from fastai.data.transforms import IntToFloatTensor, Normalize, ToTensor
+from fastai.torch_core import TensorImage
+from fasttransform import Pipeline
 
 from countnet.atomic import write_text_atomic
 from countnet.errors import CountnetError
-from countnet_classify.model import build_model, check_state_dict, load_state_dict_file
-from countnet_classify.outputs import MODEL_JSON, WEIGHTS
+from countnet_classify.artifact import is_regression, load_predictor
+from countnet_classify.images import RGBImage, item_transforms
+from countnet_classify.onnx_io import session
 from countnet_classify.regression import rounded
+from countnet_classify.screen import check_image
 
 
 @dataclass
@@ -39,57 +43,7 @@ class Prediction:
         return f"{self.path}\t{self.label}\t{self.probability:.4f}"
 
 
-def is_regression(meta: dict) -> bool:
-    return meta.get("task") == "regression"
-
-
-def locate(run_or_weights: Path | str) -> tuple[Path, Path]:
-    """(model.json, weights file) from a run folder, model.json or a weights file."""
-    p = Path(run_or_weights)
-    if p.is_dir():
-        meta, weights = p / MODEL_JSON, p / WEIGHTS
-    elif p.name == MODEL_JSON:
-        meta, weights = p, p.with_name(WEIGHTS)
-    else:
-        meta, weights = p.with_name(MODEL_JSON), p
-    if not p.exists():
-        raise CountnetError(f"{p} does not exist: give a run folder (runs/<name>) or its weights")
-    for f in (meta, weights):
-        if not f.is_file():
-            raise CountnetError(f"{f} is missing: is {p} a finished countnet run?")
-    return meta, weights
-
-
-def load_predictor(run_or_weights: Path | str) -> tuple[torch.nn.Module, dict]:
-    meta_path, weights = locate(run_or_weights)
-    try:
-        meta = json.loads(meta_path.read_text())
-        arch, classes, size = meta["arch"], list(meta["classes"]), int(meta["size"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise CountnetError(f"{meta_path} is not a countnet model.json") from None
-    sd = load_state_dict_file(weights)
-    head = meta.get("head") or "fastai"
-    regression = is_regression(meta)
-    if meta.get("head_dropout") is not None:
-        model = build_model(arch, len(classes), head, float(meta["head_dropout"]), regression)
-    else:
-        # model.json from before head_dropout was recorded: fastai leaves p = 0 dropout
-        # layers out, so take the layout whose layer names the weights have.
-        # (LeNet records none: it has no head options.)
-        layouts = [build_model(arch, len(classes), head, p, regression) for p in (0.5, 0.0)]
-        model = next((m for m in layouts if set(m.state_dict()) == set(sd)), layouts[0])
-    check_state_dict(sd, model, str(weights))
-    model.load_state_dict(sd)
-    model.eval()
-    return model, {**meta, "classes": classes, "size": size}
-
-
 def _pipeline(meta: dict):
-    from fastai.data.transforms import IntToFloatTensor, Normalize, ToTensor
-    from fasttransform import Pipeline
-
-    from countnet_classify.data import RGBImage, item_transforms
-
     items = Pipeline([RGBImage.create, *item_transforms(meta["size"]), ToTensor()], split_idx=1)
     batch = [IntToFloatTensor()]
     if meta.get("normalize"):
@@ -105,13 +59,7 @@ def predict(
     """Class and probability for each image, in order (a regression run: the count and its
     rounding). ``run_or_weights`` may also be an ONNX file written by `countnet export`,
     run with onnxruntime."""
-    from fastai.torch_core import TensorImage
-
-    from countnet_classify.screen import _check_image
-
     if Path(run_or_weights).suffix == ".onnx":
-        from countnet_classify.export import session
-
         sess, meta = session(run_or_weights)
         output = "count" if is_regression(meta) else "probabilities"
 
@@ -133,7 +81,7 @@ def predict(
         p = Path(img)
         if not p.is_file():
             raise CountnetError(f"image {p} does not exist")
-        why = _check_image(p)
+        why = check_image(p)
         if why:
             raise CountnetError(f"image {p}: {why}")
     out: list[Prediction] = []

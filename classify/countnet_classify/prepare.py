@@ -13,18 +13,20 @@ import numpy as np
 import torch
 
 from countnet.errors import CountnetError
-from countnet_classify import outputs, regression
+from countnet_classify import outputs
 from countnet_classify.cache import decoded_splits
 from countnet_classify.config import RunSpec, auto_batch_size
 from countnet_classify.data import make_cached_dataloaders, make_dataloaders
 from countnet_classify.devices import resolve_device, resolve_precision, use_channels_last
+from countnet_classify.labels import count_values, standardisation
 from countnet_classify.lr import lr_rule
-from countnet_classify.model import build_model, check_input_size, imagenet_state_dict
+from countnet_classify.model import build_model, check_input_size
 from countnet_classify.parallel.group import current, split_batch
 from countnet_classify.record import describe_data
-from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen
+from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen, screen_test
 from countnet_classify.select import transform_warnings  # MERGE: moves to transforms
 from countnet_classify.transforms import resolve_transforms
+from countnet_classify.weights import imagenet_state_dict
 
 
 @dataclass
@@ -118,11 +120,11 @@ def _screen(spec: RunSpec, saved: dict | None) -> tuple:
     target, test_items, test_skipped = None, [], []
     data_info = describe_data(sc)
     if spec.task == "regression":  # before anything is written: class names must be counts
-        regression.count_values(sc.classes)  # every class folder names a count, once each
-        target = regression.standardisation(
+        count_values(sc.classes)  # every class folder names a count, once each
+        target = standardisation(
             np.array([int(lbl) for _, lbl, v in sc.items if not v], np.float32)
         )
-        test_items, test_skipped, test_info = regression.screen_test(sc.root)
+        test_items, test_skipped, test_info = screen_test(sc.root)
         data_info.update(test_info)
         if saved and saved["data"].get("test_fingerprint") != data_info.get("test_fingerprint"):
             raise CountnetError(

@@ -16,7 +16,8 @@ from typing import Any
 
 from countnet.atomic import write_text_atomic
 from countnet.errors import CountnetError
-from countnet_classify import pixels, regression
+from countnet_classify import evaluate as regression  # its report rows; rename with the body
+from countnet_classify import pixels
 from countnet_classify.cost import COST_JSON, DISPLAY_COLUMNS, format_row
 from countnet_classify.outputs import CONFIG, format_time, read_config, read_rows
 

@@ -1,14 +1,14 @@
 """Find and vet the images of a folder-labeled set before any training starts.
 
 Unreadable, truncated, zero-byte and non-image files are skipped (and listed); every
-readable image is decoded to RGB by ``open_rgb`` (grayscale, RGBA, palette, 16-bit, CMYK).
+readable image is decoded to RGB by ``images.open_rgb`` (grayscale, RGBA, palette, 16-bit,
+CMYK). A ``test/`` split beside train/ and valid/ (`countnet gen --holdout`) is found and
+vetted the same way; fingerprints of the files let a run notice that they changed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,36 +18,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from countnet.cpus import usable_cpus
 from countnet.errors import CountnetError
+from countnet_classify.labels import TEST, count_values, natural_key
 
 IMBALANCE_RATIO = 3.0  # largest / smallest class above this is flagged
-
-
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode any still image to 8-bit RGB; transparency is composited onto white."""
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-            arr = np.asarray(im, dtype=np.float64)
-            peak = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
-            im = Image.fromarray(np.clip(arr * 255.0 / peak, 0, 255).astype(np.uint8), "L")
-        elif im.mode == "F":
-            arr = np.asarray(im, dtype=np.float64)
-            lo, hi = float(arr.min()), float(arr.max())
-            arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else arr * 0
-            im = Image.fromarray(arr.astype(np.uint8), "L")
-        if im.mode == "P" and "transparency" in im.info:
-            im = im.convert("RGBA")
-        if im.mode in ("RGBA", "LA", "PA"):
-            im = im.convert("RGBA")
-            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(bg, im)
-        return im.convert("RGB")
-
-
-def natural_key(label: str) -> tuple:
-    """Sort "2" before "10": class folders named by counts sort numerically."""
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", label))
 
 
 @dataclass
@@ -70,8 +45,11 @@ class Screened:
         return max(c.values()) / max(min(c.values()), 1)
 
 
-def _check_image(path: Path) -> str | None:
+def check_image(path: Path) -> str | None:
     """None if the file decodes fully, else why not."""
+    # lazy: images imports fastai, and the Snakefile's parse imports this module (via sweep)
+    from countnet_classify.images import open_rgb
+
     try:
         if path.stat().st_size == 0:
             return "zero-byte file"
@@ -85,14 +63,16 @@ def _check_image(path: Path) -> str | None:
     return None
 
 
-def _class_dirs(folder: Path) -> list[Path]:
+def class_dirs(folder: Path) -> list[Path]:
+    """The class folders under ``folder`` (hidden ones left out), in natural order."""
     return sorted(
         (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
         key=lambda p: natural_key(p.name),
     )
 
 
-def _files(folder: Path) -> list[Path]:
+def files_under(folder: Path) -> list[Path]:
+    """Every file under ``folder``, sorted; hidden files and folders left out."""
     return sorted(
         p
         for p in folder.rglob("*")
@@ -128,13 +108,13 @@ def _entries(root: Path) -> tuple[list[tuple[Path, str, bool]], set[str], bool]:
         entries = [
             (f, d.name, split == "valid")
             for split in ("train", "valid")
-            for d in _class_dirs(root / split)
-            for f in _files(d)
+            for d in class_dirs(root / split)
+            for f in files_under(d)
         ]
-        names = {d.name for s in ("train", "valid") for d in _class_dirs(root / s)}
+        names = {d.name for s in ("train", "valid") for d in class_dirs(root / s)}
     else:
-        entries = [(f, d.name, False) for d in _class_dirs(root) for f in _files(d)]
-        names = {d.name for d in _class_dirs(root)}
+        entries = [(f, d.name, False) for d in class_dirs(root) for f in files_under(d)]
+        names = {d.name for d in class_dirs(root)}
     return entries, names, split_layout
 
 
@@ -162,7 +142,7 @@ def screen(data: Path | str, *, valid_pct: float, seed: int, threads: int = 8) -
             f"{root}/<class>/*.jpg or {root}/train/<class>/ and {root}/valid/<class>/"
         )
     with ThreadPoolExecutor(threads) as pool:
-        problems = list(pool.map(_check_image, [e[0] for e in entries]))
+        problems = list(pool.map(check_image, [e[0] for e in entries]))
     items = [e for e, p in zip(entries, problems, strict=True) if p is None]
     skipped = [(e[0], p) for e, p in zip(entries, problems, strict=True) if p is not None]
     if not items:
@@ -212,3 +192,41 @@ def _stratified_split(items, classes, valid_pct, seed):
         valid_idx = set(rng.permutation(len(members))[:n_valid].tolist())
         out += [(p, lbl, i in valid_idx) for i, (p, lbl, _) in enumerate(members)]
     return out
+
+
+def find_test_folders(root: Path) -> dict[int, list[Path]]:
+    """The files of each ``root/test/<count>/`` folder (`countnet gen --holdout`'s held-out
+    counts, or a test split of the user's), by count; a folder that names no count is a
+    one-line error."""
+    folder = root / TEST
+    if not folder.is_dir():
+        return {}
+    dirs = class_dirs(folder)
+    values = count_values([d.name for d in dirs], where="test/ class folder")
+    return {int(v): files_under(d) for d, v in zip(dirs, values, strict=True)}
+
+
+def screen_test(root: Path) -> tuple[list[tuple[Path, int]], list[tuple[Path, str]], dict]:
+    """The test split vetted as screening vets train/ and valid/: (image, count) for every
+    readable image, the skipped files with why, and what the run records of it (images
+    per count, a fingerprint of every file; nothing without a test/ folder)."""
+    folders = find_test_folders(root)
+    entries = [(f, c) for c, files in folders.items() for f in files]
+    with ThreadPoolExecutor(min(8, usable_cpus())) as pool:
+        problems = list(pool.map(check_image, [f for f, _ in entries]))
+    items = [e for e, why in zip(entries, problems, strict=True) if why is None]
+    skipped = [(e[0], why) for e, why in zip(entries, problems, strict=True) if why is not None]
+    info = {}
+    if folders:
+        info["test_class_counts"] = {str(c): sum(1 for _, k in items if k == c) for c in folders}
+        info["test_skipped"] = len(skipped)
+        info["test_fingerprint"] = fingerprint_test_split(root, folders)
+    return items, skipped, info
+
+
+def fingerprint_test_split(root: Path, folders: dict[int, list[Path]] | None = None) -> str | None:
+    """The test split's fingerprint from names, sizes and mtimes alone (None without one):
+    what a run records, cheap enough to check before reusing a finished run. ``folders``:
+    ``find_test_folders(root)``, when already at hand."""
+    folders = find_test_folders(root) if folders is None else folders
+    return fingerprint(root, [f for fs in folders.values() for f in fs]) if folders else None

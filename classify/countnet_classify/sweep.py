@@ -34,7 +34,7 @@ from countnet.errors import CountnetError
 from countnet_classify import outputs
 from countnet_classify.config import RunSpec
 from countnet_classify.outputs import read_rows
-from countnet_classify.screen import data_fingerprint
+from countnet_classify.screen import data_fingerprint, fingerprint_test_split
 
 SWEEP_JSON = "sweep.json"
 SWEEP_CSV = "sweep.csv"
@@ -304,8 +304,8 @@ def check_runs(specs: list[RunSpec], *, weights: bool = True) -> None:
     distinct setting), and (``weights``) the ImageNet weights each pretrained arch needs,
     fetched into the cache now if they are missing: offline, one line instead of a sweep
     stopped midway."""
-    from countnet_classify.model import imagenet_state_dict
     from countnet_classify.prepare import check_spec
+    from countnet_classify.weights import imagenet_state_dict
 
     seen = set()
     where = ("seed", "name", "runs_dir")  # what differs between runs of one setting
@@ -333,8 +333,6 @@ def check_finished_run(spec: RunSpec, fingerprint: str | None = None) -> None:
         )
     changed = fingerprint and saved.get("data", {}).get("fingerprint") != fingerprint
     if fingerprint and spec.task == "regression":  # its unseen-count MAE comes from test/
-        from countnet_classify.regression import fingerprint_test_split
-
         test = fingerprint_test_split(Path(spec.data))
         changed = changed or saved["data"].get("test_fingerprint") != test
     if changed:

@@ -25,13 +25,14 @@ from countnet_classify.config import RunSpec
 from countnet_classify.devices import use_channels_last
 from countnet_classify.finish import TrainResult, finish_run
 from countnet_classify.lr import find_lr
-from countnet_classify.model import imagenet_state_dict, make_learner
+from countnet_classify.model import make_learner
 from countnet_classify.parallel.group import check_processes, current, join_launcher, share
 from countnet_classify.parallel.launch import launch
 from countnet_classify.parallel.shard import DataParallel
 from countnet_classify.prepare import PreparedRun, check_spec, loaders, prepare_run, workers_for
 from countnet_classify.record import run_record
 from countnet_classify.schedules import caffe_scheduler  # also patches fit_one_cycle onto Learner
+from countnet_classify.weights import imagenet_state_dict
 
 
 def train(spec: RunSpec, *, say=print, figures: bool = True, cbs: tuple = ()) -> TrainResult | None:

@@ -1,0 +1,60 @@
+"""ONNX files of `countnet export`: the optional onnx/onnxruntime modules, the metadata an
+exported file carries (model.json under "countnet", the preprocessing contract under
+"preprocessing") and an onnxruntime session that reads both back. ONNX is protobuf:
+reading a file never unpickles anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from countnet.errors import CountnetError
+from countnet_classify.artifact import is_regression
+
+PREPROCESSING = (
+    "image: float32 (batch, 3, size, size), RGB in [0, 1] (8-bit values / 255), after "
+    "resizing the picture to size x size by the model.json 'resize' method ('squish': "
+    "stretched, aspect ratio not kept, bilinear); normalisation is inside the graph"
+)
+MISSING = (
+    "ONNX needs the onnx extra: `uv sync --extra onnx` in the repository (or "
+    "`pip install 'countnet[onnx]'`)"
+)
+
+
+def onnx_modules():
+    """(onnx, onnxruntime), or a one-line error saying how to install them."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise CountnetError(MISSING) from None
+    return onnx, onnxruntime
+
+
+def set_metadata(proto, meta: dict) -> None:
+    """Write model.json (``meta``) and the preprocessing contract into ``proto``'s metadata,
+    and a one-line description into its doc string."""
+    del proto.metadata_props[:]
+    for key, value in (("countnet", json.dumps(meta)), ("preprocessing", PREPROCESSING)):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    what = "counting (regression) trained on counts" if is_regression(meta) else "over classes"
+    proto.doc_string = f"countnet {meta['arch']} {what} {', '.join(meta['classes'])}"
+
+
+def session(path: Path | str):
+    """(onnxruntime session, the run's model.json) of an exported file."""
+    _, ort = onnx_modules()
+    path = Path(path)
+    if not path.is_file():
+        raise CountnetError(f"{path} does not exist")
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        meta = json.loads(sess.get_modelmeta().custom_metadata_map["countnet"])
+        meta["classes"], meta["size"] = list(meta["classes"]), int(meta["size"])
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+        raise CountnetError(f"{path} is not an ONNX model written by countnet export") from None
+    except Exception as e:  # onnxruntime's own errors: not a readable ONNX file
+        raise CountnetError(f"{path} is not a readable ONNX model ({type(e).__name__})") from None
+    return sess, meta
