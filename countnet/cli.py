@@ -271,7 +271,8 @@ def sweep_cmd(
     run folder per run beside them. Rerun the same command to continue an interrupted sweep:
     finished runs are skipped, an interrupted one resumes.
     """
-    from countnet_classify.sweep import Sweep, run_sweep
+    from countnet_classify.experiments.sweep.runner import run_sweep
+    from countnet_classify.experiments.sweep.spec import Sweep
 
     base, params = _sweep_options(ctx.args, param)
     data = Path(base["data"])
@@ -515,7 +516,7 @@ def select_transforms_cmd(
     mirror one in (zoom, rotation, warp) are marked label-unsafe and cannot win.
     """
     from countnet_classify.config import RunSpec
-    from countnet_classify.select import select_transforms
+    from countnet_classify.experiments.select import select_transforms
 
     spec = RunSpec(
         data=str(data),

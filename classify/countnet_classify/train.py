@@ -50,8 +50,7 @@ from countnet_classify.precision import (
 )
 from countnet_classify.schedules import caffe_scheduler  # also patches fit_one_cycle onto Learner
 from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen
-from countnet_classify.select import transform_warnings
-from countnet_classify.transforms import resolve_transforms
+from countnet_classify.transforms import resolve_transforms, transform_warnings
 
 AUTO_SCRATCH_RULE = "slide"
 AUTO_FALLBACK = ("valley", "minimum")  # when the sweep was too short for the rule above
