@@ -1,5 +1,6 @@
 """Augmentation presets (fastai batch transforms), selectable by name or by the JSON that
-`countnet select-transforms` writes."""
+`countnet select-transforms` writes, and their label safety on a counting set: which
+images a preset can change the count of, and what train warns about before it starts."""
 
 from __future__ import annotations
 
@@ -123,8 +124,7 @@ def label_safety(manifest_rows: list[dict], size: int, preset: str) -> float:
 
 def counting_metadata(data: Path) -> tuple[list[dict], int] | None:
     """(manifest rows, image size) of a countnet-generated set, else None."""
-    # lazy: the generator's writer (numpy, Pillow) loads only for a set's metadata, not
-    # with every import of the presets
+    # lazy: the generator's writer loads when a set's metadata is read, not with the presets
     from countnet_gen.writer import read_dataset_spec, read_manifest
 
     if not (data / "manifest.csv").is_file() or not (data / "dataset.json").is_file():

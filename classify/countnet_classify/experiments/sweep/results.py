@@ -4,6 +4,7 @@ mean and sample std over seeds), the table a person reads, and sweep.md."""
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,9 @@ SUMMARY_COLUMNS = (
 )
 
 
-def _csv_rows(keys: list[str], columns: tuple[str, ...], rows: list[dict[str, Any]]):
+def _csv_rows(
+    keys: list[str], columns: tuple[str, ...], rows: list[dict[str, Any]]
+) -> Iterator[list[str]]:
     """Swept values as given (repr: 1e-07 stays 1e-07), results to 6 decimals."""
     for r in rows:
         # .get: in a sweep of classifiers and regressions only the latter have MAE columns
@@ -127,6 +130,7 @@ def _result(v: Any) -> str:
 
 
 def write_tables(sweep: Sweep) -> tuple[list[dict], list[dict]]:
+    """sweep.csv and summary.csv from the runs finished so far; returns their rows."""
     out = Path(sweep.out)
     rows = result_rows(sweep)
     summary = summary_rows(sweep, rows)
