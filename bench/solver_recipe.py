@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from countnet_classify.sweep import Sweep, result_rows, run_sweep, summary_rows
+from countnet_classify.experiments.sweep.results import result_rows, summary_rows
+from countnet_classify.experiments.sweep.runner import run_sweep
+from countnet_classify.experiments.sweep.spec import Sweep
 
 SIZE = 28
 

@@ -141,7 +141,8 @@ def sweep_cmd(
     finished runs are skipped, an interrupted one resumes.
     """
     # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
-    from countnet_classify.sweep import Sweep, run_sweep
+    from countnet_classify.experiments.sweep.runner import run_sweep
+    from countnet_classify.experiments.sweep.spec import Sweep
 
     base, params = _sweep_options(ctx.args, param)
     data = Path(base["data"])
@@ -379,7 +380,7 @@ def select_transforms_cmd(
     mirror one in (zoom, rotation, warp) are marked label-unsafe and cannot win.
     """
     # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
-    from countnet_classify.select import select_transforms
+    from countnet_classify.experiments.select import select_transforms
 
     spec = RunSpec(**spec_values(RunSpec, options), quiet=True, transforms="none")
     out = out or Path("runs") / "select-transforms" / f"{Path(spec.data).resolve().name}.json"

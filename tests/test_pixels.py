@@ -1,4 +1,4 @@
-"""The report's "circles or pixels?" pairing and reading (countnet_classify.pixels)."""
+"""The report's "circles or pixels?" pairing and reading (countnet_classify.report.pixels)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from countnet_classify import pixels
-from countnet_classify.report import RunView
+from countnet_classify.report import pixels
+from countnet_classify.report.views import RunView
 
 PLAIN = {"counts": "1-5", "per_class": 300, "size": 48, "radius": "3", "no_overlap": True,
          "seed": 0, "name": "count-1-5"}  # fmt: skip

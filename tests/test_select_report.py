@@ -167,7 +167,7 @@ def test_report_and_select_bad_input(cli, border_set, tmp_path):
 
 
 def test_verdict_against_chance():
-    from countnet_classify.report import chance_error, verdict
+    from countnet_classify.report.views import chance_error, verdict
 
     cfg = {"data": {"classes": ["1", "2", "3"], "valid_class_counts": {"1": 10, "2": 10, "3": 20}}}
     assert chance_error(cfg) == pytest.approx(0.5)  # always answering "3"
@@ -179,7 +179,7 @@ def test_verdict_against_chance():
 
 
 def test_selection_keeps_the_default_within_noise_and_never_picks_unsafe():
-    from countnet_classify.select import choose
+    from countnet_classify.experiments.select import choose
 
     def row(preset, err, safe=True):
         return {"preset": preset, "error_rate": err, "valid_loss": err, "label_safe": safe}
@@ -198,7 +198,7 @@ def test_selection_keeps_the_default_within_noise_and_never_picks_unsafe():
 
 
 def test_markdown_cells_escape_pipes_once():
-    from countnet_classify.report import _md_table
+    from countnet.tables import markdown_table
 
-    table = _md_table(["note"], [["a|b"]])
+    table = markdown_table(["note"], [["a|b"]])
     assert table.splitlines()[-1] == "| a\\|b |"  # one backslash: a literal pipe

@@ -89,7 +89,7 @@ def test_sweep_files_and_summary_arithmetic(cli, tiny, tmp_path):
 def test_points_one_change_at_a_time_and_grid(tiny, tmp_path):
     """One change at a time from the baseline (the first values), as the seed documents'
     tables; --grid every combination; values normalised as train takes them."""
-    from countnet_classify.sweep import Sweep
+    from countnet_classify.experiments.sweep.spec import Sweep
 
     base = {"data": str(tiny), "pretrained": False}
     params = (("lr", ("1e-3", 0.01, "3e-2")), ("bs", (32, 64)))
@@ -104,7 +104,7 @@ def test_points_one_change_at_a_time_and_grid(tiny, tmp_path):
     assert grid.runs()[0][2].name == "lr-0.001_bs-32-seed0"
     assert all(s.runs_dir == str(tmp_path) and not s.pretrained for s in grid.specs())
     from countnet.errors import CountnetError
-    from countnet_classify.sweep import check_runs
+    from countnet_classify.experiments.sweep.checks import check_runs
 
     no_finder = Sweep({**base, "lr_find_iters": 0}, (("bs", (8, 16)),), str(tmp_path))
     with pytest.raises(CountnetError, match="--lr auto needs the LR finder"):
@@ -114,9 +114,10 @@ def test_points_one_change_at_a_time_and_grid(tiny, tmp_path):
 def test_summary_arithmetic_and_csv_values(tiny, tmp_path, monkeypatch):
     """summary.csv from known per-run results (seeds that differ): mean and sample std
     (n - 1) per point, and swept values written as given — 1e-07 and 3e-07 stay apart."""
-    from countnet_classify import sweep as sw
+    from countnet_classify.experiments.sweep import results as sw
+    from countnet_classify.experiments.sweep.spec import Sweep
 
-    sweep = sw.Sweep({"data": str(tiny), "pretrained": False}, (("wd", (1e-7, 3e-7)),),
+    sweep = Sweep({"data": str(tiny), "pretrained": False}, (("wd", (1e-7, 3e-7)),),
                      str(tmp_path), seeds=3)  # fmt: skip
     finals = {1e-7: [0.1, 0.2, 0.6], 3e-7: [0.3, 0.3, 0.0]}
     fake = [
@@ -143,9 +144,10 @@ def test_regression_sweeps_summarise_mae_on_seen_and_unseen_counts(tiny, tmp_pat
     """A sweep of regression runs (--param loss=...) adds their MAE on seen and unseen counts
     to sweep.csv, summary.csv (mean, sample std) and the table a person reads; a classifier
     sweep has no such columns."""
-    from countnet_classify import sweep as sw
+    from countnet_classify.experiments.sweep import results as sw
+    from countnet_classify.experiments.sweep.spec import Sweep
 
-    sweep = sw.Sweep({"data": str(tiny), "pretrained": False, "task": "regression"},
+    sweep = Sweep({"data": str(tiny), "pretrained": False, "task": "regression"},
                      (("loss", ("mse", "l1")),), str(tmp_path), seeds=2)  # fmt: skip
     maes = {"mse": [(0.1, 0.2), (0.3, 0.5)], "l1": [(0.2, 0.2), (0.2, 0.4)]}
     fake = [
@@ -166,7 +168,7 @@ def test_regression_sweeps_summarise_mae_on_seen_and_unseen_counts(tiny, tmp_pat
     assert sw._maes(None) == {}  # a classifier run
     # A sweep over the task itself: the classifier's cells stay empty, nothing breaks.
     tasks = (("task", ("classification", "regression")),)
-    mixed = sw.Sweep({"data": str(tiny), "pretrained": False}, tasks, str(tmp_path), seeds=1)
+    mixed = Sweep({"data": str(tiny), "pretrained": False}, tasks, str(tmp_path), seeds=1)
     fake = [{**fake[0], "task": "regression"}, {**fake[0], "task": "classification"}]
     for r in fake[1:]:
         del r["loss"], r["mae_seen"], r["mae_unseen"]
@@ -180,13 +182,14 @@ def test_error_plot_axes_as_the_values_need(tiny, tmp_path, monkeypatch):
     points sit at their values; an arch: one tick per value."""
     import matplotlib.pyplot as plt
 
-    from countnet_classify import sweep as sw
+    from countnet_classify.experiments.sweep import figures as sw
+    from countnet_classify.experiments.sweep.spec import Sweep
 
     figs = []
-    monkeypatch.setattr(sw, "_save", lambda path: figs.append(plt.gcf()))
+    monkeypatch.setattr(sw, "save_current", lambda path: figs.append(plt.gcf()))
     cases = {"lr": (1e-3, 1e-2, 1e-1), "wd": (0.0, 0.01), "arch": ("resnet18", "lenet")}
     for key, values in cases.items():
-        sweep = sw.Sweep({"data": str(tiny), "pretrained": False}, ((key, values),),
+        sweep = Sweep({"data": str(tiny), "pretrained": False}, ((key, values),),
                          str(tmp_path), seeds=1)  # fmt: skip
         summary = [{key: v, "final_error_rate_mean": 0.1 * i, "final_error_rate_std": None}
                    for i, v in enumerate(sweep.params[0][1])]  # fmt: skip

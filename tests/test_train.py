@@ -634,7 +634,7 @@ def test_transforms_that_can_change_a_count_are_warned_about(cli, tiny, tmp_path
     assert "warning: --transforms aug can change the count of" in r.stderr
     # A selection made on another dataset is used, but not silently; flips never change a
     # count, so no label warning. (The same function train() calls, without a second run.)
-    from countnet_classify.select import transform_warnings
+    from countnet_classify.transforms import transform_warnings
 
     sel = tmp_path / "sel.json"
     sel.write_text(json.dumps({"data": "/elsewhere/set", "chosen": "flips"}))

@@ -33,7 +33,7 @@ LOSSES = ("mse", "huber", "l1")
 DEFAULT_LOSS = "mse"
 # Options that may differ between an interrupted run and its --resume.
 # --gpus among them: the batch is the run's whole batch however many processes share it
-# (countnet_classify.distributed), so a run may resume on another number of devices.
+# (countnet_classify.parallel), so a run may resume on another number of devices.
 RESUME_FREE = ("resume", "quiet", "device", "workers", "force", "note", "loader", "gpus")
 
 
@@ -124,7 +124,7 @@ class RunSpec:
     seed: int = field(default=0, metadata=cli("Random seed (split, init, shuffling)."))
     device: str = field(default="auto", metadata=cli("{choices}.", choices=DEVICES))
     # Data-parallel processes, one per GPU (with device "cpu": CPU processes); see
-    # countnet_classify.distributed for the batch rule.
+    # countnet_classify.parallel for the batch rule.
     gpus: int = field(
         default=1,
         metadata=cli(

@@ -1,4 +1,5 @@
-"""The run folder's figures (matplotlib, Agg: no display needed)."""
+"""The run folder's figures (matplotlib, Agg: no display needed), and the one way every
+figure is saved (save_current: atomic), the sweep's included."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from countnet.atomic import atomic_path  # noqa: E402
+
 
 def save_current(path: Path) -> None:
-    fig = plt.gcf()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    """The current figure to ``path`` as PNG, atomically (a reader never sees half a PNG),
+    then every figure closed."""
+    with atomic_path(path) as tmp:
+        plt.gcf().savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close("all")
 
 

@@ -24,8 +24,7 @@ from countnet_classify.model import build_model, check_input_size
 from countnet_classify.parallel.group import current, split_batch
 from countnet_classify.record import describe_data
 from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen, screen_test
-from countnet_classify.select import transform_warnings  # MERGE: moves to transforms
-from countnet_classify.transforms import resolve_transforms
+from countnet_classify.transforms import resolve_transforms, transform_warnings
 from countnet_classify.weights import imagenet_state_dict
 
 

@@ -1,5 +1,6 @@
 """Augmentation presets (fastai batch transforms), selectable by name or by the JSON that
-`countnet select-transforms` writes."""
+`countnet select-transforms` writes, and their label safety on a counting set: which
+images a preset can change the count of, and what train warns about before it starts."""
 
 from __future__ import annotations
 
@@ -119,3 +120,39 @@ def label_safety(manifest_rows: list[dict], size: int, preset: str) -> float:
         return 0.0
     cut = PRESETS[preset].cut
     return sum(at_risk(r["circles"], size, cut) for r in train) / len(train)
+
+
+def counting_metadata(data: Path) -> tuple[list[dict], int] | None:
+    """(manifest rows, image size) of a countnet-generated set, else None."""
+    # lazy: the generator's writer loads when a set's metadata is read, not with the presets
+    from countnet_gen.writer import read_dataset_spec, read_manifest
+
+    if not (data / "manifest.csv").is_file() or not (data / "dataset.json").is_file():
+        return None
+    return read_manifest(data), read_dataset_spec(data).size
+
+
+def transform_warnings(transforms: str, preset: str, data: Path | str) -> list[str]:
+    """What a user should hear before training on ``data`` with ``--transforms transforms``
+    (resolved to ``preset``): a selection made on another dataset, and, on a counting set,
+    a preset that can change images' counts."""
+    data = Path(data).resolve()
+    warnings = []
+    path = Path(transforms)
+    if preset != transforms and path.is_file():
+        made_on = json.loads(path.read_text()).get("data")
+        if isinstance(made_on, str) and made_on and Path(made_on).resolve() != data:
+            warnings.append(
+                f"warning: --transforms {path} was chosen on {made_on}, not on {data}: "
+                f"its preset {preset!r} is used as is"
+            )
+    meta = counting_metadata(data) if PRESETS[preset].cut > 0 else None
+    if meta:
+        frac = label_safety(meta[0], meta[1], preset)
+        if frac > 0:
+            warnings.append(
+                f"warning: --transforms {preset} can change the count of {frac:.1%} of the "
+                "training images (circles near the border are cut off or mirrored in), so "
+                "their labels may be wrong; 'dihedral' never changes a count"
+            )
+    return warnings

@@ -77,11 +77,12 @@ def _join_notes(*notes):
 
 
 def _sweeps():
-    """config sweeps: -> Sweep models (countnet_classify.sweep, as `countnet sweep`), each
+    """config sweeps: -> Sweep models (countnet_classify.experiments.sweep, as `countnet sweep`), each
     into runs/<name>/; train: options first, the sweep's own over them."""
     import dataclasses
 
-    from countnet_classify.sweep import Sweep, check_runs
+    from countnet_classify.experiments.sweep.checks import check_runs
+    from countnet_classify.experiments.sweep.spec import Sweep
 
     out = {}
     for name, entry in config.get("sweeps", {}).items():

@@ -18,7 +18,7 @@ rule select_transforms:
         candidates=list(config.get("select_transforms", {}).get("candidates", ())),
         default=config.get("select_transforms", {}).get("default", "dihedral"),
     run:
-        from countnet_classify.select import select_transforms
+        from countnet_classify.experiments.select import select_transforms
 
         training_job(threads)
         kw = {"candidates": params.candidates} if params.candidates else {}

@@ -1,6 +1,7 @@
 # Sweeps: one job per (point, seed) -> runs/<sweep>/<point>-seed<k>/ (countnet_classify.train,
-# as `countnet sweep` runs them), then the sweep's summaries (countnet_classify.sweep). On a
-# cluster the runs fan out as separate jobs; locally they run one after the other.
+# as `countnet sweep` runs them), then the sweep's summaries
+# (countnet_classify.experiments.sweep). On a cluster the runs fan out as separate jobs; locally
+# they run one after the other.
 
 
 rule sweep_run:
@@ -43,7 +44,8 @@ rule sweep_summary:
         # rewritten when the plan changes (points, seeds), not when how runs go does
         plan=lambda wc: recorded_sweep(SWEEPS[wc.sweep]),
     run:
-        from countnet_classify.sweep import write_spec, write_summaries
+        from countnet_classify.experiments.sweep.results import write_summaries
+        from countnet_classify.experiments.sweep.spec import write_spec
 
         sweep = SWEEPS[wildcards.sweep]
         write_spec(sweep)

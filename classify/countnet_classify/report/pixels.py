@@ -9,12 +9,9 @@ an error well below chance there cannot come from counting foreground pixels.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 from countnet_classify.config import RunSpec
-
-if TYPE_CHECKING:
-    from countnet_classify.report import RunView
+from countnet_classify.report.views import RunView, chance_error
 
 DISTRACTOR_KEYS = ("distractors", "distractor_shape", "distractor_radius", "match_area")
 # What makes two runs the same experiment but for the data: the model, its size, and the
@@ -105,8 +102,6 @@ def reading(plain_error: float, error: float, chance: float, n_valid: int, match
 
 
 def rows(views: list[RunView]) -> list[list[str]]:
-    from countnet_classify.report import chance_error
-
     out = []
     for p, d in pairs(views):
         params, s_p, s_d = d.config["dataset_params"], p.config["summary"], d.config["summary"]

@@ -10,6 +10,7 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,43 +18,9 @@ from typing import Any
 from countnet.atomic import write_text_atomic
 from countnet.errors import CountnetError
 from countnet_classify.config import RunSpec
-from countnet_classify.transforms import PRESETS, label_safety
-
-
-def counting_metadata(data: Path) -> tuple[list[dict], int] | None:
-    """(manifest rows, image size) of a countnet-generated set, else None."""
-    from countnet_gen.writer import read_dataset_spec, read_manifest
-
-    if not (data / "manifest.csv").is_file() or not (data / "dataset.json").is_file():
-        return None
-    return read_manifest(data), read_dataset_spec(data).size
-
-
-def transform_warnings(transforms: str, preset: str, data: Path | str) -> list[str]:
-    """What a user should hear before training on ``data`` with ``--transforms transforms``
-    (resolved to ``preset``): a selection made on another dataset, and, on a counting set,
-    a preset that can change images' counts."""
-    data = Path(data).resolve()
-    warnings = []
-    path = Path(transforms)
-    if preset != transforms and path.is_file():
-        made_on = json.loads(path.read_text()).get("data")
-        if isinstance(made_on, str) and made_on and Path(made_on).resolve() != data:
-            warnings.append(
-                f"warning: --transforms {path} was chosen on {made_on}, not on {data}: "
-                f"its preset {preset!r} is used as is"
-            )
-    meta = counting_metadata(data) if PRESETS[preset].cut > 0 else None
-    if meta:
-        frac = label_safety(meta[0], meta[1], preset)
-        if frac > 0:
-            warnings.append(
-                f"warning: --transforms {preset} can change the count of {frac:.1%} of the "
-                "training images (circles near the border are cut off or mirrored in), so "
-                "their labels may be wrong; 'dihedral' never changes a count"
-            )
-    return warnings
-
+from countnet_classify.parallel.group import refuse_launcher
+from countnet_classify.train import train
+from countnet_classify.transforms import PRESETS, counting_metadata, label_safety
 
 DEFAULT_PRESET = "dihedral"  # countnet train's default
 NOISE_SE = 2.0  # a win must beat the default by this many standard errors of the difference
@@ -104,16 +71,12 @@ def select_transforms(
     write the table and the chosen preset to ``out`` (JSON). Presets that can change a
     counting label are listed but not trained: they could not win. ``base.lr`` must be a
     number so every candidate gets the same learning rate."""
-    from countnet_classify.parallel.group import refuse_launcher
-
     refuse_launcher("countnet select-transforms")
     unknown = [c for c in (*candidates, default) if c not in PRESETS]
     if unknown:
         raise CountnetError(f"unknown preset(s) {', '.join(unknown)}; known: {', '.join(PRESETS)}")
     if base.lr == "auto":
         raise CountnetError("select-transforms needs a fixed --lr so candidates compare fairly")
-    from countnet_classify.train import train
-
     data = Path(base.data)
     meta = counting_metadata(data)
     out = Path(out)
@@ -123,58 +86,16 @@ def select_transforms(
     n_valid = 0
     try:
         for preset in candidates:
-            row: dict[str, Any] = {"preset": preset, "description": PRESETS[preset].description}
-            if meta:
-                frac = label_safety(meta[0], meta[1], preset)
-                row.update(label_safe=frac == 0.0, label_risk_fraction=round(frac, 4))
-                if frac > 0:
-                    row.update(error_rate=None, valid_loss=None, time=0.0)
-                    rows.append(row)
-                    say(f"{preset:9s} label-unsafe ({frac:.1%} of train images): not trained")
-                    continue
-            spec = replace(
-                base,
-                transforms=preset,
-                runs_dir=str(scratch),
-                name=preset,
-                lr_find_iters=0,
-                resume=False,
-                force=True,
-            )
-            t0 = time.perf_counter()
-            res = train(spec, say=lambda m: None, figures=False)
-            last = res.metrics[-1]
-            n_valid = int(res.record["data"]["n_valid"])
-            row.update(
-                error_rate=float(last["error_rate"]),
-                error_se=round(error_se(float(last["error_rate"]), n_valid), 4),
-                valid_loss=float(last["valid_loss"]),
-                time=round(time.perf_counter() - t0, 2),
-            )
+            row, trained_on = try_preset(base, preset, meta, scratch, say)
             rows.append(row)
-            say(
-                f"{preset:9s} error_rate {row['error_rate']:.4f} (+-{row['error_se']:.4f})  "
-                f"valid_loss {row['valid_loss']:.4f}  {row['time']:.1f}s"
-            )
+            n_valid = n_valid if trained_on is None else trained_on
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     chosen, why = choose(rows, default, n_valid)
     say(f"chosen: {chosen} ({why})")
     result = {
         "data": str(data.resolve()),
-        "budget": {
-            "task": base.task,
-            "arch": base.arch,
-            "epochs": base.epochs,
-            "size": base.size,
-            "bs": base.bs,
-            "lr": base.lr,
-            "seed": base.seed,
-            "pretrained": base.uses_pretrained,
-            "head": base.head,
-            "head_dropout": base.dropout,
-            "precise_bn": base.precise_bn,
-        },
+        "budget": budget(base),
         "counting_metadata": meta is not None,
         "n_valid": n_valid,
         "table": rows,
@@ -188,3 +109,57 @@ def select_transforms(
     }
     write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def try_preset(
+    base: RunSpec,
+    preset: str,
+    meta: tuple[list[dict], int] | None,
+    scratch: Path,
+    say: Callable[[str], None],
+) -> tuple[dict[str, Any], int | None]:
+    """(row of the table, validation images): ``preset``'s label safety on a counting set
+    and, if it is safe, its validation error after a scratch run in ``scratch`` (None: not
+    trained)."""
+    row: dict[str, Any] = {"preset": preset, "description": PRESETS[preset].description}
+    if meta:
+        frac = label_safety(meta[0], meta[1], preset)
+        row.update(label_safe=frac == 0.0, label_risk_fraction=round(frac, 4))
+        if frac > 0:
+            row.update(error_rate=None, valid_loss=None, time=0.0)
+            say(f"{preset:9s} label-unsafe ({frac:.1%} of train images): not trained")
+            return row, None
+    spec = replace(base, transforms=preset, runs_dir=str(scratch), name=preset,
+                   lr_find_iters=0, resume=False, force=True)  # fmt: skip
+    t0 = time.perf_counter()
+    res = train(spec, say=lambda m: None, figures=False)
+    last = res.metrics[-1]
+    n_valid = int(res.record["data"]["n_valid"])
+    row.update(
+        error_rate=float(last["error_rate"]),
+        error_se=round(error_se(float(last["error_rate"]), n_valid), 4),
+        valid_loss=float(last["valid_loss"]),
+        time=round(time.perf_counter() - t0, 2),
+    )
+    say(
+        f"{preset:9s} error_rate {row['error_rate']:.4f} (+-{row['error_se']:.4f})  "
+        f"valid_loss {row['valid_loss']:.4f}  {row['time']:.1f}s"
+    )
+    return row, n_valid
+
+
+def budget(base: RunSpec) -> dict[str, Any]:
+    """What every candidate shares, as the result records it."""
+    return {
+        "task": base.task,
+        "arch": base.arch,
+        "epochs": base.epochs,
+        "size": base.size,
+        "bs": base.bs,
+        "lr": base.lr,
+        "seed": base.seed,
+        "pretrained": base.uses_pretrained,
+        "head": base.head,
+        "head_dropout": base.dropout,
+        "precise_bn": base.precise_bn,
+    }

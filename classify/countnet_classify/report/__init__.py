@@ -1,0 +1,38 @@
+"""`countnet report`: one page over finished runs — a summary table across runs, then per
+run the blog's per-epoch table, the LR finder, learning curves, confusion matrix, top
+losses, sample images, the transform-selection table, dataset parameters and skipped
+files. Writes report.md (images linked) and report.html (images embedded: one file that
+reads offline).
+
+``views``: what it reads from run and sweep folders; ``pixels``: the "Circles or pixels?"
+pairing; ``sections``: the page as blocks (``blocks``); ``render``: report.md and
+report.html from the same blocks. Only the CLI and the workflow import this package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from countnet.atomic import write_text_atomic
+from countnet.errors import CountnetError
+from countnet_classify.experiments.sweep.spec import is_sweep
+from countnet_classify.report.render import to_html, to_markdown
+from countnet_classify.report.sections import TITLE, document
+from countnet_classify.report.views import load_run, load_sweep_view
+
+__all__ = ["write_report"]
+
+
+def write_report(runs: list[Path | str], out_dir: Path | str) -> tuple[Path, Path]:
+    """Write report.md and report.html for ``runs`` into ``out_dir``: run folders, and sweep
+    folders (`countnet sweep`), which get a section each."""
+    if not runs:
+        raise CountnetError("give at least one run or sweep folder")
+    sweeps = [load_sweep_view(r) for r in runs if is_sweep(r)]
+    views = [load_run(r) for r in runs if not is_sweep(r)]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    blocks = document(views, sweeps)
+    md, page = out / "report.md", out / "report.html"
+    write_text_atomic(md, to_markdown(TITLE, blocks, out))
+    write_text_atomic(page, to_html(TITLE, blocks))
+    return md, page

@@ -1,0 +1,179 @@
+"""What the report reads: a finished run folder (RunView) or a sweep folder (SweepView), and
+the plain words each row says about a run (its chance error, the verdict against it)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from countnet.errors import CountnetError
+from countnet_classify.cost import COST_JSON
+from countnet_classify.experiments.sweep.figures import CURVES_PNG, ERROR_PNG
+from countnet_classify.experiments.sweep.results import (
+    describe,
+    result_rows,
+    summary_rows,
+    summary_table,
+)
+from countnet_classify.experiments.sweep.spec import Sweep, load_sweep
+from countnet_classify.outputs import CONFIG, format_time, read_config, read_rows
+
+
+@dataclass
+class RunView:
+    path: Path
+    config: dict[str, Any]
+    metrics: list[dict]
+    skipped: list[str]
+    selection: dict | None
+    cost: dict | None = None  # cost.json (runs from before it have none)
+
+    @property
+    def name(self) -> str:
+        return self.config["resolved"]["name"]
+
+    def pretrained_text(self) -> str:
+        res = self.config["resolved"]
+        if res["pretrained"]:
+            return "yes (ImageNet)"
+        return "no: trained from scratch"
+
+    def head_text(self) -> str:
+        """The classifier head and its dropout (runs from before --head: fastai's)."""
+        res, run = self.config["resolved"], self.config["run"]
+        if run["arch"] == "lenet":
+            return "LeNet's own"
+        head = res.get("head") or run.get("head") or "fastai"
+        dropout = res.get("head_dropout", run.get("head_dropout"))
+        return head if dropout is None else f"{head} (dropout {dropout:g})"
+
+    def arch_text(self) -> str:
+        """The arch, and the task when it is not classification: a regression run's
+        error_rate is of its rounded count."""
+        res = self.config["resolved"]
+        arch = self.config["run"]["arch"]
+        if res.get("task") == "regression":
+            return f"{arch} (regression, {res.get('loss')} loss)"
+        return arch
+
+    def cost_cells(self) -> list[str]:
+        """Parameters, MACs per image and batch-1 latency (fp32, on the run's device)."""
+        c = self.cost
+        if not c:
+            return ["—", "—", "—"]
+        lat = c.get("latency_ms")
+        return [
+            f"{c['params'] / 1e6:.2f} M",
+            f"{c['macs'] / 1e9:.3f} G",
+            "—" if lat is None else f"{lat:.1f} ms ({c['device']})",
+        ]
+
+    def summary_row(self) -> list[str]:
+        res, s = self.config["resolved"], self.config["summary"]
+        data = self.config["data"]
+        return [
+            self.name,
+            Path(data["root"]).name,
+            self.arch_text(),
+            self.head_text(),
+            self.pretrained_text(),
+            *self.cost_cells(),
+            res["transforms"],
+            str(s["epochs"]),
+            f"{s['final_error_rate']:.4f}",
+            f"{s['best_error_rate']:.4f} (epoch {s['best_epoch']})",
+            format_time(s["wall_seconds"]),
+            self.device_text(),
+        ]
+
+    def device_text(self) -> str:
+        """The device, and the processes of a data-parallel run ("cuda x 4")."""
+        res = self.config["resolved"]
+        n = res.get("processes", 1)
+        return f"{res['device']} x {n}" if n > 1 else res["device"]
+
+
+def chance_error(config: dict) -> float:
+    """The error of always answering the most common validation class."""
+    d = config["data"]
+    valid = d.get("valid_class_counts")
+    if valid:
+        return 1 - max(valid.values()) / sum(valid.values())
+    return 1 - 1 / len(d["classes"])
+
+
+def verdict(final: float, chance: float, n_valid: int) -> str:
+    """Plain words for a final error against chance: 'at chance' when within two binomial
+    standard errors of it (the run learned nothing we can measure)."""
+    se = (chance * (1 - chance) / max(n_valid, 1)) ** 0.5
+    if final >= chance - 2 * se:
+        return "no: at chance"
+    if final <= 0.05 * max(chance, 1e-9):
+        return "yes"
+    return "partly"
+
+
+def load_run(path: Path | str) -> RunView:
+    path = Path(path)
+    if not (path / CONFIG).is_file():
+        raise CountnetError(f"{path} is not a countnet run folder (no {CONFIG})")
+    cfg = read_config(path)
+    if cfg.get("status") != "complete":
+        raise CountnetError(f"run {path} did not finish (status: {cfg.get('status')})")
+    skipped = (
+        (path / "skipped.txt").read_text().splitlines() if (path / "skipped.txt").is_file() else []
+    )
+    sel, cost = path / "transforms.json", path / COST_JSON
+    return RunView(
+        path,
+        cfg,
+        read_rows(path / "metrics.csv"),
+        skipped,
+        json.loads(sel.read_text()) if sel.is_file() else None,
+        read_cost(cost),
+    )
+
+
+def read_cost(path: Path) -> dict | None:
+    """A run's cost.json, checked (None: the run has none)."""
+    if not path.is_file():
+        return None
+    try:
+        cost = json.loads(path.read_text())
+        int(cost["params"]), int(cost["macs"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise CountnetError(
+            f"{path} is not a countnet cost.json: delete it (the report then shows dashes)"
+        ) from None
+    return cost
+
+
+@dataclass
+class SweepView:
+    """A `countnet sweep` folder: its spec and the per-point summary of its finished runs."""
+
+    path: Path
+    sweep: Sweep
+    summary: list[dict]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        return summary_table(self.sweep, self.summary)
+
+    def text(self) -> str:
+        return describe(self.sweep)
+
+    def figures(self) -> list[tuple[Path, str]]:
+        figs = ((ERROR_PNG, "Final error_rate against each swept option (± std)"),
+                (CURVES_PNG, "Learning curves, mean over seeds (band = ± std)"))  # fmt: skip
+        return [(self.path / f, t) for f, t in figs if (self.path / f).is_file()]
+
+
+def load_sweep_view(path: Path | str) -> SweepView:
+    sweep = load_sweep(path)
+    return SweepView(Path(path), sweep, summary_rows(sweep, result_rows(sweep)))
