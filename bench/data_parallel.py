@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from countnet_classify.config import RunSpec
+from countnet_classify.spec import RunSpec
 from countnet_classify.train import train
 from countnet_gen.spec import DatasetSpec
 from countnet_gen.writer import generate

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from countnet_classify.config import RunSpec
 from countnet_classify.evaluate import summarise
 from countnet_classify.predict import predict
 from countnet_classify.screen import screen_test
+from countnet_classify.spec import RunSpec
 from countnet_classify.train import train
 from countnet_gen.spec import DatasetSpec
 from countnet_gen.writer import generate, is_dataset, read_dataset_spec

@@ -18,7 +18,7 @@ from countnet.atomic import check_writable_parent
 from countnet.errors import USER_ERRORS, CountnetError, one_line
 from countnet.malloc import retain_freed_memory_for_training
 from countnet.options import spec_options, spec_values
-from countnet_classify.config import ARCHS, RunSpec
+from countnet_classify.spec import ARCHS, RunSpec
 from countnet_classify.transforms import PRESETS
 from countnet_gen.cli import EXAMPLES as GEN_EXAMPLES
 from countnet_gen.cli import gen

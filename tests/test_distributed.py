@@ -21,7 +21,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from countnet_classify.outputs import read_rows
+from countnet.tables import read_csv
 from tests.conftest import COUNTNET, assert_one_line_error, process_alive, save_resnet_weights
 from tests.test_readme import README
 from tests.test_resume import checkpoint_epoch, kill_9_after_checkpoint
@@ -111,7 +111,7 @@ def test_two_processes_killed_and_resumed_equal_one_process(cli, tiny, tmp_path,
     assert e < e1 < n
     e = e1
 
-    before = read_rows(partial / "metrics.csv")
+    before = read_csv(partial / "metrics.csv")
     # Resumed from here: the training processes are fresh ones, and what rank 0 prints
     # comes back through this process's sys.stdout/sys.stderr (here pytest's capture; in the
     # workflow a job's log file), not the file descriptors it inherited.
@@ -126,10 +126,10 @@ def test_two_processes_killed_and_resumed_equal_one_process(cli, tiny, tmp_path,
     two, ref = tmp_path / "two", tmp_path / "one"
     assert _files(two) == _files(ref)
     assert not partial.exists()
-    rows = read_rows(two / "metrics.csv")
+    rows = read_csv(two / "metrics.csv")
     assert rows[:e] == before[:e]
-    _assert_same_numbers(rows, read_rows(ref / "metrics.csv"))
-    losses, ref_losses = read_rows(two / "losses.csv"), read_rows(ref / "losses.csv")
+    _assert_same_numbers(rows, read_csv(ref / "metrics.csv"))
+    losses, ref_losses = read_csv(two / "losses.csv"), read_csv(ref / "losses.csv")
     assert len(losses) == len(ref_losses) == n * 3  # 27 images: 3 whole batches of 8 an epoch
     for a, b in zip(losses, ref_losses, strict=True):
         assert float(a["loss"]) == pytest.approx(float(b["loss"]), abs=2e-4)
@@ -197,7 +197,7 @@ def test_under_torchrun_fine_tuning_in_two_phases(cli, tiny, tmp_path, monkeypat
     assert rec["resolved"]["processes"] == 2 and rec["resolved"]["batch_size"] == 8
     assert rec["lr"]["source"].startswith("LR finder")
     assert [p["name"] for p in rec["resolved"]["phases"]] == ["frozen", "unfrozen"]
-    last = read_rows(run / "metrics.csv")[-1]
+    last = read_csv(run / "metrics.csv")[-1]
 
     # fp32, so `countnet predict` (fp32) computes what validation did, to float rounding
     from countnet_classify.predict import predict

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from countnet_classify.config import ARCHS, RunSpec
 from countnet_classify.model import build_model
-from countnet_classify.outputs import export_weights
+from countnet_classify.run_folder import export_weights
+from countnet_classify.spec import ARCHS, RunSpec
 from tests.conftest import assert_one_line_error
 
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from countnet_classify.outputs import read_rows
+from countnet.tables import read_csv
 from countnet_gen.spec import DatasetSpec
 from countnet_gen.writer import generate
 from tests.conftest import COUNTNET, assert_one_line_error, written
@@ -169,7 +169,7 @@ def test_dihedral_on_the_batch_is_the_eight_symmetries():
 def test_fast_path_matches_the_file_path(tiny_counts, tmp_path):
     """Same seed, same pixels, same batches: fp32 on the cache reproduces the file path's
     numbers; bf16 (the default here when the CPU has it) lands within noise."""
-    from countnet_classify.config import RunSpec
+    from countnet_classify.spec import RunSpec
     from countnet_classify.train import train
 
     def run(name, **kw):
@@ -205,7 +205,7 @@ def test_fast_path_matches_the_file_path(tiny_counts, tmp_path):
     assert abs(float(bf16.metrics[-1]["error_rate"]) - float(files.metrics[-1]["error_rate"])) <= (
         4 / n_valid
     )
-    cfg = read_rows(tmp_path / "cache" / "metrics.csv")
+    cfg = read_csv(tmp_path / "cache" / "metrics.csv")
     assert len(cfg) == 2
 
 
@@ -250,7 +250,7 @@ def test_cpu_autocast_runs_the_model_in_bf16_and_the_loss_in_fp32():
 
 def test_auto_precision_and_batch_size_rules(monkeypatch):
     from countnet_classify import devices as prec
-    from countnet_classify.config import auto_batch_size
+    from countnet_classify.spec import auto_batch_size
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: True)
@@ -455,12 +455,12 @@ def test_linear_head_run_predicts_its_own_validation_error(tiny_counts, tmp_path
     with open(tmp_path / "preds.csv") as f:
         preds = list(csv.DictReader(f))
     wrong = sum(Path(row["path"]).parent.name != row["prediction"] for row in preds)
-    final = float(read_rows(run / "metrics.csv")[-1]["error_rate"])
+    final = float(read_csv(run / "metrics.csv")[-1]["error_rate"])
     assert abs(wrong / len(images) - final) <= 1 / len(images) + 1e-5  # csv: 6 decimals
 
 
 def test_head_dropout_default_follows_the_head_and_resume_sees_the_value_used():
-    from countnet_classify.config import RunSpec
+    from countnet_classify.spec import RunSpec
 
     assert RunSpec(data="d", head="linear").dropout == 0.0
     assert RunSpec(data="d").dropout == 0.5  # fastai's own ps

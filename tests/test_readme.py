@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from countnet_classify.outputs import partial_dir
+from countnet_classify.run_folder import partial_dir
 from tests.conftest import COUNTNET, save_resnet_weights
 from tests.test_resume import kill_9_after_checkpoint
 

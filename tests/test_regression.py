@@ -13,7 +13,7 @@ import torch
 
 from countnet.errors import CountnetError
 from countnet_classify import evaluate, labels, regression
-from countnet_classify.config import RunSpec
+from countnet_classify.spec import RunSpec
 from tests.conftest import assert_one_line_error, written
 
 TRAIN = ("--task", "regression", "--no-pretrained", "--arch", "resnet18", "--head", "linear",

@@ -15,7 +15,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from countnet_classify.outputs import read_rows
+from countnet.tables import read_csv
 from tests.conftest import COUNTNET, assert_one_line_error, run_countnet, save_resnet_weights
 from tests.test_train import FAST
 
@@ -103,13 +103,13 @@ def test_resume_after_kill_9(cli, tiny, tmp_path):
     assert_one_line_error(cli(*args("--resume")), "changed since run 'k' started")
     os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))
 
-    before = read_rows(tmp_path / ".k.partial" / "metrics.csv")
+    before = read_csv(tmp_path / ".k.partial" / "metrics.csv")
     r = run_countnet(*args("--resume"))  # a fresh process, as a user resumes
     assert r.returncode == 0, r.stderr
     assert f"resuming after epoch {e}/{n}" in r.stderr
     resumed = [ln.split()[1] for ln in r.stdout.splitlines()]
     assert resumed == [f"{i}/{n}" for i in range(e + 1, n + 1)]  # only the missing epochs
-    rows = read_rows(tmp_path / "k" / "metrics.csv")
+    rows = read_csv(tmp_path / "k" / "metrics.csv")
     assert [r_["epoch"] for r_ in rows] == [str(i) for i in range(1, n + 1)]
     assert rows[:e] == before[:e]
     summary = yaml.safe_load((tmp_path / "k" / "config.yaml").read_text())["summary"]
@@ -150,18 +150,18 @@ def test_resumed_run_equals_the_uninterrupted_run(cli, tiny, tmp_path):
         ckpt = torch.load(partial / "checkpoint.pt", weights_only=True)
         assert ckpt["phase"] == ("frozen" if target <= 2 else "unfrozen")
         assert {"rng", "opt", "model", "smooth_loss"} <= set(ckpt)
-    assert read_rows(partial / "metrics.csv")[-1]["epoch"] == "4"
+    assert read_csv(partial / "metrics.csv")[-1]["epoch"] == "4"
     r = run_countnet(*args("cut"), "--resume")
     assert r.returncode == 0, r.stderr
     assert "resuming after epoch 4/4" in r.stderr and "already completed" in r.stderr
 
-    want, got = (read_rows(tmp_path / n / "metrics.csv") for n in ("whole", "cut"))
+    want, got = (read_csv(tmp_path / n / "metrics.csv") for n in ("whole", "cut"))
     assert [m["epoch"] for m in got] == ["1", "2", "3", "4"]
     for w, g in zip(want, got, strict=True):
         assert g["error_rate"] == w["error_rate"], (want, got)
         for col in ("train_loss", "valid_loss"):
             assert float(g[col]) == pytest.approx(float(w[col]), abs=1e-5), (col, want, got)
-    batch_losses = [[float(x["loss"]) for x in read_rows(tmp_path / n / "losses.csv")]
+    batch_losses = [[float(x["loss"]) for x in read_csv(tmp_path / n / "losses.csv")]
                     for n in ("whole", "cut")]  # fmt: skip
     assert batch_losses[1] == pytest.approx(batch_losses[0], abs=1e-5)
     a, b = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("whole", "cut"))
@@ -173,7 +173,7 @@ def test_resumed_run_equals_the_uninterrupted_run(cli, tiny, tmp_path):
     out = tmp_path / "preds.csv"
     p = cli("predict", tmp_path / "cut", *images, "--out", out)
     assert p.returncode == 0, p.stderr
-    wrong = sum(row["prediction"] != Path(row["path"]).parent.name for row in read_rows(out))
+    wrong = sum(row["prediction"] != Path(row["path"]).parent.name for row in read_csv(out))
     # to one image: metrics come from the training precision's forwards (bf16 autocast where
     # the CPU has it), predict runs fp32
     assert abs(wrong / len(images) - float(got[-1]["error_rate"])) <= 1 / len(images) + 1e-5

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from countnet_classify.outputs import partial_dir
+from countnet_classify.run_folder import partial_dir
 from tests.conftest import COUNTNET, assert_one_line_error, run_countnet, written
 from tests.test_resume import checkpoint_epoch, kill_9_when
 

@@ -14,7 +14,7 @@ import torch
 import yaml
 from PIL import Image
 
-from countnet_classify.outputs import read_rows
+from countnet.tables import read_csv
 from tests.conftest import assert_one_line_error, save_resnet_weights, written
 
 FAST = ["--size", "32", "--bs", "8", "--lr-find-iters", "30", "--quiet", "--workers", "0"]
@@ -36,8 +36,8 @@ RUN_FILES = {
 
 
 def test_run_folder_and_predict_agrees_with_learner(cli, tiny, tmp_path):
-    from countnet_classify.config import RunSpec
     from countnet_classify.predict import predict
+    from countnet_classify.spec import RunSpec
     from countnet_classify.train import train
 
     spec = RunSpec(
@@ -143,7 +143,7 @@ def test_pretrained_weights_from_file_and_from_cache(cli, tiny, tmp_path):
     assert cfg["resolved"]["weights_sha256"] == file_sha256(wfile)
     assert cfg["resolved"]["pretrained"] is True
     assert "fine_tune" in cfg["resolved"]["schedule"]
-    assert [int(m["epoch"]) for m in read_rows(tmp_path / "ft" / "metrics.csv")] == [1, 2]
+    assert [int(m["epoch"]) for m in read_csv(tmp_path / "ft" / "metrics.csv")] == [1, 2]
     from countnet_classify.devices import cpu_has_native_bf16
 
     assert cfg["resolved"]["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")
@@ -310,7 +310,7 @@ def test_imbalance_is_flagged(cli, tmp_path):
 def test_caffe_policies_drive_the_optimizer(tiny, tmp_path, policy):
     """The LR the optimizer used at every iteration (fastai's Recorder) is Caffe's formula
     of that iteration: step drops exactly at multiples of --lr-step, inv decays."""
-    from countnet_classify.config import RunSpec
+    from countnet_classify.spec import RunSpec
     from countnet_classify.train import train
 
     spec = RunSpec(
@@ -337,7 +337,7 @@ def test_the_seeds_sgd_recipe_runs_as_written(cli, tiny, tmp_path):
     """--opt sgd --momentum --wd with Caffe's inv policy (seed 001's LeNet solver): the
     optimizer is SGD with that momentum at every iteration (not cycled, not Adam), the LR
     follows inv, config.yaml records what ran; with one-cycle a --momentum is held too."""
-    from countnet_classify.config import RunSpec
+    from countnet_classify.spec import RunSpec
     from countnet_classify.train import train
 
     base = dict(
@@ -384,8 +384,8 @@ def test_fine_tune_phases_and_natural_class_order(tmp_path):
     from fastai.interpret import ClassificationInterpretation
 
     from countnet_classify.callbacks.precision import ChannelsLast, CPUAutocast
-    from countnet_classify.config import RunSpec
     from countnet_classify.predict import predict
+    from countnet_classify.spec import RunSpec
     from countnet_classify.train import train
     from countnet_gen.spec import DatasetSpec
     from countnet_gen.writer import generate
@@ -476,7 +476,7 @@ def test_fine_tune_phases_and_natural_class_order(tmp_path):
     assert matrix == want.tolist()
     assert not np.array_equal(want, np.diag(np.diag(want)))  # some mistakes: order shows
     wrong = sum(p.label != Path(p.path).parent.name for p in preds)
-    final = float(read_rows(run / "metrics.csv")[-1]["error_rate"])
+    final = float(read_csv(run / "metrics.csv")[-1]["error_rate"])
     assert abs(wrong / len(images) - final) <= 1 / len(images) + 1e-5  # one image (bf16)
 
 
@@ -661,7 +661,7 @@ def test_alexnet_trains_and_a_size_it_cannot_take_is_refused(cli, tiny, tmp_path
     run = runs / "tiny_alexnet"
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["run"]["arch"] == "alexnet" and cfg["run"]["size"] == 64
-    assert len(read_rows(run / "metrics.csv")) == 1
+    assert len(read_csv(run / "metrics.csv")) == 1
     cost = json.loads((run / "cost.json").read_text())
     assert cost["arch"] == "alexnet" and cost["size"] == 64
     r = cli("predict", run, *sorted((tiny / "valid" / "1").glob("*.png"))[:2])
@@ -677,8 +677,8 @@ def test_the_workflows_weights_path_is_torchvisions(env, tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    from countnet_classify.config import ARCHS
     from countnet_classify.hub import cached_weights_path
+    from countnet_classify.spec import ARCHS
     from countnet_classify.weights import expected_weights_path
 
     for var in ("TORCH_HOME", "XDG_CACHE_HOME"):

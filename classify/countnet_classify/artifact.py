@@ -11,7 +11,7 @@ import torch
 
 from countnet.errors import CountnetError
 from countnet_classify.model import build_model
-from countnet_classify.outputs import MODEL_JSON, WEIGHTS
+from countnet_classify.run_folder import MODEL_JSON, WEIGHTS
 from countnet_classify.weights import check_state_dict, load_state_dict_file
 
 

@@ -25,9 +25,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from countnet import tables
 from countnet.errors import CountnetError
-from countnet_classify.config import ARCHS, HEADS
 from countnet_classify.devices import resolve_device
 from countnet_classify.model import batchnorms, build_model, check_input_size
+from countnet_classify.spec import ARCHS, HEADS
 
 COST_JSON = "cost.json"  # in every run folder: the trained model's row
 COLUMNS = (

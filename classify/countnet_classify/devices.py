@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from countnet.errors import CountnetError
-from countnet_classify.config import DEVICES, PRECISIONS
+from countnet_classify.spec import DEVICES, PRECISIONS
 
 
 def resolve_device(choice: str) -> torch.device:

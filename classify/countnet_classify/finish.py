@@ -14,14 +14,14 @@ from fastai.interpret import ClassificationInterpretation
 
 from countnet.atomic import write_text_atomic
 from countnet.errors import CountnetError
-from countnet_classify import outputs, plots
+from countnet.tables import read_csv, write_csv
+from countnet_classify import plots, run_folder
 from countnet_classify.callbacks.checkpoint import CHECKPOINT
-from countnet_classify.config import RunSpec
 from countnet_classify.cost import COST_JSON, model_cost
 from countnet_classify.evaluate import evaluate
-from countnet_classify.outputs import read_rows, write_rows
 from countnet_classify.prepare import PreparedRun
 from countnet_classify.record import now, summary, target_dict
+from countnet_classify.spec import RunSpec
 
 PREDICTIONS_CSV = "predictions.csv"  # --task regression: every validation and test image
 PREDICTIONS_FIELDS = ("split", "path", "count", "seen", "prediction", "rounded")
@@ -40,7 +40,7 @@ def finish_run(
 ) -> TrainResult:
     """Figures, weights, the summary; then the partial folder becomes the run folder."""
     partial = run.partial
-    metrics = read_rows(partial / "metrics.csv")
+    metrics = read_csv(partial / "metrics.csv")
     total = record["resolved"]["total_epochs"]
     if len(metrics) != total:
         raise CountnetError(f"internal: {len(metrics)} epochs recorded, {total} expected")
@@ -49,21 +49,21 @@ def finish_run(
         evaluate(learn, run.screened, run.test_items, spec.size, run.bs) if run.regression else None
     )
     if evaluated:
-        write_rows(partial / PREDICTIONS_CSV, PREDICTIONS_FIELDS, evaluated[0])
+        write_csv(partial / PREDICTIONS_CSV, PREDICTIONS_FIELDS, evaluated[0])
     if figures:
         if spec.loader == "cache":
             # Figures through fastai's own file pipeline: interpretation and show_batch need
             # the file items, and the pixels are the same (the cache holds exactly them).
             learn.dls = _with_same_normalization(run.file_dls(), learn.dls)
         write_figures(learn, partial, metrics, evaluated[0] if evaluated else None)
-    outputs.export_weights(partial, learn.model, model_meta(spec, run, learn))
+    run_folder.export_weights(partial, learn.model, model_meta(spec, run, learn))
     _write_cost(spec, run)
     reg = evaluated[1] if evaluated else None
     record.update(status="complete", summary=summary(spec, metrics, total, session, reg))
     record["finished"] = now()
-    outputs.write_config(partial, record)
+    run_folder.write_config(partial, record)
     shutil.rmtree(partial / ".tmp", ignore_errors=True)
-    outputs.finish(partial, run.final)
+    run_folder.finish(partial, run.final)
     # After the rename: a run killed just before it still has the checkpoint, so --resume
     # loads the trained weights and finishes instead of retraining from nothing.
     (run.final / CHECKPOINT).unlink(missing_ok=True)
@@ -130,7 +130,7 @@ def write_figures(
 ) -> None:
     """Learning curves and a batch; a classifier's confusion matrix and top losses, or a
     regression's predicted-vs-true scatter and residuals by count (``predictions``)."""
-    plots.plot_losses(read_rows(run_dir / "losses.csv"), metrics, run_dir / "losses.png")
+    plots.plot_losses(read_csv(run_dir / "losses.csv"), metrics, run_dir / "losses.png")
     with learn.no_bar():
         if predictions is not None:
             plots.plot_scatter(predictions, run_dir / "scatter.png")

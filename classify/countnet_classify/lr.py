@@ -12,7 +12,7 @@ from fastai.callback.schedule import minimum, slide, steep, valley
 
 from countnet.errors import CountnetError
 from countnet_classify import plots
-from countnet_classify.config import RunSpec
+from countnet_classify.spec import RunSpec
 
 AUTO_SCRATCH_RULE = "slide"
 AUTO_FALLBACK = ("valley", "minimum")  # when the sweep was too short for the rule above

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from countnet.errors import CountnetError
-from countnet_classify.config import head_dropout_for
 from countnet_classify.regression import attach_rescale
+from countnet_classify.spec import head_dropout_for
 
 
 def batchnorms(module: nn.Module) -> list[nn.Module]:

@@ -13,9 +13,8 @@ import numpy as np
 import torch
 
 from countnet.errors import CountnetError
-from countnet_classify import outputs
+from countnet_classify import run_folder
 from countnet_classify.cache import decoded_splits
-from countnet_classify.config import RunSpec, auto_batch_size
 from countnet_classify.data import make_cached_dataloaders, make_dataloaders
 from countnet_classify.devices import resolve_device, resolve_precision, use_channels_last
 from countnet_classify.labels import count_values, standardisation
@@ -24,6 +23,7 @@ from countnet_classify.model import build_model, check_input_size
 from countnet_classify.parallel.group import current, split_batch
 from countnet_classify.record import describe_data
 from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen, screen_test
+from countnet_classify.spec import RunSpec, auto_batch_size
 from countnet_classify.transforms import resolve_transforms, transform_warnings
 from countnet_classify.weights import imagenet_state_dict
 
@@ -75,7 +75,7 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
     """Resolve the options, check the run folder and the data, build the DataLoaders."""
     transforms, device, precision = check_spec(spec)
     channels_last = use_channels_last(precision, device)
-    final, partial, saved = outputs.prepare_folder(spec, say)
+    final, partial, saved = run_folder.prepare_folder(spec, say)
     state_dict, weights_source = None, None
     if spec.uses_pretrained:  # before screening: a missing weights file fails fast
         state_dict, weights_source = imagenet_state_dict(spec.arch, spec.weights)
@@ -93,7 +93,7 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
     partial.mkdir(parents=True, exist_ok=True)
     if transforms != spec.transforms:  # chosen by a select-transforms JSON: keep its table
         shutil.copyfile(spec.transforms, partial / "transforms.json")
-    outputs.write_skipped(partial, sc.root, [*sc.skipped, *test_skipped])
+    run_folder.write_skipped(partial, sc.root, [*sc.skipped, *test_skipped])
     workers = workers_for(spec, device)
     bs = _batch_size(spec, data_info["n_train"], saved)
     dls, file_dls = loaders(

@@ -13,10 +13,10 @@ from typing import Any
 
 from countnet.versions import package_versions
 from countnet_classify import optim, phases
-from countnet_classify.config import RunSpec
 from countnet_classify.devices import uses_gemm_grads
 from countnet_classify.parallel.group import current
 from countnet_classify.screen import IMBALANCE_RATIO, Screened
+from countnet_classify.spec import RunSpec
 
 
 def now() -> str:

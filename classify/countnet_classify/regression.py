@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from countnet.errors import CountnetError
-from countnet_classify.config import DEFAULT_LOSS
+from countnet_classify.spec import DEFAULT_LOSS
 
 HUBER_DELTA = 1.0  # counts: quadratic within one circle of the truth, linear beyond
 

@@ -15,13 +15,13 @@ from fastai.torch_core import set_seed
 
 from countnet.atomic import exclusive
 from countnet.errors import CountnetError
-from countnet_classify import optim, outputs, phases, regression
+from countnet.tables import read_csv
+from countnet_classify import optim, phases, regression, run_folder
 from countnet_classify.cache import decoded_splits
 from countnet_classify.callbacks.checkpoint import Checkpoint, load_checkpoint
 from countnet_classify.callbacks.metrics import METRICS_FIELDS, REGRESSION_FIELDS, MetricsTable
 from countnet_classify.callbacks.precise_bn import PreciseBN
 from countnet_classify.callbacks.precision import apply_precision
-from countnet_classify.config import RunSpec
 from countnet_classify.devices import use_channels_last
 from countnet_classify.finish import TrainResult, finish_run
 from countnet_classify.lr import find_lr
@@ -32,6 +32,7 @@ from countnet_classify.parallel.shard import DataParallel
 from countnet_classify.prepare import PreparedRun, check_spec, loaders, prepare_run, workers_for
 from countnet_classify.record import run_record
 from countnet_classify.schedules import caffe_scheduler  # also patches fit_one_cycle onto Learner
+from countnet_classify.spec import RunSpec
 from countnet_classify.weights import imagenet_state_dict
 
 
@@ -53,7 +54,10 @@ def train(spec: RunSpec, *, say=print, figures: bool = True, cbs: tuple = ()) ->
         check_processes(spec, spec.gpus)
         run_dir = launch(spec, train, say=say, figures=figures)
         return TrainResult(
-            run_dir, None, outputs.read_rows(run_dir / "metrics.csv"), outputs.read_config(run_dir)
+            run_dir,
+            None,
+            read_csv(run_dir / "metrics.csv"),
+            run_folder.read_config(run_dir),
         )
     if group is not None and not group.leader:
         _follow(spec, cbs)
@@ -69,7 +73,7 @@ def train(spec: RunSpec, *, say=print, figures: bool = True, cbs: tuple = ()) ->
             base_lr = float(lr["used"])
             schedule = plan_phases(spec, base_lr)
             record = run_record(spec, run, learn, lr, schedule)
-            outputs.write_config(run.partial, record)
+            run_folder.write_config(run.partial, record)
             ckpt = load_checkpoint(run.partial) if spec.resume else None
             if group is not None:
                 share(_plan(run, base_lr, resumed=ckpt is not None))

@@ -153,7 +153,7 @@ wildcard_constraints:
 
 def run_spec(exp, **overrides):
     """The RunSpec of an experiment: train defaults, then the experiment's own options."""
-    from countnet_classify.config import RunSpec
+    from countnet_classify.spec import RunSpec
 
     entry = {k: v for k, v in EXPERIMENTS[exp].items() if k not in ("data", "optional")}
     # The overrides (select-transforms' budget) win, and are merged before `pretrained: auto`
@@ -187,7 +187,7 @@ def recorded(spec):
 
 def _deciding(options):
     """``options`` without those that do not change a result (config.RESUME_FREE)."""
-    from countnet_classify.config import RESUME_FREE
+    from countnet_classify.spec import RESUME_FREE
 
     return {k: v for k, v in options.items() if k not in RESUME_FREE}
 

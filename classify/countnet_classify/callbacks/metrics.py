@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 
 from countnet.atomic import write_text_atomic
+from countnet.tables import read_csv, write_csv
 from countnet_classify.callbacks.epochs import EpochAware
-from countnet_classify.outputs import metrics_markdown, read_rows, write_rows
+from countnet_classify.run_folder import metrics_markdown
 
 METRICS_FIELDS = ("epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "time")
 # --task regression: error_rate and accuracy of the rounded count, then MAE and RMSE
@@ -28,8 +29,8 @@ class MetricsTable(EpochAware):
         super().__init__(offset)
         self.run_dir, self.total, self.echo = Path(run_dir), total, echo
         self.fields = tuple(fields)
-        self.rows = read_rows(self.run_dir / "metrics.csv")
-        self.losses = read_rows(self.run_dir / "losses.csv")
+        self.rows = read_csv(self.run_dir / "metrics.csv")
+        self.losses = read_csv(self.run_dir / "losses.csv")
 
     def before_epoch(self):
         super().before_epoch()
@@ -59,8 +60,8 @@ class MetricsTable(EpochAware):
         self.losses = [r for r in self.losses if int(r["epoch"]) < n] + [
             {"iter": start + i, "epoch": n, "loss": f"{v:.6f}"} for i, v in enumerate(batch_losses)
         ]
-        write_rows(self.run_dir / "losses.csv", ("iter", "epoch", "loss"), self.losses)
-        write_rows(self.run_dir / "metrics.csv", self.fields, self.rows)
+        write_csv(self.run_dir / "losses.csv", ("iter", "epoch", "loss"), self.losses)
+        write_csv(self.run_dir / "metrics.csv", self.fields, self.rows)
         write_text_atomic(self.run_dir / "metrics.md", metrics_markdown(self.rows, self.fields))
         if self.echo:
             shown = [f for f in self.fields if f not in ("epoch", "accuracy", "time")]

@@ -17,8 +17,8 @@ from typing import Any
 
 from countnet.atomic import write_text_atomic
 from countnet.errors import CountnetError
-from countnet_classify.config import RunSpec
 from countnet_classify.parallel.group import refuse_launcher
+from countnet_classify.spec import RunSpec
 from countnet_classify.train import train
 from countnet_classify.transforms import PRESETS, counting_metadata, label_safety
 

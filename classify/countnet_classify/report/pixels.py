@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from countnet_classify.config import RunSpec
 from countnet_classify.report.views import RunView, chance_error
+from countnet_classify.spec import RunSpec
 
 DISTRACTOR_KEYS = ("distractors", "distractor_shape", "distractor_radius", "match_area")
 # What makes two runs the same experiment but for the data: the model, its size, and the

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from countnet_classify import evaluate
 from countnet_classify.cost import DISPLAY_COLUMNS, format_row
-from countnet_classify.outputs import format_time
 from countnet_classify.report import pixels
 from countnet_classify.report.blocks import (
     Block,
@@ -20,6 +19,7 @@ from countnet_classify.report.blocks import (
     Table,
 )
 from countnet_classify.report.views import RunView, SweepView, chance_error, verdict
+from countnet_classify.run_folder import format_time
 
 TITLE = "countnet report"
 BLOG_COLUMNS = ("epoch", "train_loss", "valid_loss", "error_rate", "time")

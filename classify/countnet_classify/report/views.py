@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from countnet.errors import CountnetError
+from countnet.tables import read_csv
 from countnet_classify.cost import COST_JSON
 from countnet_classify.experiments.sweep.figures import CURVES_PNG, ERROR_PNG
 from countnet_classify.experiments.sweep.results import (
@@ -18,7 +19,7 @@ from countnet_classify.experiments.sweep.results import (
     summary_table,
 )
 from countnet_classify.experiments.sweep.spec import Sweep, load_sweep
-from countnet_classify.outputs import CONFIG, format_time, read_config, read_rows
+from countnet_classify.run_folder import CONFIG, format_time, read_config
 
 
 @dataclass
@@ -129,7 +130,7 @@ def load_run(path: Path | str) -> RunView:
     return RunView(
         path,
         cfg,
-        read_rows(path / "metrics.csv"),
+        read_csv(path / "metrics.csv"),
         skipped,
         json.loads(sel.read_text()) if sel.is_file() else None,
         read_cost(cost),

@@ -6,15 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from countnet.errors import CountnetError
-from countnet_classify import outputs
-from countnet_classify.config import RunSpec
+from countnet_classify import run_folder
+from countnet_classify.spec import RunSpec
 
 
 def completed_config(spec: RunSpec) -> dict | None:
     """The run's config.yaml if the run finished, else None."""
-    if not (spec.run_dir / outputs.CONFIG).is_file():
+    if not (spec.run_dir / run_folder.CONFIG).is_file():
         return None
-    cfg = outputs.read_config(spec.run_dir)
+    cfg = run_folder.read_config(spec.run_dir)
     return cfg if cfg.get("status") == "complete" else None
 
 

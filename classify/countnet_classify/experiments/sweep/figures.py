@@ -10,9 +10,9 @@ import numpy as np
 from matplotlib import pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
+from countnet.tables import read_csv
 from countnet_classify.experiments.sweep.checks import finished
 from countnet_classify.experiments.sweep.spec import Point, Sweep, format_value
-from countnet_classify.outputs import read_rows
 from countnet_classify.plots import save_current
 
 ERROR_PNG = "sweep_error.png"
@@ -69,7 +69,7 @@ def plot_curves(sweep: Sweep, path: Path) -> None:
     by_point: dict[Point, list[list[float]]] = {}
     for point, _, spec in sweep.runs():  # once: each finished run's curve, by point
         if finished(spec):
-            rows = read_rows(spec.run_dir / "metrics.csv")
+            rows = read_csv(spec.run_dir / "metrics.csv")
             by_point.setdefault(point, []).append([float(m["error_rate"]) for m in rows])
     plt.figure(figsize=(7, 4.2))
     for point in sweep.points():

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from countnet.atomic import write_text_atomic
-from countnet.tables import markdown_table, write_csv
-from countnet_classify import outputs
-from countnet_classify.config import RunSpec
+from countnet.tables import markdown_table, read_csv, write_csv
+from countnet_classify import run_folder
 from countnet_classify.experiments.sweep.checks import completed_config
 from countnet_classify.experiments.sweep.figures import (
     CURVES_PNG,
@@ -20,7 +19,7 @@ from countnet_classify.experiments.sweep.figures import (
     plot_error,
 )
 from countnet_classify.experiments.sweep.spec import NOT_SWEPT, Sweep, format_value
-from countnet_classify.outputs import read_rows
+from countnet_classify.spec import RunSpec
 
 SWEEP_CSV = "sweep.csv"
 SUMMARY_CSV = "summary.csv"
@@ -47,7 +46,7 @@ def result_rows(sweep: Sweep) -> list[dict[str, Any]]:
         if cfg is None:
             continue
         s = cfg["summary"]
-        metrics = read_rows(spec.run_dir / "metrics.csv")
+        metrics = read_csv(spec.run_dir / "metrics.csv")
         rows.append(
             {
                 **point.as_dict(),
@@ -171,7 +170,7 @@ def summary_table(sweep: Sweep, summary: list[dict]) -> tuple[list[str], list[li
             pm(r["final_error_rate_mean"], r["final_error_rate_std"]),
             pm(r["best_error_rate_mean"], r["best_error_rate_std"]),
             *(pm(r[f"{c}_mean"], r[f"{c}_std"], 3) if f"{c}_mean" in r else "—" for c in maes),
-            outputs.format_time(r["train_seconds_mean"]),
+            run_folder.format_time(r["train_seconds_mean"]),
         ]
         for r in summary
     ]

@@ -10,7 +10,7 @@ from typing import Any
 
 from countnet.atomic import exclusive
 from countnet.errors import CountnetError
-from countnet_classify import outputs
+from countnet_classify import run_folder
 from countnet_classify.experiments.sweep.checks import check_finished_run, check_runs, finished
 from countnet_classify.experiments.sweep.results import write_summaries, write_tables
 from countnet_classify.experiments.sweep.spec import SWEEP_JSON, Sweep, is_sweep, write_spec
@@ -53,7 +53,7 @@ def run_sweep(
             if finished(spec):
                 say(f"{head}: finished before, skipped")
                 continue
-            resume = outputs.partial_dir(spec.run_dir).is_dir()
+            resume = run_folder.partial_dir(spec.run_dir).is_dir()
             say(f"{head}: {'resuming' if resume else 'training'} -> {spec.run_dir}")
             train_fn(dataclasses.replace(spec, resume=resume), say=say)
             write_tables(sweep)  # after every run: an interrupted sweep shows what it has

@@ -16,7 +16,7 @@ from typing import Any
 
 from countnet.atomic import write_text_atomic
 from countnet.errors import CountnetError
-from countnet_classify.config import RunSpec
+from countnet_classify.spec import RunSpec
 
 SWEEP_JSON = "sweep.json"
 # Options a sweep sets itself (seed: --seeds; where runs go, what they are called, whether

@@ -5,8 +5,6 @@ runs/<name>/ when it completes, so runs/<name>/ is always whole; the partial fol
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import shutil
 from pathlib import Path
@@ -20,7 +18,7 @@ from countnet.errors import CountnetError
 if TYPE_CHECKING:  # torch only where weights are written: the workflow reads this module
     import torch
 
-    from countnet_classify.config import RunSpec
+    from countnet_classify.spec import RunSpec
 
 WEIGHTS = "model.safetensors"
 MODEL_JSON = "model.json"
@@ -76,22 +74,6 @@ def prepare_folder(spec: RunSpec, say) -> tuple[Path, Path, dict | None]:
 def is_run(folder: Path) -> bool:
     """A finished run folder (it has config.yaml)."""
     return (folder / CONFIG).is_file()
-
-
-def read_rows(path: Path) -> list[dict]:
-    """A CSV of the run folder (metrics.csv, losses.csv, ...) as dicts; [] if absent."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def write_rows(path: Path, fields: tuple[str, ...], rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields)
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
 
 
 def write_config(run_dir: Path, record: dict[str, Any]) -> None:
