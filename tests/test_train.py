@@ -672,7 +672,7 @@ def test_alexnet_trains_and_a_size_it_cannot_take_is_refused(cli, tiny, tmp_path
 @pytest.mark.parametrize("env", ["TORCH_HOME", "XDG_CACHE_HOME", None])
 def test_the_workflows_weights_path_is_torchvisions(env, tmp_path, monkeypatch):
     """hub.cached_weights_path (no torch import: the Snakefile asks it in every job) names
-    the file model.expected_weights_path (torchvision's own URL and torch.hub's folder)
+    the file weights.expected_weights_path (torchvision's own URL and torch.hub's folder)
     does, for every arch with weights, wherever the torch hub cache is configured."""
     import subprocess
     import sys

@@ -34,7 +34,7 @@ RESULT_COLUMNS = (
     "run",
 )
 # --task regression runs add MAE on the seen counts (validation) and, with a test/ split of
-# counts never trained on, on those (regression.summarise)
+# counts never trained on, on those (evaluate.summarise)
 MAE_COLUMNS = ("mae_seen", "mae_unseen")
 
 
