@@ -8,8 +8,6 @@ normalisation), so predictions match the learner's."""
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from fastai.data.transforms import IntToFloatTensor, Normalize, ToTensor
 from fastai.torch_core import TensorImage
 from fasttransform import Pipeline
 
-from countnet.atomic import write_text_atomic
+from countnet import tables
 from countnet.errors import CountnetError
 from countnet_classify.artifact import is_regression, load_predictor
 from countnet_classify.images import RGBImage, item_transforms
@@ -111,17 +109,16 @@ def predict(
 def write_csv(preds: list[Prediction], path: Path | str) -> None:
     """path, prediction, probability, p_<class>...; a regression run's: path, prediction
     (the rounded count), count."""
-    buf = io.StringIO()
-    w = csv.writer(buf)
     if preds and preds[0].count is not None:
-        w.writerow(["path", "prediction", "count"])
-        w.writerows([p.path, p.label, f"{p.count:.4f}"] for p in preds)
+        header = ["path", "prediction", "count"]
+        rows = [[p.path, p.label, f"{p.count:.4f}"] for p in preds]
     else:
         classes = list(preds[0].probs) if preds else []
-        w.writerow(["path", "prediction", "probability", *[f"p_{c}" for c in classes]])
-        for p in preds:
-            probs = [f"{p.probs[c]:.6f}" for c in classes]
-            w.writerow([p.path, p.label, f"{p.probability:.6f}", *probs])
+        header = ["path", "prediction", "probability", *[f"p_{c}" for c in classes]]
+        rows = [
+            [p.path, p.label, f"{p.probability:.6f}", *[f"{p.probs[c]:.6f}" for c in classes]]
+            for p in preds
+        ]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, buf.getvalue())
+    tables.write_csv(path, header, rows)

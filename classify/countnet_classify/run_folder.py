@@ -14,6 +14,7 @@ import yaml
 
 from countnet.atomic import atomic_path, check_replaceable, move_into_place, write_text_atomic
 from countnet.errors import CountnetError
+from countnet.tables import markdown_table
 
 if TYPE_CHECKING:  # torch only where weights are written: the workflow reads this module
     import torch
@@ -114,8 +115,5 @@ def format_time(seconds: float) -> str:
 
 def metrics_markdown(rows: list[dict], columns: tuple[str, ...]) -> str:
     """The per-epoch table as the blog prints it: losses and rates to 6 decimals, mm:ss."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---:|" * len(columns)]
-    for r in rows:
-        cells = [format_time(float(r[c])) if c == "time" else str(r[c]) for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    cells = [[format_time(float(r[c])) if c == "time" else r[c] for c in columns] for r in rows]
+    return markdown_table(columns, cells, align_right=True) + "\n"
