@@ -150,7 +150,7 @@ def summary_of(config: dict) -> dict | None:
 
 
 def unseen_rows(views) -> list[list[str]]:
-    """One row per regression run of the report (``views``: report.RunView)."""
+    """One row per regression run of the report (``views``: report.views.RunView)."""
     rows = []
     for v in views:
         s = summary_of(v.config)
