@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from countnet import cli as countnet_cli
 from countnet.options import NOT_CLI, cli, option_fields, spec_options, spec_values
-from countnet_classify import config as cfg
+from countnet_classify import spec as cfg
 from countnet_classify.spec import RunSpec
 from countnet_classify.transforms import PRESETS
 from countnet_gen.distractors import SHAPES
