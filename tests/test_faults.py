@@ -258,3 +258,33 @@ def test_size_too_large_is_not_too_small(tiny, tmp_path):
     assert_one_line_error(proc, "--size 100000 is too large")
     assert "too small" not in proc.stderr
     assert not (tmp_path / "runs").exists() or leftovers(tmp_path) == []
+
+
+# --- hostile names -------------------------------------------------------------------------
+
+
+def test_non_utf8_names_and_symlink_loops(tiny, tmp_path):
+    """A non-UTF-8 image name is trained on; a non-UTF-8 file that is no image and symlink
+    loops are listed in skipped.txt (names escaped), and nothing crashes."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny, data)
+    cls = data / "train" / "1"
+    good = next(cls.iterdir())
+    shutil.copy(good, os.fsdecode(bytes(cls) + b"/bad\xff\xfe.png"))
+    Path(os.fsdecode(bytes(cls) + b"/junk\xff.png")).write_bytes(b"not a png")
+    os.symlink("../1", cls / "up")  # a folder link back to its own folder
+    os.symlink("loopb", cls / "loopa")
+    os.symlink("loopa", cls / "loopb")
+    before = snapshot(data)
+    proc = run_countnet("train", data, *TRAIN, "--epochs", "1", "--name", "r", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    skipped = (tmp_path / "runs" / "r" / "skipped.txt").read_text(encoding="utf-8")
+    lines = dict(ln.split("\t", 1) for ln in skipped.splitlines())
+    assert set(lines) == {"train/1/junk\\xff.png", "train/1/loopa", "train/1/loopb", "train/1/up"}
+    assert lines["train/1/loopa"] == lines["train/1/loopb"] == "symlink loop"
+    assert lines["train/1/up"].startswith("symlink loop")
+    n_files = sum(1 for p in tiny.rglob("*.png") if "test" not in p.parts)
+    config = (tmp_path / "runs" / "r" / "config.yaml").read_text()
+    assert f"n_images: {n_files + 1}\n" in config, config
+    assert_unchanged(data, before)
