@@ -288,3 +288,55 @@ def test_non_utf8_names_and_symlink_loops(tiny, tmp_path):
     config = (tmp_path / "runs" / "r" / "config.yaml").read_text()
     assert f"n_images: {n_files + 1}\n" in config, config
     assert_unchanged(data, before)
+
+
+# --- power loss: what reaches the disk before a rename ------------------------------------
+
+
+@pytest.fixture
+def disk_calls(monkeypatch):
+    """Every fsync, syncfs and rename, in order, as (call, path)."""
+    import countnet.atomic as atomic
+
+    calls: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def name(fd: int) -> str:
+        return os.readlink(f"/proc/self/fd/{fd}")
+
+    class Libc:
+        def syncfs(self, fd: int) -> int:
+            calls.append(("syncfs", name(fd)))
+            return 0
+
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(("fsync", name(fd))), fsync(fd)))
+    monkeypatch.setattr(
+        os, "replace", lambda a, b: (calls.append(("rename", str(b))), replace(a, b))
+    )
+    monkeypatch.setattr(atomic, "_libc", Libc)
+    return calls
+
+
+def test_atomic_write_reaches_disk_before_rename(tmp_path, disk_calls):
+    """The file's data, then the rename, then the folder's entry: a power loss at any
+    point leaves the old file or the whole new one."""
+    from countnet.atomic import write_text_atomic
+
+    write_text_atomic(tmp_path / "config.yaml", "a: 1\n")
+    assert [c for c, _ in disk_calls] == ["fsync", "rename", "fsync"]
+    assert disk_calls[0][1].startswith(str(tmp_path / ".config.yaml."))
+    assert disk_calls[1:] == [("rename", str(tmp_path / "config.yaml")), ("fsync", str(tmp_path))]
+
+
+def test_staged_folder_flushed_before_rename(tmp_path, disk_calls):
+    """A dataset's staged folder: one syncfs for all its files, then the rename, then the
+    parent folder's entry."""
+    from countnet.atomic import staging_dir
+
+    with staging_dir(tmp_path / "ds", force=False) as tmp:
+        (tmp / "x.png").write_bytes(b"png")
+    assert disk_calls == [
+        ("syncfs", str(tmp)),
+        ("rename", str(tmp_path / "ds")),
+        ("fsync", str(tmp_path)),
+    ]
