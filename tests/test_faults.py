@@ -103,6 +103,19 @@ def test_gen_disk_full(mount, workers):
     assert_unchanged(disk, before)
 
 
+def test_gen_force_disk_full_keeps_the_old_dataset(mount):
+    """--force onto a dataset when the new one does not fit: the old one stays, byte for
+    byte, and so does everything else."""
+    disk = mount("2m")
+    small = ("gen", "--range", "1-2", "--per-class", "4", "--size", "32", "--radius", "3", "-q")
+    run_countnet(*small, "--workers", "1", "--out", disk / "ds", check=True)
+    before = snapshot(disk)
+    proc = run_countnet(*GEN, "--workers", "1", "--force", "--out", disk / "ds")
+    assert_one_line_error(proc, "disk full writing", str(disk / "ds"))
+    assert leftovers(disk) == []
+    assert_unchanged(disk, before)
+
+
 def test_gen_inodes_exhausted(mount):
     """Space to spare but no inode left: the same line as for a full disk."""
     disk = mount("20m", inodes=40)
