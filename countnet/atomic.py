@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import glob
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from countnet.errors import CountnetError
+from countnet.errors import CountnetError, is_read_only_fs, write_failure
 
 PARTIAL = ".partial-"
 # A staging folder of another host is swept only when this old: its writer may be alive on a
@@ -66,6 +69,9 @@ def exclusive(
             "wait for it to finish, or write somewhere else"
         ) from None
     except OSError as e:  # e.g. ENOLCK: NFS without a lock manager; a lock file of another user
+        fs = write_failure(e, lock.lock_file)
+        if fs is not None:
+            raise fs from None
         raise CountnetError(
             f"cannot lock {lock.lock_file} ({e.strerror or e}): countnet needs a filesystem "
             "with working file locks (flock) and write access to the lock file"
@@ -102,7 +108,13 @@ def check_writable_parent(final: Path) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except (OSError, FileExistsError) as e:
-        raise CountnetError(f"cannot create {parent}: {e.strerror or e}") from None
+        fs = write_failure(e, parent)
+        raise fs or CountnetError(f"cannot create {parent}: {e.strerror or e}") from None
+    if is_read_only_fs(parent):
+        raise CountnetError(
+            f"cannot write into {parent}: read-only file system (write somewhere else, or "
+            "remount it read-write)"
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise CountnetError(f"cannot write into {parent}: permission denied")
 
@@ -114,9 +126,11 @@ def move_into_place(src: Path, final: Path) -> None:
         old = final.parent / f"{staging_prefix(final)}old"
         os.replace(final, old)
         os.replace(src, final)
+        fsync_dir(final.parent)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, final)
+        fsync_dir(final.parent)
 
 
 @contextlib.contextmanager
@@ -142,13 +156,19 @@ def staging_dir(
     try:
         tmp = Path(tempfile.mkdtemp(prefix=staging_prefix(final), dir=final.parent))
     except OSError as e:
-        raise CountnetError(f"cannot write into {final.parent}: {e.strerror}") from None
+        fs = write_failure(e, final)
+        raise fs or CountnetError(f"cannot write into {final.parent}: {e.strerror}") from None
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the dataset from others
     try:
         yield tmp
+        # Power loss after the rename must not leave a folder of empty or torn files.
+        flush_file_system(tmp)
         move_into_place(tmp, final)
-    except BaseException:
+    except BaseException as e:
+        fs = write_failure(e, final)
         shutil.rmtree(tmp, ignore_errors=True)
+        if fs is not None:
+            raise fs from None
         raise
 
 
@@ -198,16 +218,71 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     permissions and is renamed to ``path``, otherwise it is removed. Readers of ``path``
     never see a half-written file."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        fs = write_failure(e, path)
+        if fs is not None:
+            raise fs from None
+        raise
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
+        fsync_file(tmp)  # the data reaches the disk before the name points at it
         publish_permissions(tmp)  # mkstemp's 0600 is for secrets, not outputs
         os.replace(tmp, path)
-    except BaseException:
+        fsync_dir(path.parent)  # and the rename itself survives a power loss
+    except BaseException as e:
+        fs = write_failure(e, path)  # judged before the unlink frees the space
         tmp.unlink(missing_ok=True)
+        if fs is not None:
+            raise fs from None
         raise
+
+
+def fsync_file(path: Path | str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path | str) -> None:
+    """Make a rename in folder ``path`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder; the rename still happened
+        pass
+    finally:
+        os.close(fd)
+
+
+def flush_file_system(path: Path | str) -> None:
+    """Write every dirty page of the file system holding ``path`` to disk: one syncfs(2)
+    for a whole staged folder instead of one fsync per file; os.sync() where there is none."""
+    libc = _libc()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc is None or libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
 
 
 def write_text_atomic(path: Path | str, text: str) -> None:

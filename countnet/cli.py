@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from countnet.atomic import check_writable_parent
-from countnet.errors import USER_ERRORS, CountnetError, one_line
+from countnet.errors import USER_ERRORS, CountnetError, DiskFull, one_line, write_failure
 from countnet.malloc import retain_freed_memory_for_training
 from countnet.options import spec_options, spec_values
 from countnet_classify.spec import ARCHS, RunSpec
@@ -313,7 +313,13 @@ def main() -> None:
     """Console-script entry point: run the app, turning user errors into one line."""
     try:
         result = app(standalone_mode=False)
+    except DiskFull as e:
+        _fail(f"disk full writing {e.path}: {RERUN_HINTS.get(_command(), e.hint)}")
     except USER_ERRORS as e:
+        _fail(one_line(e))
+    except OSError as e:  # a full or read-only file system under a writer without its own check
+        if write_failure(e, e.filename or ".") is None:
+            raise
         _fail(one_line(e))
     except (KeyboardInterrupt, typer.Abort):
         _fail("interrupted", code=130)
@@ -325,6 +331,18 @@ def main() -> None:
             sys.exit(0)
         _fail(" ".join(e.format_message().split()), code=getattr(e, "exit_code", 2))
     sys.exit(result if isinstance(result, int) else 0)
+
+
+# What to do after freeing space, where a command can continue instead of starting over.
+RERUN_HINTS = {
+    "train": "free space and rerun with --resume",
+    "sweep": "free space and rerun the same command to continue",
+}
+
+
+def _command() -> str:
+    """The subcommand named on the command line (the first word that is not an option)."""
+    return next((a for a in sys.argv[1:] if not a.startswith("-")), "")
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -61,11 +61,13 @@ class DecodedSplits:
 def cache_key(sc: Screened, size: int) -> str:
     """sha256 over everything that decides the cached pixels and labels."""
     h = hashlib.sha256(f"countnet-decoded v{FORMAT} size={size} squish\n".encode())
-    h.update(("classes\t" + "\t".join(sc.classes) + "\n").encode())
+    h.update(("classes\t" + "\t".join(sc.classes) + "\n").encode("utf-8", "surrogateescape"))
     for path, label, is_valid in sc.items:
         st = path.stat()
         h.update(
-            f"{path.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\t{label}\t{int(is_valid)}\n".encode()
+            f"{path.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\t{label}\t{int(is_valid)}\n".encode(
+                "utf-8", "surrogateescape"
+            )
         )
     return h.hexdigest()
 

@@ -49,8 +49,12 @@ def check_input_size(model: nn.Module, size: int, device: torch.device | str = "
     try:
         with torch.no_grad():
             model(torch.zeros(1, 3, size, size, device=device))
-    except RuntimeError as e:
+    except (RuntimeError, MemoryError) as e:
         why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        if isinstance(e, MemoryError) or "alloc" in why or "out of memory" in why:
+            raise CountnetError(
+                f"--size {size} is too large: one image does not fit in memory ({why})"
+            ) from None
         raise CountnetError(f"--size {size} is too small for this network ({why})") from None
     finally:
         model.train(was_training)

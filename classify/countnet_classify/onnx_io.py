@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from countnet.errors import CountnetError
-from countnet_classify.artifact import is_regression
+from countnet_classify.artifact import check_model_meta, is_regression
 
 PREPROCESSING = (
     "image: float32 (batch, 3, size, size), RGB in [0, 1] (8-bit values / 255), after "
@@ -52,9 +52,10 @@ def session(path: Path | str):
     try:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         meta = json.loads(sess.get_modelmeta().custom_metadata_map["countnet"])
-        meta["classes"], meta["size"] = list(meta["classes"]), int(meta["size"])
     except (KeyError, TypeError, ValueError, json.JSONDecodeError):
         raise CountnetError(f"{path} is not an ONNX model written by countnet export") from None
     except Exception as e:  # onnxruntime's own errors: not a readable ONNX file
         raise CountnetError(f"{path} is not a readable ONNX model ({type(e).__name__})") from None
-    return sess, meta
+    if not isinstance(meta, dict):
+        raise CountnetError(f"{path} is not an ONNX model written by countnet export")
+    return sess, check_model_meta(meta, f"{path} (its countnet metadata)")

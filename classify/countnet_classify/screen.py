@@ -8,6 +8,7 @@ vetted the same way; fingerprints of the files let a run notice that they change
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -50,6 +51,8 @@ def check_image(path: Path) -> str | None:
     # lazy: images imports fastai, and the Snakefile's parse imports this module (via sweep)
     from countnet_classify.images import open_rgb
 
+    if path.is_symlink() and (why := symlink_problem(path)):
+        return why
     try:
         if path.stat().st_size == 0:
             return "zero-byte file"
@@ -63,6 +66,21 @@ def check_image(path: Path) -> str | None:
     return None
 
 
+def symlink_problem(link: Path) -> str | None:
+    """Why the symlink ``link`` is not an image to read (None if it points at a file)."""
+    try:
+        target = link.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop so
+        return "symlink loop"
+    except OSError as e:
+        return "symlink loop" if e.errno == errno.ELOOP else "broken symlink"
+    if not target.is_dir():
+        return None
+    if link.parent.resolve().is_relative_to(target):
+        return "symlink loop (a link to a folder above it)"
+    return "symlink to a folder (not followed)"
+
+
 def class_dirs(folder: Path) -> list[Path]:
     """The class folders under ``folder`` (hidden ones left out), in natural order."""
     return sorted(
@@ -72,11 +90,13 @@ def class_dirs(folder: Path) -> list[Path]:
 
 
 def files_under(folder: Path) -> list[Path]:
-    """Every file under ``folder``, sorted; hidden files and folders left out."""
+    """Every file under ``folder``, sorted; hidden files and folders left out. Symlinks
+    that are not files (loops, broken, to folders) are kept, for screening to list."""
     return sorted(
         p
         for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        if (p.is_file() or p.is_symlink())
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
 
 
@@ -85,8 +105,12 @@ def stat_digest(paths: Iterable[Path], name: Callable[[Path], str]) -> str:
     removed, resized or rewritten (a rewrite of the same size changes its mtime)."""
     h = hashlib.sha256()
     for p in sorted(paths):
-        st = p.stat()
-        h.update(f"{name(p)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        try:
+            st = p.stat()
+        except OSError:  # a symlink loop or a broken link: the link itself
+            st = p.lstat()
+        # surrogateescape: a file name that is not UTF-8 hashes as its raw bytes
+        h.update(f"{name(p)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 

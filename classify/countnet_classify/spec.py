@@ -27,6 +27,9 @@ HEADS = ("fastai", "linear")
 # What the network predicts: a class (softmax over the folders) or the count as a number
 # (one output; the class folders must be numbers). Regression losses: countnet_classify.regression.
 TASKS = ("classification", "regression")
+# --size's bounds: below 8 px no network here keeps a feature map; above 8192 px one
+# image's activations alone outgrow a large machine's memory.
+MIN_SIZE, MAX_SIZE = 8, 8192
 LOSSES = ("mse", "huber", "l1")
 # Chosen by measurement on the default 45-50 set with counts 47 and 49 held out
 # (BENCHMARKS.md, "Regression"); --loss overrides it.
@@ -216,7 +219,7 @@ class RunSpec:
         object.__setattr__(self, "bs", parse_bs(self.bs))
         for opt, value, low in (
             ("--epochs", self.epochs, 1),
-            ("--size", self.size, 8),
+            ("--size", self.size, MIN_SIZE),
             ("--bs", 1 if self.bs == "auto" else self.bs, 1),
             ("--seed", self.seed, 0),
             ("--freeze-epochs", self.freeze_epochs, 0),
@@ -226,6 +229,11 @@ class RunSpec:
         ):
             if not isinstance(value, int) or value < low:
                 raise CountnetError(f"{opt} must be an integer >= {low}, got {value!r}")
+        if self.size > MAX_SIZE:
+            raise CountnetError(
+                f"--size {self.size} is too large: at most {MAX_SIZE} px (one {self.size} px "
+                f"image alone would take {3 * 4 * self.size**2 / 2**30:.1f} GiB as a tensor)"
+            )
         if self.momentum is not None and not 0.0 <= _number("--momentum", self.momentum) < 1.0:
             raise CountnetError(f"--momentum must be in [0, 1), got {self.momentum!r}")
         if self.wd is not None and not 0.0 <= _number("--wd", self.wd) < float("inf"):

@@ -1,0 +1,355 @@
+"""Faults as users meet them (issue 28): a full disk, a read-only mount, a damaged
+model.json, hostile file names. Each case runs a fresh `countnet` process against the real
+fault (small tmpfs mounts: root only, skipped elsewhere) and checks what the user sees:
+the exit status, one line on stderr without a traceback, nothing under the final name, no
+staging or temp file left, and every file that was there before byte-identical."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_one_line_error, run_countnet
+
+pytestmark = pytest.mark.faults
+
+GEN = ("gen", "--range", "1-5", "--per-class", "300", "--size", "32", "--radius", "3", "-q")
+TRAIN = ("--no-pretrained", "--arch", "lenet", "--lr", "0.01", "--lr-find-iters", "0",
+         "--size", "32")  # fmt: skip
+
+
+@pytest.fixture
+def mount(tmp_path):
+    """``mount(size, inodes=None, read_only=False)``: a fresh tmpfs folder, unmounted after
+    the test; a file ``keep.txt`` is put there first, to check it survives byte for byte."""
+    mounted = []
+
+    def make(size: str = "2m", inodes: int | None = None, read_only: bool = False) -> Path:
+        where = tmp_path / f"mnt{len(mounted)}"
+        where.mkdir()
+        opts = f"size={size}" + (f",nr_inodes={inodes}" if inodes else "")
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
+        mounted.append(where)
+        (where / "keep.txt").write_bytes(b"a user's file\n")
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+        return where
+
+    yield make
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+def assert_unchanged(folder: Path, before: dict[str, bytes]) -> None:
+    """Every file of ``before`` byte-identical, and nothing new but lock files."""
+    after = snapshot(folder)
+    assert {k: after.get(k) for k in before} == before
+    assert [k for k in after if k not in before and not k.endswith(".lock")] == []
+
+
+def fill(path: Path) -> None:
+    """Write ``path`` until its file system has no byte left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Staging folders and temp files under ``folder`` (lock files are kept on purpose)."""
+    return sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if ".partial-" in p.name or p.name.endswith(".tmp")
+    )
+
+
+# --- disk full and read-only mounts ----------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", ["2", "1"])
+def test_gen_disk_full(mount, workers):
+    """2 MB cannot hold 1500 images: one line saying so, nothing left but the user's file."""
+    disk = mount("2m")
+    before = snapshot(disk)
+    proc = run_countnet(*GEN, "--workers", workers, "--out", disk / "ds")
+    assert_one_line_error(proc, "disk full writing", str(disk / "ds"), "free space and rerun")
+    assert proc.returncode == 2
+    assert not (disk / "ds").exists()
+    assert leftovers(disk) == []
+    assert_unchanged(disk, before)
+
+
+def test_gen_force_disk_full_keeps_the_old_dataset(mount):
+    """--force onto a dataset when the new one does not fit: the old one stays, byte for
+    byte, and so does everything else."""
+    disk = mount("2m")
+    small = ("gen", "--range", "1-2", "--per-class", "4", "--size", "32", "--radius", "3", "-q")
+    run_countnet(*small, "--workers", "1", "--out", disk / "ds", check=True)
+    before = snapshot(disk)
+    proc = run_countnet(*GEN, "--workers", "1", "--force", "--out", disk / "ds")
+    assert_one_line_error(proc, "disk full writing", str(disk / "ds"))
+    assert leftovers(disk) == []
+    assert_unchanged(disk, before)
+
+
+def test_gen_inodes_exhausted(mount):
+    """Space to spare but no inode left: the same line as for a full disk."""
+    disk = mount("20m", inodes=40)
+    before = snapshot(disk)
+    proc = run_countnet(*GEN, "--workers", "1", "--out", disk / "ds")
+    assert_one_line_error(proc, "disk full writing", str(disk / "ds"))
+    assert not (disk / "ds").exists()
+    assert leftovers(disk) == []
+    assert_unchanged(disk, before)
+
+
+@pytest.mark.parametrize("out", ["ds", "sub/ds"])
+def test_gen_read_only(mount, out):
+    """A read-only mount is named as such, not as a permission problem."""
+    disk = mount(read_only=True)
+    before = snapshot(disk)
+    proc = run_countnet(*GEN, "--out", disk / out)
+    assert_one_line_error(proc, "read-only file system")
+    assert "permission denied" not in proc.stderr.lower()
+    assert_unchanged(disk, before)
+    assert not (disk / out).exists()
+
+
+def test_train_runs_dir_fills_mid_run(mount, tiny):
+    """The runs dir fills at epoch 2's checkpoint (torch's writer says only "unexpected
+    pos"): one line says the disk is full and how to continue; epoch 1's checkpoint stays."""
+    disk = mount("7m")
+    before = snapshot(disk)
+    proc = run_countnet("train", tiny, *TRAIN, "--epochs", "3", "--name", "t", cwd=disk)
+    assert_one_line_error(proc, "disk full writing", "checkpoint.pt", "--resume", alone=False)
+    assert "enforce fail" not in proc.stderr
+    assert not (disk / "runs" / "t").exists()
+    assert (disk / "runs" / ".t.partial" / "checkpoint.pt").stat().st_size > 0
+    assert leftovers(disk) == []
+    assert {k: v for k, v in snapshot(disk).items() if k in before} == before
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A finished run's model.json and weights, as countnet writes them (lenet, 3 classes)."""
+    from countnet_classify.model import build_model
+    from countnet_classify.run_folder import export_weights
+
+    folder = tmp_path_factory.mktemp("run") / "r"
+    folder.mkdir()
+    meta = {"arch": "lenet", "head": None, "head_dropout": None, "task": "classification",
+            "classes": ["1", "2", "3"], "size": 32, "resize": "squish", "normalize": None,
+            "n_in": 3}  # fmt: skip
+    export_weights(folder, build_model("lenet", 3), meta)
+    return folder
+
+
+def test_predict_out_read_only(mount, run_dir, tiny):
+    disk = mount(read_only=True)
+    images = sorted((tiny / "valid").rglob("*.png"))[:2]
+    proc = run_countnet("predict", run_dir, *images, "--out", disk / "p.csv")
+    assert_one_line_error(proc, "read-only file system", str(disk / "p.csv"))
+    assert not (disk / "p.csv").exists() and leftovers(disk) == []
+
+
+def test_predict_out_disk_full(mount, run_dir, tiny):
+    disk = mount("2m")
+    fill(disk / "filler")
+    before = snapshot(disk)
+    images = sorted((tiny / "valid").rglob("*.png"))
+    proc = run_countnet("predict", run_dir, *images, "--out", disk / "p.csv")
+    assert_one_line_error(proc, "disk full writing", str(disk / "p.csv"), alone=False)
+    assert not (disk / "p.csv").exists() and leftovers(disk) == []
+    assert_unchanged(disk, before)
+
+
+# --- a damaged model.json ----------------------------------------------------------------
+
+DAMAGE = [
+    ("size", 0, "'size'"),
+    ("size", 100000, "'size'"),
+    ("size", "32", "'size'"),
+    ("size", True, "'size'"),
+    ("arch", "resnet999", "'arch'"),
+    ("arch", None, "'arch'"),
+    ("classes", [], "'classes'"),
+    ("classes", "123", "'classes'"),
+    ("classes", ["1", "1", "2"], "'classes'"),
+    ("head", "mlp", "'head'"),
+    ("head_dropout", 2, "'head_dropout'"),
+    ("task", "detection", "'task'"),
+    ("normalize", {"mean": [0, 0], "std": [1, 1, 1]}, "'normalize'"),
+    ("normalize", {"mean": [0, 0, 0], "std": [0, 1, 1]}, "'normalize'"),
+    ("n_in", 1, "'n_in'"),
+    ("arch", ..., "'arch' is missing"),
+    ("classes", ..., "'classes' is missing"),
+    ("size", ..., "'size' is missing"),
+]
+
+
+def damaged_copy(run_dir: Path, where: Path, key: str, value) -> Path:
+    run = where / "run"
+    shutil.copytree(run_dir, run)
+    meta = json.loads((run / "model.json").read_text())
+    if value is ...:
+        del meta[key]
+    else:
+        meta[key] = value
+    (run / "model.json").write_text(json.dumps(meta))
+    return run
+
+
+@pytest.mark.parametrize(("key", "value", "says"), DAMAGE, ids=lambda v: repr(v)[:20])
+def test_damaged_model_json_in_process(cli, run_dir, tiny, tmp_path, key, value, says):
+    """Every damage, through the same main() in this process (a fresh process each costs
+    seconds of imports; the cases below run the console script)."""
+    run = damaged_copy(run_dir, tmp_path, key, value)
+    before = snapshot(tmp_path)
+    images = sorted((tiny / "valid").rglob("*.png"))[:1]
+    for args in (("predict", run, *images, "--out", tmp_path / "p.csv"), ("export", run)):
+        assert_one_line_error(cli(*args), "model.json is damaged", says)
+    assert_unchanged(tmp_path, before)
+
+
+@pytest.mark.parametrize(("key", "value", "says"), DAMAGE[:2] + DAMAGE[4:5] + DAMAGE[-1:])
+def test_predict_damaged_model_json(run_dir, tiny, tmp_path, key, value, says):
+    run = damaged_copy(run_dir, tmp_path, key, value)
+    before = snapshot(tmp_path)
+    images = sorted((tiny / "valid").rglob("*.png"))[:1]
+    proc = run_countnet("predict", run, *images, "--out", tmp_path / "p.csv")
+    assert_one_line_error(proc, "model.json is damaged", says)
+    assert_unchanged(tmp_path, before)
+
+
+@pytest.mark.parametrize(("key", "value", "says"), DAMAGE[1:2] + DAMAGE[4:5])
+def test_export_damaged_model_json(run_dir, tmp_path, key, value, says):
+    run = damaged_copy(run_dir, tmp_path, key, value)
+    before = snapshot(tmp_path)
+    proc = run_countnet("export", run, "--out", tmp_path / "m.onnx")
+    assert_one_line_error(proc, "model.json is damaged", says)
+    assert_unchanged(tmp_path, before)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "\xff\xfe"])
+def test_predict_model_json_not_json(run_dir, tiny, tmp_path, text):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "model.json").write_bytes(text.encode("latin-1"))
+    images = sorted((tiny / "valid").rglob("*.png"))[:1]
+    assert_one_line_error(run_countnet("predict", run, *images), "is not a countnet model.json")
+
+
+# --- messages that mislead ---------------------------------------------------------------
+
+
+def test_size_too_large_is_not_too_small(tiny, tmp_path):
+    proc = run_countnet("train", tiny, *TRAIN[:-2], "--size", "100000", cwd=tmp_path)
+    assert_one_line_error(proc, "--size 100000 is too large")
+    assert "too small" not in proc.stderr
+    assert not (tmp_path / "runs").exists() or leftovers(tmp_path) == []
+
+
+# --- hostile names -------------------------------------------------------------------------
+
+
+def test_non_utf8_names_and_symlink_loops(tiny, tmp_path):
+    """A non-UTF-8 image name is trained on; a non-UTF-8 file that is no image and symlink
+    loops are listed in skipped.txt (names escaped), and nothing crashes."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny, data)
+    cls = data / "train" / "1"
+    good = next(cls.iterdir())
+    shutil.copy(good, os.fsdecode(bytes(cls) + b"/bad\xff\xfe.png"))
+    Path(os.fsdecode(bytes(cls) + b"/junk\xff.png")).write_bytes(b"not a png")
+    os.symlink("../1", cls / "up")  # a folder link back to its own folder
+    os.symlink("loopb", cls / "loopa")
+    os.symlink("loopa", cls / "loopb")
+    before = snapshot(data)
+    proc = run_countnet("train", data, *TRAIN, "--epochs", "1", "--name", "r", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    skipped = (tmp_path / "runs" / "r" / "skipped.txt").read_text(encoding="utf-8")
+    lines = dict(ln.split("\t", 1) for ln in skipped.splitlines())
+    assert set(lines) == {"train/1/junk\\xff.png", "train/1/loopa", "train/1/loopb", "train/1/up"}
+    assert lines["train/1/loopa"] == lines["train/1/loopb"] == "symlink loop"
+    assert lines["train/1/up"].startswith("symlink loop")
+    n_files = sum(1 for p in tiny.rglob("*.png") if "test" not in p.parts)
+    config = (tmp_path / "runs" / "r" / "config.yaml").read_text()
+    assert f"n_images: {n_files + 1}\n" in config, config
+    assert_unchanged(data, before)
+
+
+# --- power loss: what reaches the disk before a rename ------------------------------------
+
+
+@pytest.fixture
+def disk_calls(monkeypatch):
+    """Every fsync, syncfs and rename, in order, as (call, path)."""
+    import countnet.atomic as atomic
+
+    calls: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def name(fd: int) -> str:
+        return os.readlink(f"/proc/self/fd/{fd}")
+
+    class Libc:
+        def syncfs(self, fd: int) -> int:
+            calls.append(("syncfs", name(fd)))
+            return 0
+
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(("fsync", name(fd))), fsync(fd)))
+    monkeypatch.setattr(
+        os, "replace", lambda a, b: (calls.append(("rename", str(b))), replace(a, b))
+    )
+    monkeypatch.setattr(atomic, "_libc", Libc)
+    return calls
+
+
+def test_atomic_write_reaches_disk_before_rename(tmp_path, disk_calls):
+    """The file's data, then the rename, then the folder's entry: a power loss at any
+    point leaves the old file or the whole new one."""
+    from countnet.atomic import write_text_atomic
+
+    write_text_atomic(tmp_path / "config.yaml", "a: 1\n")
+    assert [c for c, _ in disk_calls] == ["fsync", "rename", "fsync"]
+    assert disk_calls[0][1].startswith(str(tmp_path / ".config.yaml."))
+    assert disk_calls[1:] == [("rename", str(tmp_path / "config.yaml")), ("fsync", str(tmp_path))]
+
+
+def test_staged_folder_flushed_before_rename(tmp_path, disk_calls):
+    """A dataset's staged folder: one syncfs for all its files, then the rename, then the
+    parent folder's entry."""
+    from countnet.atomic import staging_dir
+
+    with staging_dir(tmp_path / "ds", force=False) as tmp:
+        (tmp / "x.png").write_bytes(b"png")
+    assert disk_calls == [
+        ("syncfs", str(tmp)),
+        ("rename", str(tmp_path / "ds")),
+        ("fsync", str(tmp_path)),
+    ]
