@@ -54,6 +54,7 @@ def exclusive(
     final = absolute(final)
     check_writable_parent(final)
     lock = FileLock(final.parent / f".{final.name}.lock")
+    made = not Path(lock.lock_file).exists()
     try:
         try:
             lock.acquire(timeout=0 if wait is None else wait)
@@ -78,6 +79,11 @@ def exclusive(
         ) from None
     try:
         yield
+    except BaseException:
+        if made:  # a failed call leaves no lock of its own; unlinked while held, which a
+            # waiter on the old file notices (filelock retries on an unlinked lock file)
+            Path(lock.lock_file).unlink(missing_ok=True)
+        raise
     finally:
         lock.release()
 

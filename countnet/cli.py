@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from countnet.app import Typer
 from countnet.atomic import check_writable_parent
 from countnet.errors import USER_ERRORS, CountnetError, DiskFull, one_line, write_failure
 from countnet.malloc import retain_freed_memory_for_training
@@ -23,7 +24,7 @@ from countnet_classify.transforms import PRESETS
 from countnet_gen.cli import EXAMPLES as GEN_EXAMPLES
 from countnet_gen.cli import gen
 
-app = typer.Typer(
+app = Typer(
     name="countnet",
     help="What can a CNN learn, and what does it take? Generate counting datasets, train, report.",
     rich_markup_mode="rich",
@@ -81,8 +82,9 @@ def _run_spec(params: dict) -> RunSpec:
 def train_cmd(**options: Any) -> None:
     """Train an image classifier (fastai, transfer learning) and write runs/<name>/.
 
-    Runs the LR finder, trains with fit-one-cycle (fine_tune when pretrained), checkpoints
-    every epoch and writes metrics.csv/.md, plots, model.safetensors + model.json.
+    Runs the LR finder unless --lr is a number, trains with fit-one-cycle
+    (fine_tune when pretrained), checkpoints every epoch and writes
+    metrics.csv/.md, plots, model.safetensors + model.json.
     """
     # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.train import train
@@ -272,9 +274,7 @@ def export_cmd(
     typer.echo(f"wrote {path} (checked against the weights with onnxruntime)", err=True)
 
 
-weights_app = typer.Typer(
-    help="Manage ImageNet weights in the torch hub cache.", no_args_is_help=True
-)
+weights_app = Typer(help="Manage ImageNet weights in the torch hub cache.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
 
 WEIGHTS_EXAMPLES = """
@@ -330,6 +330,8 @@ def main() -> None:
             typer.echo(e.format_message())
             sys.exit(0)
         _fail(" ".join(e.format_message().split()), code=getattr(e, "exit_code", 2))
+    if result == 130:  # typer returns Ctrl-C's status (KeyboardInterrupt): say it too
+        typer.echo("error: interrupted", err=True)
     sys.exit(result if isinstance(result, int) else 0)
 
 
@@ -410,7 +412,7 @@ def select_transforms_cmd(
     typer.echo(f"written to {out}", err=True)
 
 
-cache_app = typer.Typer(
+cache_app = Typer(
     help="The decoded-image cache of the fast training path (--loader cache).",
     no_args_is_help=True,
 )
@@ -463,7 +465,9 @@ def cost_cmd(
     ] = None,
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 224,
     classes: Annotated[int, typer.Option(help="Outputs of the head.")] = 1000,
-    head: Annotated[str, typer.Option(help="fastai or linear (torchvision's).")] = "linear",
+    head: Annotated[
+        str, typer.Option(help="fastai or linear (torchvision's); the default is train's.")
+    ] = RunSpec.head,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda: where latency is timed.")] = (
         "auto"
     ),

@@ -1,17 +1,23 @@
-"""The learning rate of a run: a number given with --lr, or a suggestion of fastai's LR
-finder (``--lr auto`` or a rule's name), with lr_find.png marking every suggestion."""
+"""The learning rate of a run: a number given with --lr (no LR finder), or a suggestion of
+fastai's LR finder (``--lr auto`` or a rule's name), with lr_find.png marking every
+suggestion and the one used."""
 
 from __future__ import annotations
 
 import contextlib
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from fastai.callback.core import Callback
 from fastai.callback.schedule import minimum, slide, steep, valley
 
 from countnet.errors import CountnetError
+from countnet.progress import progress_bar
 from countnet_classify import plots
+from countnet_classify.plots import plt
 from countnet_classify.spec import RunSpec
 
 AUTO_SCRATCH_RULE = "slide"
@@ -29,35 +35,65 @@ def lr_rule(spec: RunSpec) -> str | None:
     return spec.lr
 
 
-def find_lr(learn, spec: RunSpec, run_dir: Path, quiet: bool) -> dict[str, Any]:
-    """Run fastai's LR finder, save lr_find.png with every suggestion marked; the learning
-    rate used, where it came from and every suggestion, as config.yaml records them."""
+def find_lr(learn, spec: RunSpec, run_dir: Path, quiet: bool, say=print) -> dict[str, Any]:
+    """The learning rate, where it came from and the LR finder's suggestions, as config.yaml
+    records them. ``--lr VALUE`` is used as given and runs no finder (as fastai's
+    ``fit_one_cycle(lr)``); ``--lr auto`` or a rule's name runs fastai's LR finder and
+    saves lr_find.png: the sweep, every suggestion, and the one used marked apart."""
     rule = lr_rule(spec)
-    if spec.lr_find_iters == 0:
-        if rule:
-            raise CountnetError(f"--lr {spec.lr} needs the LR finder: set --lr-find-iters > 0")
-        return {"used": float(spec.lr), "source": "--lr (LR finder skipped)", "suggestions": {}}
-    with contextlib.ExitStack() as stack:
-        if quiet:
-            stack.enter_context(learn.no_bar())
-        learn.lr_find(num_it=spec.lr_find_iters, suggest_funcs=None, show_plot=False)
-    suggestions = _suggestions(learn.recorder, spec.lr_find_iters)
-    plots.save_current(run_dir / "lr_find.png")
     if not rule:
-        return {"used": float(spec.lr), "source": "--lr", "suggestions": suggestions}
-    return _pick(spec, rule, suggestions, len(learn.recorder.lrs))
+        return {"used": float(spec.lr), "source": "--lr (no LR finder)", "suggestions": {}}
+    if spec.lr_find_iters == 0:
+        raise CountnetError(f"--lr {spec.lr} needs the LR finder: set --lr-find-iters > 0")
+    steps = spec.lr_find_iters
+    with _finder_display(learn, steps, quiet, say) as progress, learn.added_cbs(progress):
+        learn.lr_find(num_it=steps, suggest_funcs=None, show_plot=False)
+    suggestions, points = _suggestions(learn.recorder, steps)
+    picked = _pick(spec, rule, suggestions, len(learn.recorder.lrs))
+    _plot(learn.recorder, suggestions, points, picked["rule"])
+    plots.save_current(run_dir / "lr_find.png")
+    return picked
 
 
-def _suggestions(rec, n: int) -> dict[str, float]:
+class _FinderProgress(Callback):
+    """Reports the LR finder's steps to ``update(done, total)``."""
+
+    order = 55  # after the Recorder, before the LRFinder stops the fit on its last step
+
+    def __init__(self, update, total: int):
+        self.update, self.total = update, total
+
+    def after_batch(self):
+        if self.training:
+            self.update(min(self.train_iter, self.total), self.total)
+
+
+@contextlib.contextmanager
+def _finder_display(learn, steps: int, quiet: bool, say):
+    """The LR finder's own progress: a bar named "LR finder" on a terminal (fastai's would
+    read "Epoch 2/5", its epochs being the sweep's), else one line as it starts and one as
+    it ends. Yields the callback that drives it."""
+    bar = not quiet and sys.stderr.isatty()
+    t0 = time.perf_counter()
+    if not bar:
+        say(f"LR finder: up to {steps} steps")
+    with learn.no_bar(), progress_bar("LR finder", enabled=bar) as update:
+        yield _FinderProgress(update, steps)
+    if not bar:
+        done = max(len(learn.recorder.lrs), 1)
+        say(f"LR finder: done, {done} steps in {time.perf_counter() - t0:.1f} s")
+
+
+def _suggestions(rec, n: int) -> tuple[dict[str, float], dict[str, tuple]]:
     """fastai's own slicing of the sweep, but each suggestion on its own: a short or early-
     diverging sweep may not support all four, and one failing must not sink the others.
-    Plots the sweep with every suggestion marked."""
+    Returns {rule: lr} and {rule: its point on the plot}."""
     lrs, losses = torch.tensor(rec.lrs[n // 10 : -5]), torch.tensor(rec.losses[n // 10 : -5])
     finite = torch.isfinite(losses)
     if not finite.all():
         cut = int((~finite).nonzero()[0])
         lrs, losses = lrs[:cut], losses[:cut]
-    suggestions, points = {}, []
+    suggestions, points = {}, {}
     for func in (minimum, steep, valley, slide):
         try:
             lr, point = func(lrs, losses, n)
@@ -65,9 +101,20 @@ def _suggestions(rec, n: int) -> dict[str, float]:
             continue
         if lr == lr and lr > 0:  # not NaN
             suggestions[func.__name__] = float(lr)
-            points.append(point)
-    rec.plot_lr_find(suggestions=points, nms=list(suggestions))
-    return suggestions
+            points[func.__name__] = point
+    return suggestions, points
+
+
+def _plot(rec, suggestions: dict[str, float], points: dict[str, tuple], used: str) -> None:
+    """fastai's LR finder plot with every suggestion, and a ring around the one used."""
+    rec.plot_lr_find(suggestions=list(points.values()), nms=list(points))
+    ax = plt.gca()
+    x, y = points[used]
+    ax.plot(
+        x, y, "o", ms=16, mfc="none", mec="red", mew=2,
+        label=f"used: {used} {suggestions[used]:.2e}",
+    )  # fmt: skip
+    ax.legend(loc="best")
 
 
 def _pick(spec: RunSpec, rule: str, suggestions: dict[str, float], steps: int) -> dict[str, Any]:

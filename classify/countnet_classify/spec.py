@@ -72,14 +72,21 @@ class RunSpec:
     weights: str | None = field(
         default=None,
         metadata=cli(
-            "ImageNet weights file (torchvision state dict) instead of the cache.", type=Path
+            "ImageNet weights file (torchvision state dict: .pth or .safetensors) instead of "
+            "the cache.",
+            type=Path,
         ),
     )
     epochs: int = field(
         default=5, metadata=cli("Epochs (after the frozen epoch when fine-tuning).")
     )
     lr: str | float = field(
-        default="auto", metadata=cli("'auto' (LR finder's valley) or a number.", type=str)
+        default="auto",
+        metadata=cli(
+            "A number (no LR finder), or the LR finder's suggestion: valley | minimum | steep "
+            "| slide, or auto: valley when fine-tuning, slide from scratch.",
+            type=str,
+        ),
     )
     lr_policy: str = field(
         default="one-cycle", metadata=cli("{choices} (Caffe's policies).", choices=LR_POLICIES)
@@ -161,7 +168,8 @@ class RunSpec:
         metadata=cli("DataLoader workers for --loader files \\[default: 0 on CPU, 8 on GPU]."),
     )
     lr_find_iters: int = field(
-        default=100, metadata=cli("LR finder iterations (0 skips it; needs --lr VALUE).")
+        default=100,
+        metadata=cli("LR finder steps, for --lr auto or a suggestion's name (--lr VALUE: none)."),
     )
     head: str = field(
         default="fastai",

@@ -69,7 +69,7 @@ def train(spec: RunSpec, *, say=print, figures: bool = True, cbs: tuple = ()) ->
             run = prepare_run(spec, say)
             learn = build_learner(spec, run)
             # Found once and recorded: --resume reuses it instead of running the finder again.
-            lr = (run.saved or {}).get("lr") or find_lr(learn, spec, run.partial, run.quiet)
+            lr = (run.saved or {}).get("lr") or find_lr(learn, spec, run.partial, run.quiet, say)
             base_lr = float(lr["used"])
             schedule = plan_phases(spec, base_lr)
             record = run_record(spec, run, learn, lr, schedule)

@@ -48,6 +48,11 @@ def load_state_dict_file(path: Path | str) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CountnetError(f"weights file {path} does not exist")
+    if path.suffix != ".safetensors" and not _torch_file(path):
+        raise CountnetError(
+            f"{path} is not a readable weights file: expected a torch state dict (.pth/.pt, "
+            "as torch.save writes it) or a .safetensors file"
+        )  # torch's own words for a text file are unpickler internals (pop from empty list)
     try:
         if path.suffix == ".safetensors":
             sd = load_file(str(path))
@@ -65,6 +70,13 @@ def load_state_dict_file(path: Path | str) -> dict[str, torch.Tensor]:
     ):
         raise CountnetError(f"{path} is not a state dict (a mapping of names to tensors)")
     return sd
+
+
+def _torch_file(path: Path) -> bool:
+    """Whether ``path`` begins as a torch.save file does: a zip archive, or a pickle."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith((b"PK\x03\x04", b"\x80"))
 
 
 def check_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, source: str) -> None:

@@ -159,7 +159,8 @@ class DatasetSpec:
     name: str | None = field(default=None, compare=False, metadata=NOT_CLI)
 
     def __post_init__(self) -> None:
-        counts = parse_int_range(self.counts, "--range", allow_single=False)
+        # 0 circles is a count too (subitizing starts there): class 0, blank images
+        counts = parse_int_range(self.counts, "--range", allow_single=False, low=0)
         object.__setattr__(self, "counts", counts)
         object.__setattr__(self, "holdout", parse_holdout(self.holdout, counts))
         object.__setattr__(self, "radius", parse_radius(self.radius))

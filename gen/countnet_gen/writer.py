@@ -14,6 +14,7 @@ import functools
 import io
 import json
 import multiprocessing as mp
+import signal
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -158,7 +159,10 @@ def _init_worker(spec_dict: dict, root: str) -> None:
 
 
 def _init_pool_worker(spec_dict: dict, root: str) -> None:
-    """A worker process of generate()'s pool: its own process, so its malloc may be tuned."""
+    """A worker process of generate()'s pool: its own process, so its malloc may be tuned.
+    Ctrl-C reaches the whole process group: the parent reports it once and ends the pool,
+    where each worker would otherwise print its own traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     retain_freed_memory()  # else each image page-faults its temporaries back in
     _init_worker(spec_dict, root)
 

@@ -1,5 +1,5 @@
-"""metrics.csv, metrics.md and losses.csv, rewritten after every epoch, and one clean line
-per epoch for logs."""
+"""metrics.csv, metrics.md and losses.csv, rewritten after every epoch, one clean line per
+epoch for logs, and fastai's terminal table numbered as the files are."""
 
 from __future__ import annotations
 
@@ -31,6 +31,20 @@ class MetricsTable(EpochAware):
         self.fields = tuple(fields)
         self.rows = read_csv(self.run_dir / "metrics.csv")
         self.losses = read_csv(self.run_dir / "losses.csv")
+
+    def before_fit(self):
+        # fastai's table (the terminal's logger) numbers a phase's epochs from 0 and shows
+        # the epochs a resume skips as empty rows: number them as the files do, skip those.
+        self._logger = self.learn.logger
+        self.learn.logger = self._log
+
+    def _log(self, log):
+        if not self._cancelled:
+            self._logger([self.global_epoch, *list(log)[1:]])
+
+    def after_fit(self):
+        if self.learn.logger == self._log:  # fastai's ProgressCallback may restore it first
+            self.learn.logger = self._logger
 
     def before_epoch(self):
         super().before_epoch()
