@@ -312,7 +312,7 @@ def weights_import_cmd(
 def main() -> None:
     """Console-script entry point: run the app, turning user errors into one line."""
     try:
-        result = app(standalone_mode=False)
+        result = app(standalone_mode=False, prog_name="countnet")
     except DiskFull as e:
         _fail(f"disk full writing {e.path}: {RERUN_HINTS.get(_command(), e.hint)}")
     except USER_ERRORS as e:
