@@ -19,6 +19,14 @@ from countnet.atomic import check_writable_parent
 from countnet.errors import USER_ERRORS, CountnetError, DiskFull, one_line, write_failure
 from countnet.malloc import retain_freed_memory_for_training
 from countnet.options import spec_options, spec_values
+from countnet.signals import (
+    SIGINT_STATUS,
+    SIGTERM_STATUS,
+    Stopped,
+    exit_status,
+    sigterm_as_interrupt,
+    stop_report,
+)
 from countnet_classify.spec import ARCHS, RunSpec
 from countnet_classify.transforms import PRESETS
 from countnet_gen.cli import EXAMPLES as GEN_EXAMPLES
@@ -68,36 +76,47 @@ TRAIN_EXAMPLES = """
 
   countnet train datasets/count-45-50-holdout --task regression --no-pretrained --name reg4550
 
-  countnet train datasets/count-1-5 --name c15 --resume       [dim]# after an interruption[/dim]
+  countnet train --resume --name c15   [dim]# after an interruption: its own options[/dim]
 """
 
 
 def _run_spec(params: dict) -> RunSpec:
     """A RunSpec from `countnet train`'s parsed options (also what a sweep's are parsed by)."""
+    if params.get("data") is None:
+        raise CountnetError("give the DATA folder to train on (only --resume may leave it out)")
     return RunSpec(**spec_values(RunSpec, params))
 
 
+# DATA is optional on the command line: `--resume --name NAME` reads it from the run.
 @app.command("train", epilog=TRAIN_EXAMPLES)
-@spec_options(RunSpec)
-def train_cmd(**options: Any) -> None:
+@spec_options(RunSpec, overrides={"data": {"default": None}})
+def train_cmd(ctx: typer.Context, **options: Any) -> None:
     """Train an image classifier (fastai, transfer learning) and write runs/<name>/.
 
-    Runs the LR finder unless --lr is a number, trains with fit-one-cycle
-    (fine_tune when pretrained), checkpoints every epoch and writes
-    metrics.csv/.md, plots, model.safetensors + model.json.
+    Runs the LR finder unless --lr is a number, trains with fit-one-cycle (fine_tune when
+    pretrained), checkpoints every epoch and writes metrics.csv/.md, plots,
+    model.safetensors + model.json.
+    `--resume --name NAME` continues an interrupted run with the options it was started
+    with; options given beside it must be the same or ones a resume may change.
     """
     # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
+    from countnet_classify.run_folder import resume_hint, resumed_options
     from countnet_classify.train import train
 
+    if options["resume"]:
+        given = {k for k in options if _given(ctx, k)}
+        options = resumed_options(spec_values(RunSpec, options), given)
     spec = _run_spec(options)
     retain_freed_memory_for_training()  # this process is ours
     try:
         train(spec, say=lambda msg: typer.echo(msg, err=True))
-    except KeyboardInterrupt:
-        raise CountnetError(
-            f"interrupted: continue with `countnet train {options['data']} --name "
-            f"{spec.run_name} --resume`"
-        ) from None
+    except KeyboardInterrupt as e:
+        raise Stopped(e, resume_hint(spec)) from None
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was typed on the command line (not its default)."""
+    return getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
 
 
 SWEEP_EXAMPLES = """
@@ -153,8 +172,8 @@ def sweep_cmd(
     retain_freed_memory_for_training()
     try:
         folder = run_sweep(sweep, say=lambda msg: typer.echo(msg, err=True))
-    except KeyboardInterrupt:
-        raise CountnetError("interrupted: rerun the same command to continue the sweep") from None
+    except KeyboardInterrupt as e:
+        raise Stopped(e, "rerun the same command to continue the sweep") from None
     typer.echo(f"wrote {folder / 'summary.csv'}, {folder / 'sweep.md'} and the plots", err=True)
 
 
@@ -162,17 +181,10 @@ def _sweep_options(args: list[str], param: list[str]) -> tuple[dict, tuple]:
     """(the train options given, as RunSpec fields; the --param values, typed) — parsed by
     `countnet train`'s own options, so a sweep takes exactly what train takes."""
     train = typer.main.get_command(app).commands["train"]
-    try:
-        ctx = train.make_context("countnet sweep", list(args))
-    except typer.TyperException as e:
-        if "Missing argument" in e.format_message():
-            raise CountnetError("give the DATA folder to sweep over") from None
-        raise
-    given = {
-        k: v
-        for k, v in ctx.params.items()
-        if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE" or k == "data"
-    }
+    ctx = train.make_context("countnet sweep", list(args))
+    if ctx.params.get("data") is None:
+        raise CountnetError("give the DATA folder to sweep over")
+    given = {k: v for k, v in ctx.params.items() if _given(ctx, k) or k == "data"}
     base = _run_spec(given).to_dict()
     base = {k: v for k, v in base.items() if k in given}
     options = {p.name: p for p in train.params if p.param_type_name == "option"}
@@ -312,7 +324,10 @@ def weights_import_cmd(
 def main() -> None:
     """Console-script entry point: run the app, turning user errors into one line."""
     try:
-        result = app(standalone_mode=False, prog_name="countnet")
+        with sigterm_as_interrupt():  # kill, systemd, SLURM: stop as Ctrl-C does
+            result = app(standalone_mode=False, prog_name="countnet")
+    except Stopped as e:  # an interrupted command and what to do next
+        _fail(*stop_report(e))
     except DiskFull as e:
         _fail(f"disk full writing {e.path}: {RERUN_HINTS.get(_command(), e.hint)}")
     except USER_ERRORS as e:
@@ -321,8 +336,8 @@ def main() -> None:
         if write_failure(e, e.filename or ".") is None:
             raise
         _fail(one_line(e))
-    except (KeyboardInterrupt, typer.Abort):
-        _fail("interrupted", code=130)
+    except (KeyboardInterrupt, typer.Abort) as e:
+        _fail(*stop_report(e))
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.TyperException as e:  # usage errors: bad option values, unknown options
@@ -330,9 +345,13 @@ def main() -> None:
             typer.echo(e.format_message())
             sys.exit(0)
         _fail(" ".join(e.format_message().split()), code=getattr(e, "exit_code", 2))
-    if result == 130:  # typer returns Ctrl-C's status (KeyboardInterrupt): say it too
-        typer.echo("error: interrupted", err=True)
-    sys.exit(result if isinstance(result, int) else 0)
+    status = exit_status(result) if isinstance(result, int) else 0
+    if status in (SIGINT_STATUS, SIGTERM_STATUS):  # typer returns an interruption silently
+        typer.echo(
+            "error: " + ("interrupted" if status == SIGINT_STATUS else "terminated (SIGTERM)"),
+            err=True,
+        )
+    sys.exit(status)
 
 
 # What to do after freeing space, where a command can continue instead of starting over.

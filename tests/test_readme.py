@@ -5,7 +5,7 @@ smallest equivalent: tiny 32-px sets at the paths the lines name, ImageNet-shape
 weights imported into a private torch hub cache, and, appended to training lines, options
 that make them take seconds (`--size 32 --epochs 1 ...`; a later option wins). A line
 followed by the same line with --resume is interrupted as the README says: SIGKILL in its
-second epoch."""
+second epoch (the --resume line names the run alone: its options come from config.yaml)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,15 @@ def _examples() -> list[tuple[list[str], bool]]:
     return found
 
 
+def _resumed_next(args: list[str], following: list[list[str]]) -> bool:
+    """Whether the line after ``args`` resumes its run (`countnet train --resume --name`)."""
+    if not following or "--name" not in args or args[1] != "train" or "--resume" in args:
+        return False
+    nxt = following[0]
+    name = args[args.index("--name") + 1]
+    return "--resume" in nxt and "--name" in nxt and nxt[nxt.index("--name") + 1] == name
+
+
 def test_readme_examples_run_as_written(cli, tiny, tmp_path, monkeypatch):
     examples = [args for args, _ in _examples()]
     from_help = [h for _, h in _examples()]
@@ -74,7 +83,7 @@ def test_readme_examples_run_as_written(cli, tiny, tmp_path, monkeypatch):
     for i, args in enumerate(examples):
         verb = args[1]
         lr = [] if "--lr" in args else ["--lr", "1e-3"]  # no LR finder: seconds, not more
-        if examples[i + 1 : i + 2] == [[*args, "--resume"]]:
+        if _resumed_next(args, examples[i + 1 : i + 2]):
             # The run the next line resumes, interrupted as its comment says: SIGKILL once
             # its first epoch is checkpointed.
             name = args[args.index("--name") + 1]

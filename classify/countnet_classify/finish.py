@@ -16,7 +16,6 @@ from countnet.atomic import write_text_atomic
 from countnet.errors import CountnetError
 from countnet.tables import read_csv, write_csv
 from countnet_classify import plots, run_folder
-from countnet_classify.callbacks.checkpoint import CHECKPOINT
 from countnet_classify.cost import COST_JSON, model_cost
 from countnet_classify.evaluate import evaluate
 from countnet_classify.prepare import PreparedRun
@@ -66,7 +65,8 @@ def finish_run(
     run_folder.finish(partial, run.final)
     # After the rename: a run killed just before it still has the checkpoint, so --resume
     # loads the trained weights and finishes instead of retraining from nothing.
-    (run.final / CHECKPOINT).unlink(missing_ok=True)
+    for name in run_folder.CHECKPOINTS:
+        (run.final / name).unlink(missing_ok=True)
     learn.path = run.final
     say(_done_line(record["summary"], reg, run.final))
     return TrainResult(run.final, learn, metrics, record)

@@ -15,6 +15,7 @@ import torch
 from countnet.errors import CountnetError
 from countnet_classify import run_folder
 from countnet_classify.cache import decoded_splits
+from countnet_classify.callbacks.checkpoint import load_checkpoint
 from countnet_classify.data import make_cached_dataloaders, make_dataloaders
 from countnet_classify.devices import resolve_device, resolve_precision, use_channels_last
 from countnet_classify.labels import count_values, standardisation
@@ -50,6 +51,8 @@ class PreparedRun:
     weights_source: str | None
     target: tuple[float, float] | None  # --task regression: the training counts' mean, std
     test_items: list[tuple[Path, int]]  # --task regression: the test split's (image, count)
+    # on --resume: the newest readable checkpoint and its file
+    checkpoint: tuple[dict, Path] | None = None
 
     @property
     def regression(self) -> bool:
@@ -76,6 +79,7 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
     transforms, device, precision = check_spec(spec)
     channels_last = use_channels_last(precision, device)
     final, partial, saved = run_folder.prepare_folder(spec, say)
+    saved, checkpoint = _checkpoint(spec, partial, saved, say)  # before minutes of screening
     state_dict, weights_source = None, None
     if spec.uses_pretrained:  # before screening: a missing weights file fails fast
         state_dict, weights_source = imagenet_state_dict(spec.arch, spec.weights)
@@ -104,8 +108,23 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
         file_dls=file_dls, transforms=transforms, device=device, precision=precision,
         channels_last=channels_last, bs=bs, workers=workers, quiet=quiet,
         state_dict=state_dict, weights_source=weights_source, target=target,
-        test_items=test_items,
+        test_items=test_items, checkpoint=checkpoint,
     )  # fmt: skip
+
+
+def _checkpoint(spec: RunSpec, partial: Path, saved: dict | None, say) -> tuple:
+    """(config.yaml, the checkpoint to continue from) of a resumed run; a run none of whose
+    checkpoints can be read is one line, or with --force started over."""
+    if saved is None:
+        return None, None
+    try:
+        return saved, load_checkpoint(partial, say)
+    except CountnetError as e:
+        if not spec.force:
+            raise CountnetError(f"{e}: pass --force to start the run over") from None
+        say(f"{e}: starting the run over (--force)")
+        shutil.rmtree(partial)
+        return None, None
 
 
 def _screen(spec: RunSpec, saved: dict | None) -> tuple:

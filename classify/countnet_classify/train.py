@@ -18,7 +18,7 @@ from countnet.errors import CountnetError
 from countnet.tables import read_csv
 from countnet_classify import optim, phases, regression, run_folder
 from countnet_classify.cache import decoded_splits
-from countnet_classify.callbacks.checkpoint import Checkpoint, load_checkpoint
+from countnet_classify.callbacks.checkpoint import Checkpoint, read_checkpoint
 from countnet_classify.callbacks.metrics import METRICS_FIELDS, REGRESSION_FIELDS, MetricsTable
 from countnet_classify.callbacks.precise_bn import PreciseBN
 from countnet_classify.callbacks.precision import apply_precision
@@ -74,9 +74,9 @@ def train(spec: RunSpec, *, say=print, figures: bool = True, cbs: tuple = ()) ->
             schedule = plan_phases(spec, base_lr)
             record = run_record(spec, run, learn, lr, schedule)
             run_folder.write_config(run.partial, record)
-            ckpt = load_checkpoint(run.partial) if spec.resume else None
+            ckpt, ckpt_file = run.checkpoint or (None, None)
             if group is not None:
-                share(_plan(run, base_lr, resumed=ckpt is not None))
+                share(_plan(run, base_lr, checkpoint=ckpt_file))
                 shared = True
             say(f"learning rate: {base_lr:.3g} ({record['lr']['source']})")
 
@@ -91,7 +91,7 @@ def train(spec: RunSpec, *, say=print, figures: bool = True, cbs: tuple = ()) ->
         raise
 
 
-def _plan(run: PreparedRun, lr: float, *, resumed: bool) -> dict:
+def _plan(run: PreparedRun, lr: float, *, checkpoint) -> dict:
     """What rank 0 decided that the other ranks of a data-parallel run train by."""
     return {
         "partial": run.partial,
@@ -99,7 +99,7 @@ def _plan(run: PreparedRun, lr: float, *, resumed: bool) -> dict:
         "target": run.target,
         "bs": run.bs,
         "lr": lr,
-        "resumed": resumed,
+        "checkpoint": checkpoint,  # the file rank 0 resumes from (None: from the start)
     }
 
 
@@ -130,7 +130,7 @@ def _follow(spec: RunSpec, cbs: tuple) -> None:
         weights_source=None, target=target, test_items=[],
     )  # fmt: skip
     learn = build_learner(spec, run)
-    ckpt = load_checkpoint(run.partial) if plan["resumed"] else None
+    ckpt = read_checkpoint(plan["checkpoint"]) if plan["checkpoint"] else None
     fit_run(spec, run, learn, plan_phases(spec, plan["lr"]), say=_no_log, cbs=cbs, checkpoint=ckpt)
 
 

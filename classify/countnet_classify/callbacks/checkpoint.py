@@ -1,8 +1,11 @@
 """checkpoint.pt: what --resume continues from, written atomically after every epoch and
-read back weights-only; the RNG streams it saves and restores."""
+read back weights-only; the one before it is kept as checkpoint.prev.pt, so a damaged
+newest file still leaves a run to continue. The RNG streams it saves and restores."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 from pathlib import Path
 
@@ -13,10 +16,12 @@ from fastai.torch_core import to_device
 from fastcore.foundation import L
 
 from countnet.atomic import atomic_path
+from countnet.errors import CountnetError
 from countnet_classify.callbacks.epochs import EpochAware
 from countnet_classify.optim import FusedAdam, from_fastai_state
+from countnet_classify.run_folder import CHECKPOINTS
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT, PREVIOUS = CHECKPOINTS
 
 
 def _plain(obj):
@@ -104,6 +109,29 @@ class Checkpoint(EpochAware):
             state["scaler"] = scaler.state_dict()
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
+            keep_previous(self.path)
+
+
+def keep_previous(path: Path) -> None:
+    """Make ``path``'s current file the previous checkpoint before it is replaced: a hard
+    link renamed into place, so ``path`` itself never goes missing (a plain rename where the
+    filesystem has no hard links; the loader then falls back to the previous one)."""
+    if not path.is_file():
+        return
+    prev = path.with_name(PREVIOUS)
+    link = path.with_name(f".{PREVIOUS}.link.tmp")  # a temp name: swept on resume if left
+    link.unlink(missing_ok=True)
+    try:
+        os.link(path, link)
+    except OSError:
+        os.replace(path, prev)
+        return
+    try:
+        os.replace(link, prev)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            link.unlink()
+        raise
 
 
 class RestoreState(Callback):
@@ -135,13 +163,42 @@ class RestoreState(Callback):
             set_rng_state(ckpt["rng"], self.learn.dls)
 
 
-def load_checkpoint(run_dir: Path) -> dict | None:
-    """Our own checkpoint, still read weights-only (plain tensors and numbers), on the CPU
-    (RestoreState moves the optimizer state to the training device)."""
-    path = Path(run_dir) / CHECKPOINT
-    if not path.is_file():
+def load_checkpoint(run_dir: Path, say=print) -> tuple[dict, Path] | None:
+    """The newest readable checkpoint of ``run_dir`` and its file (None: it has none). A
+    damaged or missing checkpoint.pt falls back to checkpoint.prev.pt, saying so; when
+    none is readable, one line says why."""
+    files = [Path(run_dir) / n for n in CHECKPOINTS]
+    if not any(f.is_file() for f in files):
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    problems = []
+    for path in files:
+        if not path.is_file():
+            problems.append(f"{path.name} is missing")
+            continue
+        try:
+            state = read_checkpoint(path)
+        except CountnetError as e:
+            problems.append(str(e))
+            continue
+        if problems:
+            say(f"{'; '.join(problems)}: resuming from {path} (epoch {state['epoch']})")
+        return state, path
+    raise CountnetError(f"cannot resume from {Path(run_dir)}: {'; '.join(problems)}")
+
+
+def read_checkpoint(path: Path) -> dict:
+    """Our own checkpoint, still read weights-only (plain tensors and numbers), on the CPU
+    (RestoreState moves the optimizer state to the training device); a truncated, empty or
+    foreign file is one line."""
+    if path.stat().st_size == 0:
+        raise CountnetError(f"{path.name} is empty (0 bytes)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's errors for a damaged zip or pickle vary by version
+        why = " ".join(str(e).split())[:100] or type(e).__name__
+        raise CountnetError(f"{path.name} is unreadable (truncated or damaged: {why})") from None
+    if not isinstance(state, dict) or not {"epoch", "model", "opt"} <= set(state):
+        raise CountnetError(f"{path.name} is not a countnet checkpoint")
     if "hypers" in state["opt"]:  # written by fastai's own Optimizer, which keeps an L
         state["opt"]["hypers"] = L(state["opt"]["hypers"])
     return state
