@@ -41,7 +41,7 @@ def test_h_is_help_with_plain_usage_and_untyped_flags(cli, wide, command):
 @pytest.mark.parametrize(
     "command, usage",
     [
-        (["train"], "Usage: countnet train [OPTIONS] DATA"),
+        (["train"], "Usage: countnet train [OPTIONS] [DATA]"),
         (["predict"], "Usage: countnet predict [OPTIONS] RUN IMAGES..."),
         (["cost"], "Usage: countnet cost [OPTIONS] [ARCHS]..."),
         (["weights", "import"], "Usage: countnet weights import [OPTIONS] FILE"),

@@ -83,7 +83,8 @@ def test_cost_table_and_csv(tmp_path):
     import torchvision
 
     out = tmp_path / "cost.csv"
-    r = run_countnet("cost", "resnet18", "lenet", "--size", "32", "--classes", "3", "--out", out)
+    args = ("resnet18", "lenet", "--size", "32", "--classes", "3", "--head", "linear")
+    r = run_countnet("cost", *args, "--out", out)
     assert r.returncode == 0, r.stderr
     assert "resnet18" in r.stdout and "lenet" in r.stdout and "MACs/image" in r.stdout
     rows = list(csv.DictReader(out.open()))

@@ -249,7 +249,7 @@ def test_a_run_checkpointed_under_fastais_adam_resumes_through_restore_state(tmp
         {"epoch": 1, "model": ref.model.state_dict(), "opt": _plain(ref.opt.state_dict())},
         tmp_path / CHECKPOINT,
     )
-    ckpt = load_checkpoint(tmp_path)
+    ckpt, _ = load_checkpoint(tmp_path)
     resumed = _learner(FusedAdam)
     resumed.model.load_state_dict(ckpt["model"])
     resumed.fit(1, 1e-2, cbs=[RestoreState(ckpt, optimizer=True)])
