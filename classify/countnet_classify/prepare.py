@@ -23,7 +23,13 @@ from countnet_classify.lr import lr_rule
 from countnet_classify.model import build_model, check_input_size
 from countnet_classify.parallel.group import current, split_batch
 from countnet_classify.record import describe_data
-from countnet_classify.screen import IMBALANCE_RATIO, Screened, screen, screen_test
+from countnet_classify.screen import (
+    IMBALANCE_RATIO,
+    Screened,
+    check_data_root,
+    screen,
+    screen_test,
+)
 from countnet_classify.spec import RunSpec, auto_batch_size
 from countnet_classify.transforms import resolve_transforms, transform_warnings
 from countnet_classify.weights import imagenet_state_dict
@@ -76,6 +82,7 @@ def check_spec(spec: RunSpec) -> tuple[str, torch.device, str]:
 
 def prepare_run(spec: RunSpec, say) -> PreparedRun:
     """Resolve the options, check the run folder and the data, build the DataLoaders."""
+    check_data_root(spec.data)  # a mistyped DATA is the first thing reported
     transforms, device, precision = check_spec(spec)
     channels_last = use_channels_last(precision, device)
     final, partial, saved = run_folder.prepare_folder(spec, say)

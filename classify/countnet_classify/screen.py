@@ -120,13 +120,20 @@ def fingerprint(root: Path, paths: list[Path]) -> str:
     return stat_digest(paths, lambda p: p.relative_to(root).as_posix())
 
 
-def _entries(root: Path) -> tuple[list[tuple[Path, str, bool]], set[str], bool]:
-    """Every file under the class folders as (path, class, in valid/), the class names,
-    and whether the set has the train/ + valid/ layout: the files screen() vets."""
+def check_data_root(root: Path | str) -> None:
+    """One line when DATA is missing or not a folder: what a run checks before anything
+    else (ImageNet weights, the run folder), so a mistyped path is the error shown."""
+    root = Path(root)
     if not root.exists():
         raise CountnetError(f"DATA {root} does not exist")
     if not root.is_dir():
         raise CountnetError(f"DATA {root} is not a folder of class folders")
+
+
+def _entries(root: Path) -> tuple[list[tuple[Path, str, bool]], set[str], bool]:
+    """Every file under the class folders as (path, class, in valid/), the class names,
+    and whether the set has the train/ + valid/ layout: the files screen() vets."""
+    check_data_root(root)
     split_layout = (root / "train").is_dir() and (root / "valid").is_dir()
     if split_layout:
         entries = [

@@ -32,6 +32,7 @@ from countnet_classify.parallel.shard import DataParallel
 from countnet_classify.prepare import PreparedRun, check_spec, loaders, prepare_run, workers_for
 from countnet_classify.record import run_record
 from countnet_classify.schedules import caffe_scheduler  # also patches fit_one_cycle onto Learner
+from countnet_classify.screen import check_data_root
 from countnet_classify.spec import RunSpec
 from countnet_classify.weights import imagenet_state_dict
 
@@ -50,6 +51,7 @@ def train(spec: RunSpec, *, say=print, figures: bool = True, cbs: tuple = ()) ->
     if group is None and spec.gpus > 1:
         if cbs:
             raise CountnetError("internal: extra callbacks cannot reach --gpus processes")
+        check_data_root(spec.data)  # a mistyped DATA first, as one process reports it
         check_spec(spec)  # bad options stop here, before N processes start
         check_processes(spec, spec.gpus)
         run_dir = launch(spec, train, say=say, figures=figures)
