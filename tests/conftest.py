@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,29 @@ def run_countnet(
     if check and proc.returncode != 0:
         raise AssertionError(f"countnet {' '.join(map(str, args))} failed:\n{proc.stderr}")
     return proc
+
+
+def wait_until(ready, proc: subprocess.Popen, seconds: float, what: str) -> None:
+    """Poll ``ready()`` until it holds, as a test waits for a process it started to reach a
+    point worth interrupting; if ``proc`` ends or time runs out, kill it and fail."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"{what} never started")
+        time.sleep(0.01)
+
+
+def staged_pngs(parent: Path, name: str):
+    """A ``ready`` for :func:`wait_until`: gen's staged folder for ``--out parent/name``
+    already holds PNGs."""
+
+    def ready() -> bool:
+        partials = [p for p in parent.iterdir() if p.name.startswith(f".{name}.partial-")]
+        return bool(partials) and any(partials[0].rglob("*.png"))
+
+    return ready
 
 
 def process_alive(pid: int) -> bool:

@@ -8,13 +8,12 @@ import csv
 import os
 import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import COUNTNET, assert_one_line_error, run_countnet
+from tests.conftest import COUNTNET, assert_one_line_error, run_countnet, staged_pngs, wait_until
 
 COMMANDS = [
     [], ["gen"], ["train"], ["sweep"], ["predict"], ["export"], ["weights"],
@@ -83,15 +82,7 @@ def test_ctrl_c_during_gen_is_reported_once_by_the_parent(tmp_path):
         text=True,
         start_new_session=True,  # its own group, as a shell's foreground job
     )
-    deadline = time.time() + 120
-    while time.time() < deadline:  # wait until the workers write images
-        partials = [p for p in tmp_path.iterdir() if p.name.startswith(".big.partial-")]
-        if partials and any(partials[0].rglob("*.png")):
-            break
-        time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("generation never started")
+    wait_until(staged_pngs(tmp_path, "big"), proc, 120, "generation")
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130

@@ -18,7 +18,7 @@ from PIL import Image
 from countnet.tables import read_csv
 from countnet_gen.spec import DatasetSpec
 from countnet_gen.writer import generate
-from tests.conftest import COUNTNET, assert_one_line_error, written
+from tests.conftest import COUNTNET, assert_one_line_error, wait_until, written
 
 FAST = ["--size", "32", "--bs", "8", "--lr-find-iters", "0", "--lr", "3e-3", "--quiet"]
 
@@ -125,17 +125,11 @@ def test_interrupted_cache_build_is_never_used(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        partial = (
-            [p for p in cache.glob(".*partial*") if any(p.iterdir())] if cache.is_dir() else []
-        )
-        if partial:
-            break
-        time.sleep(0.005)
-    else:
-        proc.kill()
-        pytest.fail("the cache build never started")
+
+    def building() -> bool:
+        return cache.is_dir() and any(any(p.iterdir()) for p in cache.glob(".*partial*"))
+
+    wait_until(building, proc, 120, "the cache build")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert cache_entries() == []  # the half-built entry is not an entry

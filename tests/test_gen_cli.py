@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from PIL import Image
 
 from countnet_gen.spec import DatasetSpec
 from countnet_gen.writer import generate, read_dataset_spec, read_manifest
-from tests.conftest import COUNTNET, assert_one_line_error, run_countnet
+from tests.conftest import COUNTNET, assert_one_line_error, run_countnet, staged_pngs, wait_until
 
 SMALL = ["--range", "2-4", "--per-class", "10", "--size", "32", "--radius", "2-3", "--quiet"]
 
@@ -160,14 +159,7 @@ def test_kill_9_leaves_nothing_and_rerun_succeeds(tmp_path):
         str(out),
     ]
     proc = subprocess.Popen([COUNTNET, *args], stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while time.time() < deadline:  # wait until images are being written
-        partials = [p for p in tmp_path.iterdir() if p.name.startswith(".big.partial-")]
-        if partials and any(partials[0].rglob("*.png")):
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("generation never started")
+    wait_until(staged_pngs(tmp_path, "big"), proc, 60, "generation")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists()
