@@ -73,6 +73,17 @@ def test_onnx_outputs_mapped_through_classes_score_as_countnet(c812, monkeypatch
     assert json.loads(onnx_meta["normalize"]) == meta["normalize"]
 
 
+def test_docs_predict_command_runs_as_written(c812):
+    (line,) = [ln for ln in DOC.read_text().splitlines() if ln.startswith("$ countnet predict")]
+    proc = run_countnet(*line.split()[2:], cwd=c812)
+    assert proc.returncode == 0, proc.stderr
+    rows = (c812 / "preds.csv").read_text().splitlines()
+    assert rows[0].startswith("path,prediction,probability,p_8,p_9,p_10,p_11,p_12")
+    # natural order: photos-812/8/... first, 12/ last; 0.png, 1.png, ... 10.png, 11.png
+    paths = [r.split(",")[0] for r in rows[1:]]
+    assert paths == [f"photos-812/{c}/{i}.png" for c in CLASSES for i in range(12)]
+
+
 def test_safetensors_loads_with_fastai_and_countnet(c812, monkeypatch):
     import torchvision
 
