@@ -221,10 +221,19 @@ PREDICT_EXAMPLES = """
 
   countnet predict runs/c4550 image1.png image2.png
 
+  countnet predict runs/c4550 photos/ --out preds.csv   [dim]# a folder's images, recursively[/dim]
+
   countnet predict runs/c4550/model.safetensors datasets/count-45-50/valid/47/*.png --out preds.csv
 
   countnet predict runs/c4550/model.onnx image1.png  [dim]# countnet export's file[/dim]
+
+[bold]Exit status[/bold]: 0 every input predicted; 3 some skipped (unreadable, listed on
+stderr), the rest predicted; 2 an error (no readable image at all, a bad model), nothing
+written.
 """
+
+# `countnet predict`'s exit status when some inputs were skipped and the rest predicted
+SKIPPED_STATUS = 3
 
 
 @app.command("predict", epilog=PREDICT_EXAMPLES)
@@ -236,7 +245,13 @@ def predict_cmd(
             "countnet export."
         ),
     ],
-    images: Annotated[list[Path], typer.Argument(help="Images to classify.")],
+    images: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Images to classify, or folders of them (walked recursively: image files "
+            "only, in natural order). Files that do not decode are skipped and listed."
+        ),
+    ],
     out: Annotated[
         Path | None,
         typer.Option(
@@ -248,15 +263,27 @@ def predict_cmd(
     """Classify images with a trained run's weights (weights only: never unpickles); a
     regression run prints each image's count to one decimal and its rounding."""
     # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
-    from countnet_classify.predict import predict, write_csv
+    from countnet_classify.predict import Predictor, gather, write_csv
 
-    preds = predict(run, images)
+    predictor = Predictor(run)  # a bad model is an error before any image is read
+    inputs = gather(images)
+    for path, why in inputs.skipped:
+        typer.echo(f"warning: skipped {path}: {why}", err=True)
+    if not inputs.images:
+        raise CountnetError(f"no readable image to predict ({inputs.total} input(s) skipped)")
+    preds = predictor(inputs.images)
     if out:
         write_csv(preds, out)
         typer.echo(f"wrote {len(preds)} predictions to {out}", err=True)
     else:
         for p in preds:
             typer.echo(p.text())
+    if inputs.skipped:
+        n, total = len(inputs.skipped), inputs.total
+        typer.echo(f"warning: {n} of {total} inputs skipped (not predicted):", err=True)
+        for path, _ in inputs.skipped:
+            typer.echo(f"  {path}", err=True)
+        raise typer.Exit(SKIPPED_STATUS)
 
 
 EXPORT_EXAMPLES = """

@@ -1,7 +1,7 @@
 """ONNX files of `countnet export`: the optional onnx/onnxruntime modules, the metadata an
 exported file carries (model.json under "countnet", the preprocessing contract under
-"preprocessing") and an onnxruntime session that reads both back. ONNX is protobuf:
-reading a file never unpickles anything."""
+"preprocessing", the class names under "classes": docs/interop.md) and an onnxruntime
+session that reads them back. ONNX is protobuf: reading a file never unpickles anything."""
 
 from __future__ import annotations
 
@@ -32,11 +32,27 @@ def onnx_modules():
     return onnx, onnxruntime
 
 
+def metadata(meta: dict) -> dict[str, str]:
+    """The metadata an exported file carries: model.json (``meta``) whole under "countnet",
+    the preprocessing contract, and what a consumer needs on its own keys: "classes" (a JSON
+    list: output column i is classes[i], in countnet's natural order), "task", "size",
+    "resize" and "normalize" (JSON: the mean and std the graph applies itself, or null)."""
+    return {
+        "countnet": json.dumps(meta),
+        "preprocessing": PREPROCESSING,
+        "classes": json.dumps(meta["classes"]),
+        "task": meta.get("task", "classification"),
+        "size": str(meta["size"]),
+        "resize": meta.get("resize", "squish"),
+        "normalize": json.dumps(meta.get("normalize")),
+    }
+
+
 def set_metadata(proto, meta: dict) -> None:
-    """Write model.json (``meta``) and the preprocessing contract into ``proto``'s metadata,
-    and a one-line description into its doc string."""
+    """Write ``metadata(meta)`` into ``proto``'s metadata_props, and a one-line description
+    into its doc string."""
     del proto.metadata_props[:]
-    for key, value in (("countnet", json.dumps(meta)), ("preprocessing", PREPROCESSING)):
+    for key, value in metadata(meta).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     what = "counting (regression) trained on counts" if is_regression(meta) else "over classes"

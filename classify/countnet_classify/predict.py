@@ -4,10 +4,13 @@ regression run's (``--task regression``: the count, and its rounding).
 Reads only model.json and model.safetensors (or a weights-only torch file), or an ONNX file
 from `countnet export` (protobuf): nothing is unpickled. Preprocessing is fastai's own
 validation pipeline for the run (RGB decode, squish resize, scale to [0, 1], the run's
-normalisation), so predictions match the learner's."""
+normalisation), so predictions match the learner's. What the command line names is
+gathered first (``gather``): folders walked, every file decoded once in full, the ones
+that do not decode set aside with why, so one damaged photo does not stop the others."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,14 +18,16 @@ import torch
 from fastai.data.transforms import IntToFloatTensor, Normalize, ToTensor
 from fastai.torch_core import TensorImage
 from fasttransform import Pipeline
+from PIL import Image
 
 from countnet import tables
 from countnet.errors import CountnetError
 from countnet_classify.artifact import is_regression, load_predictor
 from countnet_classify.images import RGBImage, item_transforms
+from countnet_classify.labels import natural_key
 from countnet_classify.onnx_io import session
 from countnet_classify.regression import rounded
-from countnet_classify.screen import check_image
+from countnet_classify.screen import check_image, files_under
 
 
 @dataclass
@@ -51,30 +56,60 @@ def _pipeline(meta: dict):
     return items, Pipeline(batch, split_idx=1)
 
 
+class Predictor:
+    """A run's network (its weights, or an ONNX file from `countnet export`) and the
+    preprocessing it was trained with, loaded once: call it on images that decode."""
+
+    def __init__(self, run_or_weights: Path | str):
+        if Path(run_or_weights).suffix == ".onnx":
+            sess, meta = session(run_or_weights)
+            output = "count" if is_regression(meta) else "probabilities"
+
+            def outputs(x: torch.Tensor) -> torch.Tensor:
+                (p,) = sess.run([output], {"image": x.numpy()})
+                return torch.from_numpy(p)
+
+            # the graph normalises: only fastai's item transforms and the [0, 1] scaling here
+            self.items, self.batch = _pipeline({**meta, "normalize": None})
+        else:
+            model, meta = load_predictor(run_or_weights)
+
+            def outputs(x: torch.Tensor) -> torch.Tensor:
+                y = model(x).float()
+                return y if is_regression(meta) else torch.softmax(y, dim=1)
+
+            self.items, self.batch = _pipeline(meta)
+        self.meta, self.outputs = meta, outputs
+
+    def __call__(self, images: list[Path], *, bs: int = 64) -> list[Prediction]:
+        """Each image's prediction, in order (each must decode: see ``gather``)."""
+        out: list[Prediction] = []
+        with torch.inference_mode():
+            for i in range(0, len(images), bs):
+                chunk = images[i : i + bs]
+                x = self.batch(TensorImage(torch.stack([self.items(Path(p)) for p in chunk])))
+                rows = zip(chunk, self.outputs(x), strict=True)
+                out += [self._prediction(p, row) for p, row in rows]
+        return out
+
+    def _prediction(self, path: Path | str, row: torch.Tensor) -> Prediction:
+        if is_regression(self.meta):
+            finite = bool(torch.isfinite(row))  # a diverged run's weights: nan
+            label = str(int(rounded(row))) if finite else "nan"
+            return Prediction(str(path), label, None, {}, float(row))
+        classes = self.meta["classes"]
+        k = int(row.argmax())
+        probs = dict(zip(classes, map(float, row), strict=True))
+        return Prediction(str(path), classes[k], float(row[k]), probs)
+
+
 def predict(
     run_or_weights: Path | str, images: list[Path | str], *, bs: int = 64
 ) -> list[Prediction]:
     """Class and probability for each image, in order (a regression run: the count and its
     rounding). ``run_or_weights`` may also be an ONNX file written by `countnet export`,
-    run with onnxruntime."""
-    if Path(run_or_weights).suffix == ".onnx":
-        sess, meta = session(run_or_weights)
-        output = "count" if is_regression(meta) else "probabilities"
-
-        def outputs(x: torch.Tensor) -> torch.Tensor:
-            (p,) = sess.run([output], {"image": x.numpy()})
-            return torch.from_numpy(p)
-
-        # the graph normalises: only fastai's item transforms and the [0, 1] scaling here
-        items, batch = _pipeline({**meta, "normalize": None})
-    else:
-        model, meta = load_predictor(run_or_weights)
-
-        def outputs(x: torch.Tensor) -> torch.Tensor:
-            y = model(x).float()
-            return y if is_regression(meta) else torch.softmax(y, dim=1)
-
-        items, batch = _pipeline(meta)
+    run with onnxruntime. An image that is missing or does not decode is an error."""
+    predictor = Predictor(run_or_weights)
     for img in images:
         p = Path(img)
         if not p.is_file():
@@ -82,28 +117,60 @@ def predict(
         why = check_image(p)
         if why:
             raise CountnetError(f"image {p}: {why}")
-    out: list[Prediction] = []
-    with torch.inference_mode():
-        for i in range(0, len(images), bs):
-            chunk = images[i : i + bs]
-            x = batch(TensorImage(torch.stack([items(Path(p)) for p in chunk])))
-            ys = outputs(x)
-            for p, row in zip(chunk, ys, strict=True):
-                if is_regression(meta):
-                    finite = bool(torch.isfinite(row))  # a diverged run's weights: nan
-                    label = str(int(rounded(row))) if finite else "nan"
-                    out.append(Prediction(str(p), label, None, {}, float(row)))
-                    continue
-                k = int(row.argmax())
-                out.append(
-                    Prediction(
-                        str(p),
-                        meta["classes"][k],
-                        float(row[k]),
-                        dict(zip(meta["classes"], map(float, row), strict=True)),
-                    )
-                )
-    return out
+    return predictor([Path(p) for p in images], bs=bs)
+
+
+@dataclass
+class Inputs:
+    """What `countnet predict`'s arguments name: the images to predict, in order, and the
+    inputs skipped, each with why."""
+
+    images: list[Path]
+    skipped: list[tuple[Path, str]]
+
+    @property
+    def total(self) -> int:
+        return len(self.images) + len(self.skipped)
+
+
+def image_suffixes() -> frozenset[str]:
+    """The file name extensions of the formats Pillow can read (".jpg", ".png", ...)."""
+    Image.init()
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files under ``folder`` and its subfolders (by extension; hidden ones left
+    out), in natural order: img2.jpg before img10.jpg, each folder level compared alike."""
+    suffixes = image_suffixes()
+    found = [p for p in files_under(folder) if p.suffix.lower() in suffixes]
+    return sorted(found, key=lambda p: [natural_key(s) for s in p.relative_to(folder).parts])
+
+
+def gather(paths: list[Path | str], *, threads: int = 8) -> Inputs:
+    """The images ``paths`` name: a file as given, a folder's image files (``image_files``).
+    Each is decoded in full first (on ``threads`` threads); a missing path, a folder without
+    images and a file that does not decode (zero bytes, truncated, not an image) are skipped."""
+    named: list[tuple[Path, str | None]] = []  # (path, why it is skipped)
+    for p in map(Path, paths):
+        if p.is_dir():
+            files = image_files(p)
+            named += [(f, "") for f in files] or [(p, "a folder without image files")]
+        elif p.is_file() or p.is_symlink():  # a broken link: check_image says so
+            named.append((p, ""))
+        else:
+            named.append((p, "does not exist"))
+    to_check = [p for p, why in named if not why]
+    with ThreadPoolExecutor(max(1, min(threads, len(to_check)))) as pool:
+        problems = dict(zip(to_check, pool.map(check_image, to_check), strict=True))
+    images, skipped = [], []
+    for p, why in named:
+        why = why or problems[p]
+        if why:
+            skipped.append((p, why))
+        else:
+            images.append(p)
+    return Inputs(images, skipped)
 
 
 def write_csv(preds: list[Prediction], path: Path | str) -> None:
