@@ -31,8 +31,6 @@ def doc_block(containing: str) -> str:
 def c812(tmp_path_factory) -> Path:
     """A folder of class folders 8..12 (a colour each, noisy, 40 x 48 px), and a run
     `runs/c812` trained on it and exported to ONNX, as a user makes them."""
-    from countnet_classify.export import export
-
     root = tmp_path_factory.mktemp("interop")
     rng = np.random.default_rng(0)
     for k, name in enumerate(CLASSES):
@@ -42,12 +40,10 @@ def c812(tmp_path_factory) -> Path:
             noise = rng.integers(-40, 41, (40, 48, 3))
             pixels = np.clip(colour + noise, 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(root / "photos-812" / name / f"{i}.png")
-    run_countnet(
-        "train", "photos-812", "--name", "c812", "--no-pretrained", "--arch", "resnet18",
-        "--size", "32", "--epochs", "2", "--lr", "0.01", "--bs", "8", "--transforms", "none",
-        "--quiet", "--workers", "0", cwd=root, check=True,
-    )  # fmt: skip
-    export(root / "runs" / "c812")
+    for verb in ("train", "export"):  # the page's own lines, as written
+        (line,) = [ln for ln in DOC.read_text().splitlines() if ln.startswith(f"$ countnet {verb}")]
+        extra = ["--quiet", "--workers", "0"] if verb == "train" else []
+        run_countnet(*line.split()[2:], *extra, cwd=root, check=True)
     return root
 
 
