@@ -159,6 +159,14 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         # they do not stop.
         subprocess.run(["scancel", "--full", "--signal=KILL", "--user=root"], env=env,
                        capture_output=True, timeout=30)  # fmt: skip
+        # their step daemons end only while slurmd runs: stopped first, they stay behind
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            left = subprocess.run(["squeue", "-h", "-t", "R,CG,PD"], env=env,
+                                  capture_output=True, text=True, timeout=30)  # fmt: skip
+            if left.returncode or not left.stdout.strip():
+                break
+            time.sleep(0.5)
         pids = []
         for pidfile in reversed(pidfiles):
             with contextlib.suppress(OSError, ValueError):
