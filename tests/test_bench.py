@@ -260,3 +260,19 @@ def test_train_malloc_bench_compares_both_settings_in_fresh_processes():
     rows = re.findall(r"^(glibc defaults|retained) +([\d.]+) images/s +(\d+) minor", out, re.M)
     assert [name for name, _, _ in rows] == ["glibc defaults", "retained"]
     assert re.search(r"^ratio: retained/defaults=\d+\.\d\d$", out, re.M)
+
+
+def test_fsync_cost_times_each_stage_beside_its_baseline():
+    """bench/fsync_cost.py as documented, tiny (a few images, one epoch at 32 px, no
+    PreciseBN): both stages' figures with syncs on beside off, the syncs of the run listed by
+    file (a checkpoint's among them: the syncs were timed, not bypassed), the extrapolation."""
+    out = bench("fsync_cost.py", "--rounds", "1", "--gen-per-class", "4", "--train-per-class",
+                "4", "--epochs", "1", "--set", "precise_bn=0", "--set", "size=32",
+                timeout=400)  # fmt: skip
+    lines = out.splitlines()
+    assert lines[0].startswith("# fsync_cost")
+    assert lines[1].startswith("gen count-1-5 (20 images): syncs on") and "on/off" in lines[1]
+    assert lines[2].startswith("train (1 epochs): syncs on") and "on/off" in lines[2]
+    calls = {tuple(ln.split()[:2]) for ln in lines[3:-1]}
+    assert ("fsync_file", "checkpoint.pt") in calls and ("fsync_file", "config.yaml") in calls
+    assert lines[-1].startswith("default workflow (") and "blocked in syncs ~" in lines[-1]

@@ -159,6 +159,14 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         # they do not stop.
         subprocess.run(["scancel", "--full", "--signal=KILL", "--user=root"], env=env,
                        capture_output=True, timeout=30)  # fmt: skip
+        # their step daemons end only while slurmd runs: stopped first, they stay behind
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            left = subprocess.run(["squeue", "-h", "-t", "R,CG,PD"], env=env,
+                                  capture_output=True, text=True, timeout=30)  # fmt: skip
+            if left.returncode or not left.stdout.strip():
+                break
+            time.sleep(0.5)
         pids = []
         for pidfile in reversed(pidfiles):
             with contextlib.suppress(OSError, ValueError):
@@ -209,3 +217,82 @@ def test_workflow_runs_through_the_slurm_profile(slurm, tmp_path):
     assert metrics[0].startswith("epoch,train_loss,valid_loss,error_rate") and len(metrics) == 2
     assert (tmp_path / "runs" / "a" / "model.safetensors").is_file()
     assert "| a | tiny |" in (tmp_path / "runs" / "report.md").read_text()
+
+
+RESUME = """
+train: {{arch: resnet18, pretrained: false, size: 32, bs: 8, epochs: 2, lr: 0.01,
+        lr_find_iters: 0, workers: 0, head: linear, transforms: none, precise_bn: 0}}
+experiments:
+  whole: {{data: {data}}}
+  cut: {{data: {data}}}
+"""
+
+
+def _job_of(env: dict, rule_wildcards: str) -> str | None:
+    """The SLURM job id of the running job whose comment (the executor's
+    rule_<rule>_wildcards_<wildcards>) is ``rule_wildcards``."""
+    out = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i|%k"], env=env,
+                         capture_output=True, text=True, timeout=30).stdout  # fmt: skip
+    ids = [i for i, _, c in (ln.partition("|") for ln in out.splitlines()) if c == rule_wildcards]
+    return ids[0] if len(ids) == 1 else None
+
+
+def test_a_job_signalled_by_slurm_resumes_when_rerun(slurm, tmp_path):
+    """SLURM's SIGTERM (a time limit reached, --signal, a preemption) to a training job after
+    its first epoch's checkpoint: the profile's retry resumes that run from its checkpoint
+    (the epoch trained before the signal is kept, not trained again), and the run equals an
+    uninterrupted one trained beside it."""
+    from countnet.tables import read_csv
+    from countnet_gen.spec import DatasetSpec
+    from countnet_gen.writer import generate
+    from tests.test_resume import checkpoint_epoch
+
+    # big enough that an epoch outlasts scancel's round trip on one thread
+    data = generate(DatasetSpec(counts=(1, 3), per_class=20, size=32, radius=(3, 5),
+                                valid_pct=0.25), tmp_path / "data", workers=1)  # fmt: skip
+    cfg = tmp_path / "resume.yaml"
+    cfg.write_text(RESUME.format(data=data))
+    work = tmp_path / "work"
+    cmd = [
+        sys.executable, "-m", "snakemake", "runs/whole", "runs/cut",  # the runs, no report
+        "-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile", str(cfg),
+        "--workflow-profile", str(REPO / "profiles" / "slurm"),
+        "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
+        "--set-threads", "train=1", "--set-resources", "train:mem_mb=3000",
+        "--default-resources", "mem_mb=1000", "runtime=30", "--latency-wait", "5",
+    ]  # fmt: skip
+    log = tmp_path / "snakemake.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, env=slurm, stdout=f, stderr=subprocess.STDOUT)
+    partial, job = work / "runs" / ".cut.partial", None
+    try:
+        deadline = time.time() + 300
+        while not (partial / "checkpoint.pt").is_file() or checkpoint_epoch(partial) < 1:
+            assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        job = _job_of(slurm, "rule_train_wildcards_cut")
+        assert job, subprocess.run(["squeue", "-o", "%i %k %T"], env=slurm, text=True,
+                                   capture_output=True).stdout  # fmt: skip
+        # what SLURM does at --signal's time, at a time limit or a preemption
+        subprocess.run(["scancel", "--signal=TERM", job], env=slurm, check=True, timeout=30)
+        before = read_csv(partial / "metrics.csv")  # the epochs trained before the signal
+        proc.wait(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = log.read_text()
+    assert proc.returncode == 0, out[-4000:]
+    assert len(before) == 1, before  # stopped mid-run: the rerun had epochs left to train
+    assert len(re.findall(r"has been submitted with SLURM jobid \d+", out)) == 3, out[-3000:]
+    assert "resuming the interrupted run" in (work / "logs" / "train" / "cut.log").read_text()
+    cut, whole = (
+        read_csv(work / "runs" / "cut" / "metrics.csv"),
+        read_csv(work / "runs" / "whole" / "metrics.csv"),
+    )
+    assert cut[: len(before)] == before  # kept as trained before the signal, times included
+    drop_time = [
+        [{k: v for k, v in r.items() if k != "time"} for r in rows] for rows in (cut, whole)
+    ]
+    assert drop_time[0] == drop_time[1] and len(cut) == 2
+    assert not (work / "runs" / ".cut.partial").exists()

@@ -19,10 +19,10 @@ rule sweep_run:
         spec=lambda wc: sweep_run_spec(wc.sweep, wc.run),
         options=lambda wc: recorded(sweep_run_spec(wc.sweep, wc.run)),  # see rule train
     run:
-        from countnet_classify.train import train
+        # in a process of its own: SIGTERM stops it at a safe point, and its rerun resumes
+        from countnet_classify.job import run_job
 
-        training_job(threads)
-        call_logged(log[0], train, params.spec)
+        run_job(params.spec, threads, log[0])
 
 
 rule sweep_summary:

@@ -20,7 +20,7 @@ rule train:
         # What Snakemake records and compares (builtin values only): see rule gen
         options=lambda wc: recorded(run_spec(wc.exp, force=True)),
     run:
-        from countnet_classify.train import train
+        # in a process of its own: SIGTERM stops it at a safe point, and its rerun resumes
+        from countnet_classify.job import run_job
 
-        training_job(threads)
-        call_logged(log[0], train, params.spec)
+        run_job(params.spec, threads, log[0])
