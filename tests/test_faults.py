@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import assert_one_line_error, run_countnet
@@ -353,3 +354,85 @@ def test_staged_folder_flushed_before_rename(tmp_path, disk_calls):
         ("rename", str(tmp_path / "ds")),
         ("fsync", str(tmp_path)),
     ]
+
+
+# --- the decoded cache ---------------------------------------------------------------------
+
+
+def cache_entry(cache: Path) -> Path:
+    (entry,) = [d for d in (cache / "decoded").iterdir() if not d.name.startswith(".")]
+    return entry
+
+
+@pytest.fixture(scope="module")
+def cached_run(tiny, tmp_path_factory) -> tuple[Path, Path]:
+    """One finished run on ``tiny`` and the cache it decoded: (run folder, cache dir)."""
+    where = tmp_path_factory.mktemp("cached")
+    env = {"COUNTNET_CACHE_DIR": str(where / "cache")}
+    run_countnet("train", tiny, *TRAIN, "--epochs", "1", "--name", "a", cwd=where, env=env,
+                 check=True)  # fmt: skip
+    return where / "runs" / "a", where / "cache"
+
+
+DAMAGED_ENTRIES = [("train_x.npy", "half"), ("meta.json", "junk")]
+
+
+@pytest.mark.parametrize(("name", "damage"), DAMAGED_ENTRIES)
+def test_cache_damaged_entry_is_rebuilt(cached_run, tiny, tmp_path, name, damage):
+    """A truncated, emptied or garbled file of a cache entry: one line says so, the entry is
+    rebuilt, and the run's metrics equal the first run's."""
+    from tests.test_interrupt import assert_same_metrics
+
+    run, cache = cached_run
+    shutil.copytree(cache, tmp_path / "cache")
+    path = cache_entry(tmp_path / "cache") / name
+    data = path.read_bytes()
+    path.write_bytes({"half": data[: len(data) // 2], "empty": b"", "junk": b"{"}[damage])
+    env = {"COUNTNET_CACHE_DIR": str(tmp_path / "cache")}
+    proc = run_countnet("train", tiny, *TRAIN, "--epochs", "1", "--name", "b", cwd=tmp_path,
+                        env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    said = [ln for ln in proc.stderr.splitlines() if " is damaged " in ln]
+    assert len(said) == 1 and name in said[0] and "rebuilding" in said[0], proc.stderr
+    assert_same_metrics(tmp_path / "runs" / "b", run)
+    assert len(list(cache_entry(tmp_path / "cache").iterdir())) == 5  # whole again
+
+
+def test_cache_pixels_changed_with_mtime_restored(tiny, tmp_path):
+    """An image rewritten at the same size with its mtime set back (``touch -r``) is
+    decoded again, not served from the cache."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny, data)
+    run_countnet("train", data, *TRAIN, "--epochs", "1", "--name", "a", cwd=tmp_path, check=True)
+    target = max((data / "train" / "3").iterdir(), key=lambda p: p.stat().st_size)
+    other = min((data / "train" / "1").iterdir(), key=lambda p: p.stat().st_size)
+    size = target.stat().st_size
+    assert other.stat().st_size <= size
+    shutil.copy2(target, tmp_path / "ref")  # keeps the mtime
+    # PNG readers stop at IEND: the bytes after it keep the size the same
+    target.write_bytes(other.read_bytes().ljust(size, b"\0"))
+    subprocess.run(["touch", "-r", str(tmp_path / "ref"), str(target)], check=True)
+    assert target.stat().st_size == size
+    assert target.stat().st_mtime_ns == (tmp_path / "ref").stat().st_mtime_ns
+    assert (np.asarray(Image.open(target)) == np.asarray(Image.open(other))).all()
+    proc = run_countnet("train", data, *TRAIN, "--epochs", "1", "--name", "b", cwd=tmp_path,
+                        check=True)  # fmt: skip
+    assert "decoding 36 images" in proc.stderr, proc.stderr  # rebuilt, not reused
+
+
+def test_cache_dir_full_is_one_line(mount, tiny, tmp_path):
+    """A cache folder without room for the decoded arrays: one line before any pixel is
+    written (not SIGBUS, exit 135), nothing left in it but the user's file."""
+    disk = mount("64k")
+    before = snapshot(disk)
+    env = {"COUNTNET_CACHE_DIR": str(disk / "cache")}
+    proc = run_countnet("train", tiny, *TRAIN, "--epochs", "1", "--name", "r", cwd=tmp_path,
+                        env=env)  # fmt: skip
+    assert_one_line_error(proc, "disk full", str(disk / "cache"), "--loader files", alone=False)
+    assert proc.returncode not in (-7, 135)
+    assert leftovers(disk) == []
+    assert_unchanged(disk, before)
+    assert not (tmp_path / "runs" / "r").exists()
