@@ -10,12 +10,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import assert_one_line_error, run_countnet
+from tests.conftest import COUNTNET, assert_one_line_error, run_countnet
 
 pytestmark = pytest.mark.faults
 
@@ -436,3 +437,78 @@ def test_cache_dir_full_is_one_line(mount, tiny, tmp_path):
     assert leftovers(disk) == []
     assert_unchanged(disk, before)
     assert not (tmp_path / "runs" / "r").exists()
+
+
+# --- memory: 16-bit images ------------------------------------------------------------------
+
+PEAK_RSS = (
+    "import resource, subprocess, sys\n"
+    "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+    "sys.stderr.write(p.stderr)\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "sys.exit(p.returncode)\n"
+)
+
+
+def peak_rss(*args, cwd: Path) -> int:
+    """Peak resident bytes of a fresh `countnet` process (run by a process of its own, so
+    no other child of this one counts)."""
+    proc = subprocess.run([sys.executable, "-c", PEAK_RSS, COUNTNET, *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout.split()[-1]) * 1024
+
+
+@pytest.fixture(scope="module")
+def wide_png(tmp_path_factory) -> Path:
+    """A 9000 x 9000 16-bit grayscale PNG of a few hundred KB, under Pillow's bomb limit."""
+    from PIL import Image
+
+    rows = (np.arange(9000, dtype=np.uint32) * 7 % 65536).astype(np.uint16)
+    path = tmp_path_factory.mktemp("wide") / "wide.png"
+    Image.fromarray(np.repeat(rows[:, None], 9000, axis=1)).save(path)
+    return path
+
+
+def test_16bit_images_decode_within_the_budget(tiny, wide_png, tmp_path):
+    """Two 9000 x 9000 16-bit PNGs in a set raise training's peak memory by what one
+    decode within the budget costs (about 5 bytes a pixel), not by gigabytes of float64
+    temporaries on eight threads at once."""
+    from countnet_classify.images import DECODE_BUDGET_PIXELS
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny, data)
+    args = (*TRAIN, "--epochs", "1", "--workers", "0")
+    base = peak_rss("train", data, *args, "--name", "a", cwd=tmp_path)
+    for cls in ("1", "2"):
+        shutil.copy(wide_png, data / "train" / cls / "wide.png")
+    peak = peak_rss("train", data, *args, "--name", "b", cwd=tmp_path)
+    budget = 8 * max(DECODE_BUDGET_PIXELS, 9000 * 9000)  # 5 at the peak, 3 for the heap
+    assert peak - base < budget, (base / 2**20, peak / 2**20)
+    assert "n_images: 38\n" in (tmp_path / "runs" / "b" / "config.yaml").read_text()
+
+
+def test_wide_images_keep_their_pixels(tmp_path):
+    """16-bit, 32-bit and float grayscale scale to 8 bits as before (floor(v * 255 / 65535)
+    for 16-bit; min..max stretched for float), across several strips of rows."""
+    from PIL import Image
+
+    from countnet_classify.images import open_rgb
+
+    rng = np.random.default_rng(0)
+    sixteen = (np.arange(600 * 256) % 65536).astype(np.uint16).reshape(600, 256)
+    wide = rng.integers(-5000, 200000, (600, 256)).astype(np.int32)
+    narrow = rng.integers(0, 256, (600, 256)).astype(np.int32)
+    floats = rng.normal(size=(600, 256)).astype(np.float32)
+    f64 = floats.astype(np.float64)
+    cases = {
+        "16.png": (Image.fromarray(sixteen), np.floor(sixteen * 255.0 / 65535.0)),
+        "wide.tif": (Image.fromarray(wide, "I"), np.clip(wide * 255.0 / 65535.0, 0, 255)),
+        "narrow.tif": (Image.fromarray(narrow, "I"), narrow),
+        "f.tif": (Image.fromarray(floats, "F"),
+                  (f64 - f64.min()) / (f64.max() - f64.min()) * 255.0),
+    }  # fmt: skip
+    for name, (im, want) in cases.items():
+        im.save(tmp_path / name)
+        got = np.asarray(open_rgb(tmp_path / name))
+        assert (got == np.asarray(want).astype(np.uint8)[..., None]).all(), name
