@@ -439,6 +439,88 @@ def test_cache_dir_full_is_one_line(mount, tiny, tmp_path):
     assert not (tmp_path / "runs" / "r").exists()
 
 
+# --- where `countnet gen --out` writes -----------------------------------------------------
+
+SMALL = ("gen", "--range", "1-2", "--per-class", "4", "--size", "32", "--radius", "3", "-q",
+         "--workers", "1")  # fmt: skip
+
+
+def everything(folder: Path) -> dict[str, str | bytes]:
+    """Every entry under ``folder``: a file's bytes, a symlink's target (not followed)."""
+    out: dict[str, str | bytes] = {}
+    for top, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = Path(top) / name
+            key = p.relative_to(folder).as_posix()
+            out[key] = ("->" + os.readlink(p)) if p.is_symlink() else (
+                p.read_bytes() if p.is_file() else "dir")  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("force", [True, False])
+def test_gen_out_through_a_symlink(tmp_path, force):
+    """--out a symlink: the dataset is written at its target and the link stays (with
+    --force onto an old dataset there; without, onto a link to nothing yet)."""
+    (tmp_path / "real").mkdir()
+    os.symlink("real/ds", tmp_path / "link")
+    if force:
+        run_countnet(*SMALL, "--out", tmp_path / "real" / "ds", check=True)
+    proc = run_countnet(*SMALL, "--seed", "7", "--out", tmp_path / "link",
+                        *(["--force"] if force else []))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert os.readlink(tmp_path / "link") == "real/ds"
+    assert json.loads((tmp_path / "real/ds/dataset.json").read_text())["spec"]["seed"] == 7
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock") == ["link", "real"]
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("out", ["train/9", "train/1", "valid", "x/y"])
+@pytest.mark.parametrize("force", [False, True])
+def test_gen_out_inside_a_dataset(tmp_path, out, force):
+    """--out inside a countnet dataset would add a class to it or replace one of its
+    folders: refused in one line, the dataset untouched."""
+    run_countnet(*SMALL, "--out", tmp_path / "ds", check=True)
+    before = everything(tmp_path)
+    proc = run_countnet(*SMALL, "--out", tmp_path / "ds" / out, *(["--force"] if force else []))
+    assert_one_line_error(proc, "inside the countnet dataset", str(tmp_path / "ds"))
+    assert everything(tmp_path) == before
+
+
+FOREIGN = {
+    "note": (["NOTES.txt"], "NOTES.txt"),
+    "extra-image": (["train/1/extra.png"], "train/1/extra.png"),
+    "folder": (["mine/a.txt", "mine/b.txt"], "1 file(s) or folder(s) it did not write: mine/;"),
+    "many": ([f"n{i}.txt" for i in range(7)], "n0.txt, n1.txt, n2.txt, n3.txt, n4.txt and 2 more"),
+}
+
+
+@pytest.mark.parametrize(("foreign", "shown"), FOREIGN.values(), ids=FOREIGN.keys())
+def test_gen_force_keeps_a_users_files(tmp_path, foreign, shown):
+    """--force onto a countnet dataset that also holds a user's files: refused in one line
+    naming them, nothing changed."""
+    ds = tmp_path / "ds"
+    run_countnet(*SMALL, "--out", ds, check=True)
+    for name in foreign:
+        (ds / name).parent.mkdir(parents=True, exist_ok=True)
+        (ds / name).write_text("a user's file\n")
+    before = everything(tmp_path)
+    proc = run_countnet(*SMALL, "--seed", "7", "--force", "--out", ds)
+    assert_one_line_error(proc, "--force replaces only what countnet wrote", shown)
+    assert everything(tmp_path) == before
+    assert leftovers(tmp_path) == []
+
+
+def test_gen_force_replaces_what_countnet_wrote(tmp_path):
+    """The same --force onto a dataset holding only countnet's files (and the workflow's
+    Snakemake mark) replaces it."""
+    ds = tmp_path / "ds"
+    run_countnet(*SMALL, "--out", ds, check=True)
+    (ds / ".snakemake_timestamp").touch()
+    run_countnet(*SMALL, "--seed", "7", "--force", "--out", ds, check=True)
+    assert json.loads((ds / "dataset.json").read_text())["spec"]["seed"] == 7
+    assert leftovers(tmp_path) == []
+
+
 # --- memory: 16-bit images ------------------------------------------------------------------
 
 PEAK_RSS = (
