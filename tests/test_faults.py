@@ -439,6 +439,23 @@ def test_cache_dir_full_is_one_line(mount, tiny, tmp_path):
     assert not (tmp_path / "runs" / "r").exists()
 
 
+def test_cache_writes_where_the_fs_cannot_allocate_ahead(tmp_path, monkeypatch):
+    """A file system without fallocate (EOPNOTSUPP) still gets its cache, written as
+    before; only a full one is an error."""
+    import errno
+
+    from countnet_classify.cache import allocate
+
+    def unsupported(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    arr = allocate(tmp_path / "x.npy", (2, 4, 4, 3))
+    arr[:] = 7
+    arr.flush()
+    assert (np.load(tmp_path / "x.npy") == 7).all()
+
+
 # --- where `countnet gen --out` writes -----------------------------------------------------
 
 SMALL = ("gen", "--range", "1-2", "--per-class", "4", "--size", "32", "--radius", "3", "-q",
@@ -519,6 +536,16 @@ def test_gen_force_replaces_what_countnet_wrote(tmp_path):
     run_countnet(*SMALL, "--seed", "7", "--force", "--out", ds, check=True)
     assert json.loads((ds / "dataset.json").read_text())["spec"]["seed"] == 7
     assert leftovers(tmp_path) == []
+
+
+def test_gen_out_a_symlink_loop(tmp_path):
+    """--out a link to itself: refused in one line, the link left as it was."""
+    os.symlink("loop", tmp_path / "loop")
+    for force in ([], ["--force"]):
+        proc = run_countnet(*SMALL, "--out", tmp_path / "loop", *force)
+        assert_one_line_error(proc, "symlink loop")
+        assert os.readlink(tmp_path / "loop") == "loop"
+        assert [p.name for p in tmp_path.iterdir()] == ["loop"]
 
 
 # --- memory: 16-bit images ------------------------------------------------------------------

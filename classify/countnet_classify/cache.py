@@ -20,6 +20,7 @@ empties it (deleting the folder by hand is just as safe).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -39,6 +40,8 @@ from countnet_classify.screen import Screened
 
 FORMAT = 2  # bump when the layout or the decoding changes: old entries are never reused
 SPLITS = ("train", "valid")
+# posix_fallocate's answers where a file system cannot allocate ahead
+UNSUPPORTED = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
 
 
 def cache_root() -> Path:
@@ -200,11 +203,7 @@ def allocate(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     file system without room fails here, in one line, not with SIGBUS at a later write."""
     try:
         arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
-        fd = os.open(path, os.O_RDWR)
-        try:
-            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
-        finally:
-            os.close(fd)
+        allocate_ahead(path)
     except OSError as e:
         if e.errno not in NO_SPACE:
             raise
@@ -218,6 +217,19 @@ def allocate(path: Path, shape: tuple[int, ...]) -> np.ndarray:
         f"{path.parent.parent} (nothing was kept): free space, point COUNTNET_CACHE_DIR at a "
         "folder with room, or pass --loader files"
     )
+
+
+def allocate_ahead(path: Path) -> None:
+    """Give every block of ``path`` (to its current length) storage now, where the file
+    system can (ENOSPC if it has no room); elsewhere nothing changes."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as e:
+        if e.errno not in UNSUPPORTED:
+            raise
+    finally:
+        os.close(fd)
 
 
 def _drop_stale(keep: Path, root: str, size: int, files: str) -> None:

@@ -37,11 +37,16 @@ def _metadata(folder: Path) -> dict | None:
 
 
 def resolve_out(out: Path | str) -> Path:
-    """``out`` made absolute with every symlink resolved: the folder the dataset goes to."""
+    """``out`` made absolute with every symlink resolved: the folder the dataset goes to.
+    A symlink loop is refused (Python 3.11 raises on one; later versions return a path that
+    is still a link)."""
     try:
-        return absolute(out).resolve()
-    except (RuntimeError, OSError) as e:  # Python 3.11 reports a symlink loop as RuntimeError
-        raise CountnetError(f"--out {out} cannot be resolved ({e}): fix the symlink") from None
+        final = absolute(out).resolve()
+    except (RuntimeError, OSError):
+        final = None
+    if final is None or final.is_symlink():
+        raise CountnetError(f"--out {out} is a symlink loop: fix the link or choose another --out")
+    return final
 
 
 def check_out(final: Path, *, force: bool) -> None:
