@@ -400,6 +400,18 @@ def test_cache_damaged_entry_is_rebuilt(cached_run, tiny, tmp_path, name, damage
     assert len(list(cache_entry(tmp_path / "cache").iterdir())) == 5  # whole again
 
 
+@pytest.mark.parametrize("meta", [b"{", b"[]", b'{"root": 1}', b"\xff"])
+def test_cache_info_lists_around_a_damaged_entry(cached_run, tmp_path, meta):
+    """Another entry's damaged meta.json: `countnet cache info` lists the whole entries,
+    without a traceback."""
+    shutil.copytree(cached_run[1], tmp_path / "cache")
+    (tmp_path / "cache" / "decoded" / ("0" * 32)).mkdir()
+    (tmp_path / "cache" / "decoded" / ("0" * 32) / "meta.json").write_bytes(meta)
+    proc = run_countnet("cache", "info", env={"COUNTNET_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert ": 1 entry," in proc.stdout
+
+
 def test_cache_pixels_changed_with_mtime_restored(tiny, tmp_path):
     """An image rewritten at the same size with its mtime set back (``touch -r``) is
     decoded again, not served from the cache."""

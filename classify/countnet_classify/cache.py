@@ -251,17 +251,29 @@ def files_key(sc: Screened) -> str:
 
 
 def cache_entries() -> list[dict]:
-    """Every complete entry: its folder, bytes on disk and meta."""
+    """Every complete entry: its folder, bytes on disk and meta. An entry whose meta.json
+    is damaged is left out (it is rebuilt when next used; `countnet cache clear` deletes it)."""
     out = []
     root = decoded_dir()
     if not root.is_dir():
         return out
     for d in sorted(root.iterdir()):
-        meta = d / "meta.json"
-        if d.is_dir() and not d.name.startswith(".") and meta.is_file():
+        meta = _entry_meta(d) if d.is_dir() and not d.name.startswith(".") else None
+        if meta is not None:
             nbytes = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
-            out.append({"folder": str(d), "bytes": nbytes, **json.loads(meta.read_text())})
+            out.append({"folder": str(d), "bytes": nbytes, **meta})
     return out
+
+
+def _entry_meta(folder: Path) -> dict | None:
+    """An entry's meta.json when it has what listing and sweeping read, else None."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    fields = {"root": str, "size": int, "n": dict}
+    ok = isinstance(meta, dict) and all(isinstance(meta.get(k), t) for k, t in fields.items())
+    return meta if ok else None
 
 
 def clear_cache() -> int:
