@@ -10,11 +10,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.conftest import assert_one_line_error, run_countnet
+from tests.conftest import COUNTNET, assert_one_line_error, run_countnet
 
 pytestmark = pytest.mark.faults
 
@@ -353,3 +355,281 @@ def test_staged_folder_flushed_before_rename(tmp_path, disk_calls):
         ("rename", str(tmp_path / "ds")),
         ("fsync", str(tmp_path)),
     ]
+
+
+# --- the decoded cache ---------------------------------------------------------------------
+
+
+def cache_entry(cache: Path) -> Path:
+    (entry,) = [d for d in (cache / "decoded").iterdir() if not d.name.startswith(".")]
+    return entry
+
+
+@pytest.fixture(scope="module")
+def cached_run(tiny, tmp_path_factory) -> tuple[Path, Path]:
+    """One finished run on ``tiny`` and the cache it decoded: (run folder, cache dir)."""
+    where = tmp_path_factory.mktemp("cached")
+    env = {"COUNTNET_CACHE_DIR": str(where / "cache")}
+    run_countnet("train", tiny, *TRAIN, "--epochs", "1", "--name", "a", cwd=where, env=env,
+                 check=True)  # fmt: skip
+    return where / "runs" / "a", where / "cache"
+
+
+DAMAGED_ENTRIES = [("train_x.npy", "half"), ("meta.json", "junk")]
+
+
+@pytest.mark.parametrize(("name", "damage"), DAMAGED_ENTRIES)
+def test_cache_damaged_entry_is_rebuilt(cached_run, tiny, tmp_path, name, damage):
+    """A truncated, emptied or garbled file of a cache entry: one line says so, the entry is
+    rebuilt, and the run's metrics equal the first run's."""
+    from tests.test_interrupt import assert_same_metrics
+
+    run, cache = cached_run
+    shutil.copytree(cache, tmp_path / "cache")
+    path = cache_entry(tmp_path / "cache") / name
+    data = path.read_bytes()
+    path.write_bytes({"half": data[: len(data) // 2], "empty": b"", "junk": b"{"}[damage])
+    env = {"COUNTNET_CACHE_DIR": str(tmp_path / "cache")}
+    proc = run_countnet("train", tiny, *TRAIN, "--epochs", "1", "--name", "b", cwd=tmp_path,
+                        env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    said = [ln for ln in proc.stderr.splitlines() if " is damaged " in ln]
+    assert len(said) == 1 and name in said[0] and "rebuilding" in said[0], proc.stderr
+    assert_same_metrics(tmp_path / "runs" / "b", run)
+    assert len(list(cache_entry(tmp_path / "cache").iterdir())) == 5  # whole again
+
+
+@pytest.mark.parametrize("meta", [b"{", b"[]", b'{"root": 1}', b"\xff"])
+def test_cache_info_lists_around_a_damaged_entry(cached_run, tmp_path, meta):
+    """Another entry's damaged meta.json: `countnet cache info` lists the whole entries,
+    without a traceback."""
+    shutil.copytree(cached_run[1], tmp_path / "cache")
+    (tmp_path / "cache" / "decoded" / ("0" * 32)).mkdir()
+    (tmp_path / "cache" / "decoded" / ("0" * 32) / "meta.json").write_bytes(meta)
+    proc = run_countnet("cache", "info", env={"COUNTNET_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert ": 1 entry," in proc.stdout
+
+
+def test_cache_pixels_changed_with_mtime_restored(tiny, tmp_path):
+    """An image rewritten at the same size with its mtime set back (``touch -r``) is
+    decoded again, not served from the cache."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny, data)
+    run_countnet("train", data, *TRAIN, "--epochs", "1", "--name", "a", cwd=tmp_path, check=True)
+    target = max((data / "train" / "3").iterdir(), key=lambda p: p.stat().st_size)
+    other = min((data / "train" / "1").iterdir(), key=lambda p: p.stat().st_size)
+    size = target.stat().st_size
+    assert other.stat().st_size <= size
+    shutil.copy2(target, tmp_path / "ref")  # keeps the mtime
+    # PNG readers stop at IEND: the bytes after it keep the size the same
+    target.write_bytes(other.read_bytes().ljust(size, b"\0"))
+    subprocess.run(["touch", "-r", str(tmp_path / "ref"), str(target)], check=True)
+    assert target.stat().st_size == size
+    assert target.stat().st_mtime_ns == (tmp_path / "ref").stat().st_mtime_ns
+    assert (np.asarray(Image.open(target)) == np.asarray(Image.open(other))).all()
+    proc = run_countnet("train", data, *TRAIN, "--epochs", "1", "--name", "b", cwd=tmp_path,
+                        check=True)  # fmt: skip
+    assert "decoding 36 images" in proc.stderr, proc.stderr  # rebuilt, not reused
+
+
+def test_cache_dir_full_is_one_line(mount, tiny, tmp_path):
+    """A cache folder without room for the decoded arrays: one line before any pixel is
+    written (not SIGBUS, exit 135), nothing left in it but the user's file."""
+    disk = mount("64k")
+    before = snapshot(disk)
+    env = {"COUNTNET_CACHE_DIR": str(disk / "cache")}
+    proc = run_countnet("train", tiny, *TRAIN, "--epochs", "1", "--name", "r", cwd=tmp_path,
+                        env=env)  # fmt: skip
+    assert_one_line_error(proc, "disk full", str(disk / "cache"), "--loader files", alone=False)
+    assert proc.returncode not in (-7, 135)
+    assert leftovers(disk) == []
+    assert_unchanged(disk, before)
+    assert not (tmp_path / "runs" / "r").exists()
+
+
+def test_cache_writes_where_the_fs_cannot_allocate_ahead(tmp_path, monkeypatch):
+    """A file system without fallocate (EOPNOTSUPP) still gets its cache, written as
+    before; only a full one is an error."""
+    import errno
+
+    from countnet_classify.cache import allocate
+
+    def unsupported(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    arr = allocate(tmp_path / "x.npy", (2, 4, 4, 3))
+    arr[:] = 7
+    arr.flush()
+    assert (np.load(tmp_path / "x.npy") == 7).all()
+
+
+# --- where `countnet gen --out` writes -----------------------------------------------------
+
+SMALL = ("gen", "--range", "1-2", "--per-class", "4", "--size", "32", "--radius", "3", "-q",
+         "--workers", "1")  # fmt: skip
+
+
+def everything(folder: Path) -> dict[str, str | bytes]:
+    """Every entry under ``folder``: a file's bytes, a symlink's target (not followed)."""
+    out: dict[str, str | bytes] = {}
+    for top, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = Path(top) / name
+            key = p.relative_to(folder).as_posix()
+            out[key] = ("->" + os.readlink(p)) if p.is_symlink() else (
+                p.read_bytes() if p.is_file() else "dir")  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("force", [True, False])
+def test_gen_out_through_a_symlink(tmp_path, force):
+    """--out a symlink: the dataset is written at its target and the link stays (with
+    --force onto an old dataset there; without, onto a link to nothing yet)."""
+    (tmp_path / "real").mkdir()
+    os.symlink("real/ds", tmp_path / "link")
+    if force:
+        run_countnet(*SMALL, "--out", tmp_path / "real" / "ds", check=True)
+    proc = run_countnet(*SMALL, "--seed", "7", "--out", tmp_path / "link",
+                        *(["--force"] if force else []))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert os.readlink(tmp_path / "link") == "real/ds"
+    assert json.loads((tmp_path / "real/ds/dataset.json").read_text())["spec"]["seed"] == 7
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock") == ["link", "real"]
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("out", ["train/9", "train/1", "valid", "x/y"])
+@pytest.mark.parametrize("force", [False, True])
+def test_gen_out_inside_a_dataset(tmp_path, out, force):
+    """--out inside a countnet dataset would add a class to it or replace one of its
+    folders: refused in one line, the dataset untouched."""
+    run_countnet(*SMALL, "--out", tmp_path / "ds", check=True)
+    before = everything(tmp_path)
+    proc = run_countnet(*SMALL, "--out", tmp_path / "ds" / out, *(["--force"] if force else []))
+    assert_one_line_error(proc, "inside the countnet dataset", str(tmp_path / "ds"))
+    assert everything(tmp_path) == before
+
+
+FOREIGN = {
+    "note": (["NOTES.txt"], "NOTES.txt"),
+    "extra-image": (["train/1/extra.png"], "train/1/extra.png"),
+    "folder": (["mine/a.txt", "mine/b.txt"], "1 file(s) or folder(s) it did not write: mine/;"),
+    "many": ([f"n{i}.txt" for i in range(7)], "n0.txt, n1.txt, n2.txt, n3.txt, n4.txt and 2 more"),
+}
+
+
+@pytest.mark.parametrize(("foreign", "shown"), FOREIGN.values(), ids=FOREIGN.keys())
+def test_gen_force_keeps_a_users_files(tmp_path, foreign, shown):
+    """--force onto a countnet dataset that also holds a user's files: refused in one line
+    naming them, nothing changed."""
+    ds = tmp_path / "ds"
+    run_countnet(*SMALL, "--out", ds, check=True)
+    for name in foreign:
+        (ds / name).parent.mkdir(parents=True, exist_ok=True)
+        (ds / name).write_text("a user's file\n")
+    before = everything(tmp_path)
+    proc = run_countnet(*SMALL, "--seed", "7", "--force", "--out", ds)
+    assert_one_line_error(proc, "--force replaces only what countnet wrote", shown)
+    assert everything(tmp_path) == before
+    assert leftovers(tmp_path) == []
+
+
+def test_gen_force_replaces_what_countnet_wrote(tmp_path):
+    """The same --force onto a dataset holding only countnet's files (and the workflow's
+    Snakemake mark) replaces it."""
+    ds = tmp_path / "ds"
+    run_countnet(*SMALL, "--out", ds, check=True)
+    (ds / ".snakemake_timestamp").touch()
+    run_countnet(*SMALL, "--seed", "7", "--force", "--out", ds, check=True)
+    assert json.loads((ds / "dataset.json").read_text())["spec"]["seed"] == 7
+    assert leftovers(tmp_path) == []
+
+
+def test_gen_out_a_symlink_loop(tmp_path):
+    """--out a link to itself: refused in one line, the link left as it was."""
+    os.symlink("loop", tmp_path / "loop")
+    for force in ([], ["--force"]):
+        proc = run_countnet(*SMALL, "--out", tmp_path / "loop", *force)
+        assert_one_line_error(proc, "symlink loop")
+        assert os.readlink(tmp_path / "loop") == "loop"
+        assert [p.name for p in tmp_path.iterdir()] == ["loop"]
+
+
+# --- memory: 16-bit images ------------------------------------------------------------------
+
+PEAK_RSS = (
+    "import resource, subprocess, sys\n"
+    "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+    "sys.stderr.write(p.stderr)\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "sys.exit(p.returncode)\n"
+)
+
+
+def peak_rss(*args, cwd: Path) -> int:
+    """Peak resident bytes of a fresh `countnet` process (run by a process of its own, so
+    no other child of this one counts)."""
+    proc = subprocess.run([sys.executable, "-c", PEAK_RSS, COUNTNET, *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout.split()[-1]) * 1024
+
+
+@pytest.fixture(scope="module")
+def wide_png(tmp_path_factory) -> Path:
+    """A 9000 x 9000 16-bit grayscale PNG of a few hundred KB, under Pillow's bomb limit."""
+    from PIL import Image
+
+    rows = (np.arange(9000, dtype=np.uint32) * 7 % 65536).astype(np.uint16)
+    path = tmp_path_factory.mktemp("wide") / "wide.png"
+    Image.fromarray(np.repeat(rows[:, None], 9000, axis=1)).save(path)
+    return path
+
+
+def test_16bit_images_decode_within_the_budget(tiny, wide_png, tmp_path):
+    """Two 9000 x 9000 16-bit PNGs in a set raise training's peak memory by what one
+    decode within the budget costs (about 5 bytes a pixel), not by gigabytes of float64
+    temporaries on eight threads at once."""
+    from countnet_classify.images import DECODE_BUDGET_PIXELS
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny, data)
+    args = (*TRAIN, "--epochs", "1", "--workers", "0")
+    base = peak_rss("train", data, *args, "--name", "a", cwd=tmp_path)
+    for cls in ("1", "2"):
+        shutil.copy(wide_png, data / "train" / cls / "wide.png")
+    peak = peak_rss("train", data, *args, "--name", "b", cwd=tmp_path)
+    budget = 8 * max(DECODE_BUDGET_PIXELS, 9000 * 9000)  # 5 at the peak, 3 for the heap
+    assert peak - base < budget, (base / 2**20, peak / 2**20)
+    assert "n_images: 38\n" in (tmp_path / "runs" / "b" / "config.yaml").read_text()
+
+
+def test_wide_images_keep_their_pixels(tmp_path):
+    """16-bit, 32-bit and float grayscale scale to 8 bits as before (floor(v * 255 / 65535)
+    for 16-bit; min..max stretched for float), across several strips of rows."""
+    from PIL import Image
+
+    from countnet_classify.images import open_rgb
+
+    rng = np.random.default_rng(0)
+    sixteen = (np.arange(600 * 256) % 65536).astype(np.uint16).reshape(600, 256)
+    wide = rng.integers(-5000, 200000, (600, 256)).astype(np.int32)
+    narrow = rng.integers(0, 256, (600, 256)).astype(np.int32)
+    floats = rng.normal(size=(600, 256)).astype(np.float32)
+    f64 = floats.astype(np.float64)
+    cases = {
+        "16.png": (Image.fromarray(sixteen), np.floor(sixteen * 255.0 / 65535.0)),
+        "wide.tif": (Image.fromarray(wide, "I"), np.clip(wide * 255.0 / 65535.0, 0, 255)),
+        "narrow.tif": (Image.fromarray(narrow, "I"), narrow),
+        "f.tif": (Image.fromarray(floats, "F"),
+                  (f64 - f64.min()) / (f64.max() - f64.min()) * 255.0),
+    }  # fmt: skip
+    for name, (im, want) in cases.items():
+        im.save(tmp_path / name)
+        got = np.asarray(open_rgb(tmp_path / name))
+        assert (got == np.asarray(want).astype(np.uint8)[..., None]).all(), name

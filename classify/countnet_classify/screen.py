@@ -2,8 +2,9 @@
 
 Unreadable, truncated, zero-byte and non-image files are skipped (and listed); every
 readable image is decoded to RGB by ``images.open_rgb`` (grayscale, RGBA, palette, 16-bit,
-CMYK). A ``test/`` split beside train/ and valid/ (`countnet gen --holdout`) is found and
-vetted the same way; fingerprints of the files let a run notice that they changed.
+CMYK), within its decoding memory budget however many threads decode. A ``test/`` split
+beside train/ and valid/ (`countnet gen --holdout`) is found and vetted the same way;
+fingerprints of the files let a run notice that they changed.
 """
 
 from __future__ import annotations
@@ -49,15 +50,16 @@ class Screened:
 def check_image(path: Path) -> str | None:
     """None if the file decodes fully, else why not."""
     # lazy: images imports fastai, and the Snakefile's parse imports this module (via sweep)
-    from countnet_classify.images import open_rgb
+    from countnet_classify.images import decoded_size
 
     if path.is_symlink() and (why := symlink_problem(path)):
         return why
     try:
         if path.stat().st_size == 0:
             return "zero-byte file"
-        im = open_rgb(path)  # full decode as training decodes: catches truncation too
-        if im.size[0] < 1 or im.size[1] < 1:
+        # a full decode as training decodes (catches truncation too), within the budget
+        width, height = decoded_size(path)
+        if width < 1 or height < 1:
             return "empty image"
     except UnidentifiedImageError:
         return "not an image"

@@ -48,7 +48,11 @@ def gen(
         ),
     ] = None,
     force: Annotated[
-        bool, typer.Option(help="Replace an existing countnet dataset (or empty folder) at --out.")
+        bool,
+        typer.Option(
+            help="Replace a countnet dataset at --out that holds nothing but what countnet "
+            "wrote (or an empty folder). Through a symlink, its target is written."
+        ),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     **options: Any,

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, features
 
-from countnet.atomic import absolute, check_replaceable, exclusive, staging_dir
+from countnet.atomic import check_replaceable, exclusive, staging_dir
 from countnet.cpus import usable_cpus
 from countnet.errors import CountnetError
 from countnet.malloc import retain_freed_memory
@@ -32,12 +32,11 @@ from countnet.tables import csv_text, read_csv
 from countnet.versions import package_versions
 from countnet_gen import PIXELS_VERSION
 from countnet_gen.distractors import RING_WIDTH, SHAPES
+from countnet_gen.outdir import DATASET_JSON, MANIFEST, check_out, is_dataset, resolve_out
 from countnet_gen.render import RIM, coverage_u8_many, palette
 from countnet_gen.sampler import GAP, sample_layouts
 from countnet_gen.spec import DatasetSpec, color_rgb
 
-MANIFEST = "manifest.csv"
-DATASET_JSON = "dataset.json"
 MANIFEST_FIELDS = ("path", "split", "count", "circles")
 # PNG zlib level 1 with the run-length strategy: lossless like any setting, and these images
 # (long runs of background between short anti-aliased rims) come out smaller and faster with
@@ -192,28 +191,29 @@ def generate(
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Generate ``spec`` into ``out`` (default datasets/<derived name>) and return its path.
+    """Generate ``spec`` into ``out`` (default datasets/<derived name>) and return its path,
+    symlinks resolved (``outdir``: a link's target is written, the link stays).
 
     ``workers``: processes to use (default: the CPUs this process may use; 1 runs in this
     process).
     ``progress(done, total)`` is called as images complete.
     """
-    final = absolute(out if out is not None else spec.out_dir())
+    final = resolve_out(out if out is not None else spec.out_dir())
     if workers is None:
         workers = usable_cpus()
     if workers < 1:
         raise CountnetError(f"--workers must be at least 1, got {workers}")
     jobs = plan_images(spec)
     # Checked before the lock (a refused run creates nothing), and again under it.
+    check_out(final, force=force)
     check_replaceable(final, force=force, replaceable=is_dataset)
-    with (
-        exclusive(final, "dataset"),
-        staging_dir(final, force=force, replaceable=is_dataset) as tmp,
-    ):
-        _make_folders(spec, tmp)
-        rows = _write_images(spec, tmp, jobs, workers, progress)
-        _write_manifest(tmp / MANIFEST, manifest_fields(spec), rows)
-        (tmp / DATASET_JSON).write_text(json.dumps(dataset_metadata(spec), indent=2) + "\n")
+    with exclusive(final, "dataset"):
+        check_out(final, force=force)
+        with staging_dir(final, force=force, replaceable=is_dataset) as tmp:
+            _make_folders(spec, tmp)
+            rows = _write_images(spec, tmp, jobs, workers, progress)
+            _write_manifest(tmp / MANIFEST, manifest_fields(spec), rows)
+            (tmp / DATASET_JSON).write_text(json.dumps(dataset_metadata(spec), indent=2) + "\n")
     return final
 
 
@@ -308,15 +308,6 @@ def dataset_metadata(spec: DatasetSpec) -> dict:
 
 def _write_manifest(path: Path, fields: tuple[str, ...], rows: list[tuple]) -> None:
     path.write_text(csv_text(fields, rows), newline="")  # csv's own CRLF line ends, kept
-
-
-def is_dataset(folder: Path | str) -> bool:
-    """Whether ``folder`` was written by countnet gen (it has countnet's dataset.json)."""
-    try:
-        meta = json.loads((Path(folder) / DATASET_JSON).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and isinstance(meta.get("spec"), dict) and "classes" in meta
 
 
 def read_manifest(root: Path | str) -> list[dict]:

@@ -1,0 +1,106 @@
+"""Where `countnet gen` may write (``--out``): symlinks are resolved, so a dataset is
+written at a link's target and the link stays; a folder inside another countnet dataset is
+refused (it would become a class of that set); and ``--force`` replaces a countnet dataset
+only while it holds nothing but what countnet wrote there, so a user's file is never
+deleted with it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from countnet.atomic import absolute
+from countnet.errors import CountnetError
+from countnet.tables import read_csv
+
+MANIFEST = "manifest.csv"
+DATASET_JSON = "dataset.json"
+SPLITS = ("train", "valid", "test")
+# Snakemake marks each directory() output it made (the workflow's datasets) with this file.
+SNAKEMAKE_MARK = ".snakemake_timestamp"
+SHOWN = 5  # foreign files named in the refusal; the rest are counted
+
+
+def is_dataset(folder: Path | str) -> bool:
+    """Whether ``folder`` was written by countnet gen (it has countnet's dataset.json)."""
+    return _metadata(Path(folder)) is not None
+
+
+def _metadata(folder: Path) -> dict | None:
+    try:
+        meta = json.loads((folder / DATASET_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(meta, dict) and isinstance(meta.get("spec"), dict) and "classes" in meta
+    return meta if ok else None
+
+
+def resolve_out(out: Path | str) -> Path:
+    """``out`` made absolute with every symlink resolved: the folder the dataset goes to.
+    A symlink loop is refused (Python 3.11 raises on one; later versions return a path that
+    is still a link)."""
+    try:
+        final = absolute(out).resolve()
+    except (RuntimeError, OSError):
+        final = None
+    if final is None or final.is_symlink():
+        raise CountnetError(f"--out {out} is a symlink loop: fix the link or choose another --out")
+    return final
+
+
+def check_out(final: Path, *, force: bool) -> None:
+    """Refuse ``final`` (resolved) inside a countnet dataset, and ``--force`` onto a
+    dataset that holds files countnet did not write, in one line naming them."""
+    inside = next((p for p in final.parents if is_dataset(p)), None)
+    if inside is not None:
+        raise CountnetError(
+            f"--out {final} is inside the countnet dataset {inside}: writing there would "
+            "break it; nothing was changed (choose a folder outside it)"
+        )
+    if not (force and final.is_dir() and is_dataset(final)):
+        return
+    foreign = foreign_files(final)
+    if foreign:
+        shown = ", ".join(_printable(f) for f in foreign[:SHOWN])
+        more = f" and {len(foreign) - SHOWN} more" if len(foreign) > SHOWN else ""
+        raise CountnetError(
+            f"--force replaces only what countnet wrote, and {final} also holds "
+            f"{len(foreign)} file(s) or folder(s) it did not write: {shown}{more}; nothing "
+            "was changed (move them out, or choose another --out)"
+        )
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """What the countnet dataset ``folder`` holds besides its manifest's images, its class
+    folders, manifest.csv and dataset.json (sorted, relative, folders with a trailing /).
+    Symlinks count as foreign whatever their name: countnet writes none."""
+    meta = _metadata(folder) or {}
+    ours = _manifest_paths(folder) | {MANIFEST, DATASET_JSON, SNAKEMAKE_MARK}
+    counts = [str(c) for c in [*meta.get("classes", []), *meta.get("test_classes", [])]]
+    our_dirs = set(SPLITS) | {f"{s}/{c}" for s in SPLITS for c in counts}
+    foreign = []
+    for top, dirs, files in os.walk(folder):
+        rel = Path(top).relative_to(folder)
+        for d in list(dirs):
+            name = (rel / d).as_posix()
+            if name not in our_dirs or os.path.islink(os.path.join(top, d)):
+                foreign.append(name + "/")
+                dirs.remove(d)  # listed once, not file by file
+        for f in files:
+            name = (rel / f).as_posix()
+            if name not in ours or os.path.islink(os.path.join(top, f)):
+                foreign.append(name)
+    return sorted(foreign)
+
+
+def _manifest_paths(folder: Path) -> set[str]:
+    try:
+        return {row["path"] for row in read_csv(folder / MANIFEST)}
+    except (OSError, ValueError, KeyError, UnicodeDecodeError):
+        return set()  # an unreadable manifest vouches for no image
+
+
+def _printable(name: str) -> str:
+    """A file name as one printable line, bytes that are not UTF-8 escaped."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
