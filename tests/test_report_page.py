@@ -60,9 +60,11 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return {name: base / "runs" / name for name in sets}
 
 
-def report(tmp_path: Path, *run_dirs: Path) -> tuple[str, Path]:
+def report(tmp_path: Path, *run_dirs: Path, cli=run_countnet) -> tuple[str, Path]:
+    """`countnet report` on ``run_dirs``, a fresh process unless ``cli`` is the in-process
+    one (quicker where a test writes several reports)."""
     out = tmp_path / "rep"
-    r = run_countnet("report", *run_dirs, "--out", out)
+    r = cli("report", *run_dirs, "--out", out)
     assert r.returncode == 0, r.stderr
     return (out / "report.md").read_text(), out / "report.html"
 
@@ -145,17 +147,17 @@ def test_every_table_fits_a_1280_px_window(runs, tmp_path):
 
 
 # -- title and the "learned?" rule ----------------------------------------------------
-def test_the_title_says_what_the_runs_are_and_the_rule_is_printed(runs, tmp_path):
+def test_the_title_says_what_the_runs_are_and_the_rule_is_printed(runs, cli, tmp_path):
     from countnet_classify.report.views import LEARNED_RULE
 
     count, other = runs["count-1-3-tiny-sample"], runs["stripes"]
-    md, page = report(tmp_path / "c", count)
+    md, page = report(tmp_path / "c", count, cli=cli)
     assert md.startswith("# countnet report — Can a CNN count?\n")
     assert "<title>countnet report — Can a CNN count?</title>" in page.read_text()
-    md, _ = report(tmp_path / "o", other)
+    md, _ = report(tmp_path / "o", other, cli=cli)
     assert md.splitlines()[0] == "# countnet report — What did each network learn?"
     assert "count" not in md.split("## Summary")[0].replace("countnet", "")
-    md, page = report(tmp_path / "b", count, other)
+    md, page = report(tmp_path / "b", count, other, cli=cli)
     assert "Can a CNN count, and what did it learn on the other sets?" in md.splitlines()[0]
     # the rule, under the answer's table, in both pages
     answer = md.split("## Summary")[0]
@@ -206,7 +208,7 @@ def test_the_smoothed_loss_of_a_short_run_does_not_lag_above_it(tmp_path, monkey
 
 
 # -- the host's class of CPU ----------------------------------------------------------
-def test_the_cpu_class_is_recorded_and_shown_in_the_device_column(runs, tmp_path):
+def test_the_cpu_class_is_recorded_and_shown_in_the_device_column(runs, cli, tmp_path):
     run = runs["stripes"]
     res = yaml.safe_load((run / "config.yaml").read_text())["resolved"]
     cpu = res["cpu"]
@@ -219,7 +221,7 @@ def test_the_cpu_class_is_recorded_and_shown_in_the_device_column(runs, tmp_path
     else:
         assert cpu["instructions"] in ("AMX", "AVX512-BF16", "Arm BF16")
     assert cpu["model"]
-    md, _ = report(tmp_path, run)
+    md, _ = report(tmp_path, run, cli=cli)
     row = next(ln for ln in md.split("## Summary")[1].splitlines() if ln.startswith("| stripes"))
     assert row.endswith(f"| cpu ({res['precision']}, {cpu['instructions']}) |"), row
 
@@ -229,6 +231,6 @@ def test_the_cpu_class_is_recorded_and_shown_in_the_device_column(runs, tmp_path
     cfg = yaml.safe_load((old / "config.yaml").read_text())
     del cfg["resolved"]["cpu"]
     (old / "config.yaml").write_text(yaml.safe_dump(cfg))
-    md, _ = report(tmp_path / "o", old)
+    md, _ = report(tmp_path / "o", old, cli=cli)
     row = next(ln for ln in md.split("## Summary")[1].splitlines() if ln.startswith("| stripes"))
     assert row.endswith(f"| cpu ({res['precision']}) |"), row

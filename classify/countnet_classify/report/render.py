@@ -11,7 +11,7 @@ from pathlib import Path
 from countnet.tables import markdown_table
 from countnet_classify.report import blocks as b
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
 color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;
 padding:3px 8px;text-align:right}th{background:#f2f2f2}td:first-child,th:first-child{
 text-align:left}img{max-width:100%;border:1px solid #eee}.figs{display:flex;flex-wrap:wrap;
