@@ -213,7 +213,7 @@ def test_under_torchrun_fine_tuning_in_two_phases(cli, tiny, tmp_path, monkeypat
     assert cli("report", run, "--out", "rep").returncode == 0
     summary = Path("rep/report.md").read_text().split("## Summary", 1)[1].split("\n## ")[0]
     (row,) = [ln for ln in summary.splitlines() if ln.startswith(f"| {name} |")]
-    assert row.rstrip(" |").endswith("cpu x 2"), row
+    assert "| cpu x 2 (" in row, row
 
 
 def test_bad_data_parallel_options_stop_in_one_line(cli, tiny, tmp_path, monkeypatch):

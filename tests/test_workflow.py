@@ -86,11 +86,10 @@ def test_tiny_workflow_end_to_end(tmp_path):
     a, b = (row.split(" | ") for row in summary)
     assert a[1:5] == ["tiny-a", "resnet18", "linear (dropout 0)", "no: trained from scratch"]
     assert b[2:4] == ["resnet18 (regression, l1 loss)", "fastai (dropout 0.5)"]  # its own options
-    assert a[5].endswith(" M") and a[6].endswith(" G") and "ms (cpu)" in a[7]  # cost.json
-    assert a[8] in ("none", "dihedral")  # the selection's choice; aug is label-unsafe here
-    assert b[8] == "flips"
+    assert a[5] in ("none", "dihedral")  # the selection's choice; aug is label-unsafe here
+    assert b[5] == "flips"
     # b trained in two processes; rank 0's output reached the job's log through the job
-    assert b[-1].rstrip(" |") == "cpu x 2" and a[-1].rstrip(" |") == "cpu"
+    assert b[-1].startswith("cpu x 2 (") and a[-1].startswith("cpu (")
     b_log = (tmp_path / "logs" / "train" / "b.log").read_text()
     assert "epoch 1/1" in b_log and b_log.count("done: final error_rate") == 1, b_log
     assert md.count("| epoch | train_loss | valid_loss | error_rate | time |") == 2  # b: below

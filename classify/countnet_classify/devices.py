@@ -32,21 +32,44 @@ def resolve_device(choice: str) -> torch.device:
 
 def cpu_has_native_bf16() -> bool:
     """True on CPUs with bf16 dot-product instructions (x86 AVX512-BF16 or AMX; Arm bf16)."""
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+    return bf16_instructions() is not None
+
+
+def bf16_instructions() -> str | None:
+    """The CPU's bf16 dot-product instructions: "AMX", "AVX512-BF16", "Arm BF16", or None."""
+    for probe, name in (("_is_amx_tile_supported", "AMX"),
+                        ("_is_avx512_bf16_supported", "AVX512-BF16")):  # fmt: skip
         fn = getattr(torch.cpu, probe, None)
         try:
             if fn is not None and fn():
-                return True
+                return name
         except RuntimeError:
             pass
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    words = set(flags.split())
+    words = set(cpuinfo().split())
     if platform.machine().lower() in ("aarch64", "arm64"):
-        return "bf16" in words
-    return bool(words & {"avx512_bf16", "amx_bf16"})
+        return "Arm BF16" if "bf16" in words else None
+    return "AMX" if "amx_bf16" in words else "AVX512-BF16" if "avx512_bf16" in words else None
+
+
+def cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_features() -> dict[str, str | bool]:
+    """The host CPU as config.yaml records it: its model, the instructions that make its
+    class (bf16 ones where it has them, else the vector set PyTorch's kernels use: AVX2,
+    AVX512, ...) and whether it computes bf16 natively (precision auto's bf16 or fp32)."""
+    bf16 = bf16_instructions()
+    names = [ln.split(":", 1)[1].strip() for ln in cpuinfo().splitlines()
+             if ln.startswith("model name")]  # fmt: skip
+    return {
+        "model": names[0] if names else platform.processor() or platform.machine(),
+        "instructions": bf16 or torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": bf16 is not None,
+    }
 
 
 def cuda_has_native_bf16() -> bool:

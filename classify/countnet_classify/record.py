@@ -13,7 +13,7 @@ from typing import Any
 
 from countnet.versions import package_versions
 from countnet_classify import optim, phases
-from countnet_classify.devices import uses_gemm_grads
+from countnet_classify.devices import cpu_features, uses_gemm_grads
 from countnet_classify.parallel.group import current
 from countnet_classify.screen import IMBALANCE_RATIO, Screened
 from countnet_classify.spec import RunSpec
@@ -82,6 +82,8 @@ def resolved(spec: RunSpec, run, learn, schedule: list[phases.Phase]) -> dict[st
         "channels_last": run.channels_last,
         # bf16 weight gradients of tiny convolutions from a GEMM (convgrad.py)
         "tiny_conv_grads": uses_gemm_grads(run.precision, run.device),
+        # the host's class of CPU (bf16 or not), so a time in a report says where it came from
+        "cpu": cpu_features(),
         **spec.head_layout,
         "pretrained": spec.uses_pretrained,
         "weights_source": run.weights_source,

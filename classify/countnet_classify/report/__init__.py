@@ -16,7 +16,7 @@ from countnet.atomic import write_text_atomic
 from countnet.errors import CountnetError
 from countnet_classify.experiments.sweep.spec import is_sweep
 from countnet_classify.report.render import to_html, to_markdown
-from countnet_classify.report.sections import TITLE, document
+from countnet_classify.report.sections import document, title
 from countnet_classify.report.views import load_run, load_sweep_view
 
 __all__ = ["write_report"]
@@ -31,8 +31,8 @@ def write_report(runs: list[Path | str], out_dir: Path | str) -> tuple[Path, Pat
     views = [load_run(r) for r in runs if not is_sweep(r)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    blocks = document(views, sweeps)
+    blocks, heading = document(views, sweeps), title(views)
     md, page = out / "report.md", out / "report.html"
-    write_text_atomic(md, to_markdown(TITLE, blocks, out))
-    write_text_atomic(page, to_html(TITLE, blocks))
+    write_text_atomic(md, to_markdown(heading, blocks, out))
+    write_text_atomic(page, to_html(heading, blocks))
     return md, page

@@ -11,12 +11,15 @@ from pathlib import Path
 from countnet.tables import markdown_table
 from countnet_classify.report import blocks as b
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
 color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;
 padding:3px 8px;text-align:right}th{background:#f2f2f2}td:first-child,th:first-child{
 text-align:left}img{max-width:100%;border:1px solid #eee}.figs{display:flex;flex-wrap:wrap;
 gap:1em}.figs figure{margin:0;flex:1 1 45%}blockquote{border-left:4px solid #e8a33d;
-margin:1em 0;padding:.3em 1em;background:#fff8ec}.unsafe{color:#b00}"""
+margin:1em 0;padding:.3em 1em;background:#fff8ec}.unsafe{color:#b00}.table{overflow-x:auto;
+max-width:100%}"""
+# .table: a table wider than the page (long paths or names) scrolls inside its own box
+# instead of running off the window; tests/test_report_page.py checks the page at 1280 px.
 
 
 # -- markdown -------------------------------------------------------------------
@@ -104,7 +107,8 @@ def _html(block: b.Block) -> list[str]:
 def _html_table(head, rows) -> str:
     th = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
     body = "".join("<tr>" + "".join(_html_cell(c) for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+    table = f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class='table'>{table}</div>"
 
 
 def _html_cell(cell) -> str:

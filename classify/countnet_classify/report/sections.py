@@ -18,7 +18,13 @@ from countnet_classify.report.blocks import (
     Strong,
     Table,
 )
-from countnet_classify.report.views import RunView, SweepView, chance_error, verdict
+from countnet_classify.report.views import (
+    LEARNED_RULE,
+    RunView,
+    SweepView,
+    chance_error,
+    verdict,
+)
 from countnet_classify.run_folder import format_time
 
 TITLE = "countnet report"
@@ -38,9 +44,6 @@ SUMMARY_COLUMNS = (
     "arch",
     "head",
     "pretrained",
-    "params",
-    "MACs/image",
-    "latency (bs 1)",
     "transforms",
     "epochs",
     "final error_rate",
@@ -57,16 +60,29 @@ ANSWER_COLUMNS = (
     "first reached best",
     "training time",
 )
-ANSWER_INTRO = (
-    "Can a CNN count? Each run's final validation error against chance (always answering "
-    "the most common class); 'at chance' means within two standard errors of it."
-)
+# The page's question, by what the runs were trained on: countnet's counting sets, other
+# image folders (digits, paintings), or both.
+QUESTIONS = {
+    "counting": "Can a CNN count?",
+    "other": "What did each network learn?",
+    "both": "Can a CNN count, and what did it learn on the other sets?",
+}
+ANSWER_INTRO = "Each run's final validation error against chance (always the most common class)."
 COST_INTRO = (
     "Each run's network as `countnet cost` measures it (cost.json): parameters (in "
     "parentheses, what a frozen fine_tune phase trains), multiply-accumulates per image, "
     "weights on disk, fp32 latency at batch 1 and throughput, on the run's device."
 )
 NO_SWEEP_RUNS = "No finished run yet: rerun the sweep's command to continue it."
+
+
+def title(views: list[RunView]) -> str:
+    """The page's title: its question, by what the runs were trained on."""
+    kinds = {v.counting for v in views}
+    if not kinds:
+        return TITLE
+    key = "both" if len(kinds) == 2 else ("counting" if kinds == {True} else "other")
+    return f"{TITLE} — {QUESTIONS[key]}"
 
 
 def document(views: list[RunView], sweeps: list[SweepView]) -> list[Block]:
@@ -85,6 +101,7 @@ def overview(views: list[RunView]) -> list[Block]:
     blocks: list[Block] = [
         Para.of(ANSWER_INTRO),
         Table(ANSWER_COLUMNS, [answer_row(v) for v in views]),
+        Para.of(LEARNED_RULE),
         Heading(2, "Summary"),
         Table(SUMMARY_COLUMNS, [v.summary_row() for v in views]),
         Heading(2, "Model cost"),

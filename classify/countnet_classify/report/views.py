@@ -59,18 +59,6 @@ class RunView:
             return f"{arch} (regression, {res.get('loss')} loss)"
         return arch
 
-    def cost_cells(self) -> list[str]:
-        """Parameters, MACs per image and batch-1 latency (fp32, on the run's device)."""
-        c = self.cost
-        if not c:
-            return ["—", "—", "—"]
-        lat = c.get("latency_ms")
-        return [
-            f"{c['params'] / 1e6:.2f} M",
-            f"{c['macs'] / 1e9:.3f} G",
-            "—" if lat is None else f"{lat:.1f} ms ({c['device']})",
-        ]
-
     def summary_row(self) -> list[str]:
         res, s = self.config["resolved"], self.config["summary"]
         data = self.config["data"]
@@ -80,7 +68,6 @@ class RunView:
             self.arch_text(),
             self.head_text(),
             self.pretrained_text(),
-            *self.cost_cells(),
             res["transforms"],
             str(s["epochs"]),
             f"{s['final_error_rate']:.4f}",
@@ -90,10 +77,23 @@ class RunView:
         ]
 
     def device_text(self) -> str:
-        """The device, and the processes of a data-parallel run ("cuda x 4")."""
+        """The device, the processes of a data-parallel run ("cuda x 4"), the precision and,
+        on a CPU, its class of instructions: "cpu (fp32, AVX2)", "cpu (bf16, AMX)"."""
         res = self.config["resolved"]
         n = res.get("processes", 1)
-        return f"{res['device']} x {n}" if n > 1 else res["device"]
+        device = f"{res['device']} x {n}" if n > 1 else res["device"]
+        detail = [res["precision"]] if res.get("precision") else []
+        if res["device"] == "cpu" and res.get("cpu"):  # runs from before it: no cpu record
+            detail.append(res["cpu"]["instructions"])
+        return f"{device} ({', '.join(detail)})" if detail else device
+
+    @property
+    def counting(self) -> bool:
+        """Trained on a counting set: one countnet gen wrote (dataset.json), or counts as
+        numbers (--task regression)."""
+        return bool(self.config.get("dataset_params")) or (
+            self.config["resolved"].get("task") == "regression"
+        )
 
 
 def chance_error(config: dict) -> float:
@@ -105,15 +105,27 @@ def chance_error(config: dict) -> float:
     return 1 - 1 / len(d["classes"])
 
 
+# The "learned?" rule, here only: the report prints LEARNED_RULE under its table.
+AT_CHANCE_SE = 2  # within this many binomial standard errors of chance: at chance
+LEARNED_FRACTION = 0.1  # "yes": a final error at most this fraction of chance's
+LEARNED_RULE = (
+    "learned?: 'no: at chance' when the final error is within "
+    f"{AT_CHANCE_SE} standard errors of chance; 'yes' when it is at most "
+    f"{LEARNED_FRACTION:.0%} of chance (it removed {1 - LEARNED_FRACTION:.0%} or more of the "
+    "errors of always answering the most common class, whatever the number of classes); "
+    "'partly' in between. In brackets: the final error as a share of chance."
+)
+
+
 def verdict(final: float, chance: float, n_valid: int) -> str:
-    """Plain words for a final error against chance: 'at chance' when within two binomial
-    standard errors of it (the run learned nothing we can measure)."""
+    """Plain words for a final error against chance (LEARNED_RULE), with the error as a
+    share of chance's: "yes (3% of chance)"."""
     se = (chance * (1 - chance) / max(n_valid, 1)) ** 0.5
-    if final >= chance - 2 * se:
+    if final >= chance - AT_CHANCE_SE * se:
         return "no: at chance"
-    if final <= 0.05 * max(chance, 1e-9):
-        return "yes"
-    return "partly"
+    share = final / max(chance, 1e-9)
+    word = "yes" if share <= LEARNED_FRACTION + 1e-9 else "partly"
+    return f"{word} ({share:.1%} of chance)" if share < 0.095 else f"{word} ({share:.0%} of chance)"
 
 
 def load_run(path: Path | str) -> RunView:
