@@ -12,7 +12,7 @@ from PIL import Image
 
 from tests.conftest import run_countnet
 
-SMALL = ["--no-pretrained", "--arch", "resnet18", "--size", "32", "--epochs", "1",
+SMALL = ["--no-pretrained", "--arch", "lenet", "--size", "32", "--epochs", "1",
          "--bs", "8", "--workers", "0", "--quiet"]  # fmt: skip
 
 
