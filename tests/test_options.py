@@ -18,7 +18,7 @@ from countnet import cli as countnet_cli
 from countnet.options import NOT_CLI, cli, option_fields, spec_options, spec_values
 from countnet_classify import spec as cfg
 from countnet_classify.spec import RunSpec
-from countnet_classify.transforms import PRESETS
+from countnet_classify.transforms import AUTO, PRESETS
 from countnet_gen.distractors import SHAPES
 from countnet_gen.spec import DatasetSpec
 
@@ -98,7 +98,7 @@ def test_choices_are_the_constants():
         ("task", cfg.TASKS), ("loss", cfg.LOSSES), ("arch", cfg.ARCHS),
         ("lr_policy", cfg.LR_POLICIES), ("opt", cfg.OPTIMIZERS), ("device", cfg.DEVICES),
         ("precision", cfg.PRECISIONS), ("loader", cfg.LOADERS), ("head", cfg.HEADS),
-        ("transforms", tuple(PRESETS)),
+        ("transforms", (AUTO, *PRESETS)),
     ):  # fmt: skip
         assert fields[name].choices == choices, name
     assert option_fields(DatasetSpec)["distractor_shape"].choices == SHAPES

@@ -152,11 +152,14 @@ def test_the_title_says_what_the_runs_are_and_the_rule_is_printed(runs, cli, tmp
 
     count, other = runs["count-1-3-tiny-sample"], runs["stripes"]
     md, page = report(tmp_path / "c", count, cli=cli)
+    assert "Transforms: dihedral (auto: a countnet counting set" in md
     assert md.startswith("# countnet report — Can a CNN count?\n")
     assert "<title>countnet report — Can a CNN count?</title>" in page.read_text()
     md, _ = report(tmp_path / "o", other, cli=cli)
     assert md.splitlines()[0] == "# countnet report — What did each network learn?"
     assert "count" not in md.split("## Summary")[0].replace("countnet", "")
+    # --transforms auto: the preset picked, and why, beside each run's recipe
+    assert "Transforms: aug (auto: not a countnet counting set" in md
     md, page = report(tmp_path / "b", count, other, cli=cli)
     assert "Can a CNN count, and what did it learn on the other sets?" in md.splitlines()[0]
     # the rule, under the answer's table, in both pages

@@ -31,7 +31,12 @@ from countnet_classify.screen import (
     screen_test,
 )
 from countnet_classify.spec import RunSpec, auto_batch_size
-from countnet_classify.transforms import resolve_transforms, transform_warnings
+from countnet_classify.transforms import (
+    AUTO,
+    resolve_transforms,
+    transform_warnings,
+    transforms_file,
+)
 from countnet_classify.weights import imagenet_state_dict
 
 
@@ -47,6 +52,7 @@ class PreparedRun:
     dls: Any
     file_dls: Any  # () -> fastai's file DataLoaders (figures need file items)
     transforms: str
+    transforms_reason: str  # why this preset: config.yaml's resolved.transforms_reason
     device: torch.device
     precision: str
     channels_last: bool
@@ -65,12 +71,13 @@ class PreparedRun:
         return self.target is not None
 
 
-def check_spec(spec: RunSpec) -> tuple[str, torch.device, str]:
+def check_spec(spec: RunSpec) -> tuple[tuple[str, str], torch.device, str]:
     """Every check of a run's options that needs neither its data nor its folder: the
     transforms preset or file, device, precision, an LR rule without the finder, a --size
     the network cannot take. One line before anything is written; a sweep runs it for
-    every run before the first starts. Returns what the first three resolve to."""
-    transforms = resolve_transforms(spec.transforms)
+    every run before the first starts. Returns what the first three resolve to (the
+    transforms as (preset, why))."""
+    transforms = resolve_transforms(spec.transforms, spec.data)
     device = resolve_device(spec.device)
     precision = resolve_precision(spec.precision, device)
     if spec.lr_find_iters == 0 and lr_rule(spec):
@@ -83,7 +90,7 @@ def check_spec(spec: RunSpec) -> tuple[str, torch.device, str]:
 def prepare_run(spec: RunSpec, say) -> PreparedRun:
     """Resolve the options, check the run folder and the data, build the DataLoaders."""
     check_data_root(spec.data)  # a mistyped DATA is the first thing reported
-    transforms, device, precision = check_spec(spec)
+    (transforms, transforms_reason), device, precision = check_spec(spec)
     channels_last = use_channels_last(precision, device)
     final, partial, saved = run_folder.prepare_folder(spec, say)
     saved, checkpoint = _checkpoint(spec, partial, saved, say)  # before minutes of screening
@@ -91,6 +98,8 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
     if spec.uses_pretrained:  # before screening: a missing weights file fails fast
         state_dict, weights_source = imagenet_state_dict(spec.arch, spec.weights)
     sc, data_info, target, test_items, test_skipped = _screen(spec, saved)
+    if spec.transforms == AUTO:
+        say(f"transforms: {transforms} ({transforms_reason})")
     for warning in transform_warnings(spec.transforms, transforms, spec.data):
         say(warning)
     _announce(sc, data_info, len(test_skipped), say)
@@ -102,7 +111,7 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
         else None
     )
     partial.mkdir(parents=True, exist_ok=True)
-    if transforms != spec.transforms:  # chosen by a select-transforms JSON: keep its table
+    if transforms_file(spec.transforms):  # chosen by select-transforms: keep its table
         shutil.copyfile(spec.transforms, partial / "transforms.json")
     run_folder.write_skipped(partial, sc.root, [*sc.skipped, *test_skipped])
     workers = workers_for(spec, device)
@@ -112,7 +121,8 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
     )
     return PreparedRun(
         final=final, partial=partial, saved=saved, screened=sc, data_info=data_info, dls=dls,
-        file_dls=file_dls, transforms=transforms, device=device, precision=precision,
+        file_dls=file_dls, transforms=transforms, transforms_reason=transforms_reason,
+        device=device, precision=precision,
         channels_last=channels_last, bs=bs, workers=workers, quiet=quiet,
         state_dict=state_dict, weights_source=weights_source, target=target,
         test_items=test_items, checkpoint=checkpoint,

@@ -77,6 +77,7 @@ def resolved(spec: RunSpec, run, learn, schedule: list[phases.Phase]) -> dict[st
         "task": spec.task,
         **({"loss": spec.loss, "target": target_dict(run.target)} if run.regression else {}),
         "transforms": run.transforms,
+        "transforms_reason": run.transforms_reason,
         "device": str(run.device),
         "precision": run.precision,
         "channels_last": run.channels_last,

@@ -10,7 +10,7 @@ from typing import Any
 
 from countnet.errors import CountnetError
 from countnet.options import NOT_CLI, cli
-from countnet_classify.transforms import PRESETS
+from countnet_classify.transforms import AUTO, PRESETS, default_preset
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "squeezenet1_1", "alexnet", "lenet")
 LR_POLICIES = ("one-cycle", "inv", "step")
@@ -128,8 +128,12 @@ class RunSpec:
         default=0.2, metadata=cli("Validation share per class, for sets without valid/.")
     )
     transforms: str = field(
-        default="dihedral",
-        metadata=cli("{choices}, or a select-transforms JSON.", choices=tuple(PRESETS)),
+        default=AUTO,
+        metadata=cli(
+            "{choices}, or a select-transforms JSON. auto: dihedral on a countnet counting "
+            "set, aug (fastai's aug_transforms) on any other folder.",
+            choices=(AUTO, *PRESETS),
+        ),
     )
     seed: int = field(default=0, metadata=cli("Random seed (split, init, shuffling)."))
     device: str = field(default="auto", metadata=cli("{choices}.", choices=DEVICES))
@@ -169,7 +173,10 @@ class RunSpec:
     )
     lr_find_iters: int = field(
         default=100,
-        metadata=cli("LR finder steps, for --lr auto or a suggestion's name (--lr VALUE: none)."),
+        metadata=cli(
+            "LR finder steps, for --lr auto or a suggestion's name (--lr VALUE: none); at "
+            "most half the training's steps, and no fewer than 30."
+        ),
     )
     head: str = field(
         default="fastai",
@@ -318,6 +325,8 @@ class RunSpec:
         # are the same run.
         d["head_dropout"] = self.head_layout["head_dropout"]
         d["data"] = str(Path(self.data).resolve())
+        if self.transforms == AUTO:  # the preset trained with: a run recorded as dihedral
+            d["transforms"] = default_preset(self.data)[0]  # before auto is that run
         return d
 
 

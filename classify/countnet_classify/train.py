@@ -111,7 +111,7 @@ def _follow(spec: RunSpec, cbs: tuple) -> None:
     plan = share()
     if plan is None:
         return
-    transforms, device, precision = check_spec(spec)
+    (transforms, transforms_reason), device, precision = check_spec(spec)
     channels_last = use_channels_last(precision, device)
     state_dict = imagenet_state_dict(spec.arch, spec.weights)[0] if spec.uses_pretrained else None
     sc, target, bs = plan["screened"], plan["target"], plan["bs"]
@@ -127,9 +127,10 @@ def _follow(spec: RunSpec, cbs: tuple) -> None:
     )
     run = PreparedRun(
         final=spec.run_dir, partial=plan["partial"], saved=None, screened=sc, data_info={},
-        dls=dls, file_dls=file_dls, transforms=transforms, device=device, precision=precision,
-        channels_last=channels_last, bs=bs, workers=workers, quiet=True, state_dict=state_dict,
-        weights_source=None, target=target, test_items=[],
+        dls=dls, file_dls=file_dls, transforms=transforms, transforms_reason=transforms_reason,
+        device=device, precision=precision, channels_last=channels_last, bs=bs,
+        workers=workers, quiet=True, state_dict=state_dict, weights_source=None,
+        target=target, test_items=[],
     )  # fmt: skip
     learn = build_learner(spec, run)
     ckpt = read_checkpoint(plan["checkpoint"]) if plan["checkpoint"] else None

@@ -76,10 +76,48 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def resolve_transforms(value: str) -> str:
-    """A preset name, or a select-transforms JSON whose ``chosen`` names one."""
+# --transforms auto: what a folder gets when no preset is named.
+AUTO = "auto"
+COUNTING_DEFAULT = "dihedral"
+FOLDER_DEFAULT = "aug"
+
+
+def default_preset(data: Path | str) -> tuple[str, str]:
+    """``--transforms auto`` on ``data``: (preset, why). A countnet counting set gets the
+    square's exact symmetries, which never change a count; any other folder fastai's own
+    aug_transforms, as a fastai user gets: 90-degree turns and vertical flips would turn
+    a "6" into a "9" or stand a photo on its head (BENCHMARKS.md, "First contact")."""
+    # lazy: the generator's writer loads when a set is looked at, not with the presets
+    from countnet_gen.writer import is_dataset
+
+    if is_dataset(data):
+        return COUNTING_DEFAULT, (
+            f"auto: a countnet counting set (dataset.json), {COUNTING_DEFAULT} never "
+            "changes a count"
+        )
+    return FOLDER_DEFAULT, (
+        f"auto: not a countnet counting set (no countnet dataset.json), fastai's "
+        f"aug_transforms ({FOLDER_DEFAULT}) keep images upright"
+    )
+
+
+def resolve_transforms(value: str, data: Path | str) -> tuple[str, str]:
+    """(preset, why) for ``--transforms value``: ``auto`` decided on ``data`` (see
+    default_preset), a preset name, or a select-transforms JSON whose ``chosen`` names one."""
+    if value == AUTO:
+        return default_preset(data)
     if value in PRESETS:
-        return value
+        return value, f"--transforms {value}"
+    return _chosen(value), f"chosen by select-transforms in {value}"
+
+
+def transforms_file(value: str) -> bool:
+    """Whether ``--transforms value`` names a select-transforms JSON (not auto, not a preset)."""
+    return value != AUTO and value not in PRESETS
+
+
+def _chosen(value: str) -> str:
+    """The preset a select-transforms JSON ``value`` chose."""
     path = Path(value)
     if path.suffix.lower() == ".json" or path.exists():
         if not path.is_file():
@@ -94,7 +132,7 @@ def resolve_transforms(value: str) -> str:
             raise CountnetError(f"--transforms file {path} chooses unknown preset {chosen!r}")
         return chosen
     raise CountnetError(
-        f"unknown --transforms {value!r}: use a preset ({', '.join(PRESETS)}) or a JSON file"
+        f"unknown --transforms {value!r}: use auto, a preset ({', '.join(PRESETS)}) or a JSON file"
     )
 
 
@@ -139,7 +177,7 @@ def transform_warnings(transforms: str, preset: str, data: Path | str) -> list[s
     data = Path(data).resolve()
     warnings = []
     path = Path(transforms)
-    if preset != transforms and path.is_file():
+    if transforms_file(transforms) and path.is_file():
         made_on = json.loads(path.read_text()).get("data")
         if isinstance(made_on, str) and made_on and Path(made_on).resolve() != data:
             warnings.append(

@@ -145,6 +145,12 @@ def sweep_section(sv: SweepView) -> list[Block]:
             Figures(sv.figures())]  # fmt: skip
 
 
+def transforms_why(resolved: dict) -> str:
+    """Why the default preset was picked (``--transforms auto``), for runs that record it."""
+    reason = resolved.get("transforms_reason")
+    return f" ({reason})" if reason else ""
+
+
 def run_section(v: RunView) -> list[Block]:
     """One run: its note, recipe, per-epoch table, counts, figures, transform selection,
     dataset and skipped files."""
@@ -154,7 +160,8 @@ def run_section(v: RunView) -> list[Block]:
         blocks.append(Quote(note))
     blocks += [
         Para.of("Pretrained: ", Strong(v.pretrained_text()), f". Head: {v.head_text()}. "
-                f"Schedule: {res['schedule']}. Transforms: {res['transforms']}."),
+                f"Schedule: {res['schedule']}. Transforms: {res['transforms']}"
+                f"{transforms_why(res)}."),
         Heading(3, "Per-epoch results"),
         Table(blog_columns(v), blog_rows(v)),
         Para.of(lr_text(v)),
