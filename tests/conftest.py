@@ -23,7 +23,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 # The longest files first (an end-to-end workflow run takes minutes): the two workers then
 # finish together instead of one running the last long file alone.
-LONGEST_FIRST = ("test_workflow.py", "test_distributed.py", "test_resume.py", "test_slurm.py",
+LONGEST_FIRST = ("test_interrupt.py", "test_workflow.py", "test_faults.py", "test_distributed.py",
+                 "test_resume.py", "test_slurm.py", "test_report_page.py", "test_interop.py",
                  "test_readme.py", "test_bench.py", "test_sweep.py")  # fmt: skip
 
 
