@@ -633,3 +633,66 @@ def test_wide_images_keep_their_pixels(tmp_path):
         im.save(tmp_path / name)
         got = np.asarray(open_rgb(tmp_path / name))
         assert (got == np.asarray(want).astype(np.uint8)[..., None]).all(), name
+
+
+# --- damaged files a report, --transforms or weights import reads (the attack's finds) ------
+
+
+def _no_summary(path: Path) -> None:
+    import yaml
+
+    config = yaml.safe_load(path.read_text())
+    del config["summary"]
+    path.write_text(yaml.safe_dump(config))
+
+
+REPORT_DAMAGE = {
+    "metrics.csv": lambda p: p.write_bytes(b"\xff\xfe\x00epoch"),
+    "skipped.txt": lambda p: p.write_bytes(b"\xff\xfe"),
+    "transforms.json": lambda p: p.write_text('{"chosen":'),
+    "cost.json": lambda p: p.write_text("[" * 100000),
+    "config.yaml": _no_summary,
+}
+
+
+@pytest.mark.parametrize("name", REPORT_DAMAGE)
+def test_report_damaged_run_file(cli, cached_run, tmp_path, name):
+    """A finished run with one file damaged (not UTF-8, not JSON, nested too deep, a field
+    missing): one line naming the run or the file; no report written."""
+    run = tmp_path / "run"
+    shutil.copytree(cached_run[0], run)
+    REPORT_DAMAGE[name](run / name)
+    r = cli("report", run, "--out", tmp_path / "out")
+    assert_one_line_error(r, str(run))
+    assert not (tmp_path / "out" / "report.md").exists()
+
+
+def test_report_disk_full_writes_neither_file(mount, cached_run):
+    """Room for report.md but not report.html: neither appears (an old pair would stay)."""
+    disk = mount("40k")
+    before = snapshot(disk)
+    proc = run_countnet("report", cached_run[0], "--out", disk / "rep")
+    assert_one_line_error(proc, "disk full writing", str(disk / "rep"))
+    assert not (disk / "rep" / "report.md").exists() and leftovers(disk) == []
+    assert {k: v for k, v in snapshot(disk).items() if k in before} == before
+
+
+@pytest.mark.parametrize("text", [b"\xff\xfe", b'{"chosen": ["none"]}', b"[" * 100000])
+def test_train_transforms_file_damaged(cli, tiny, tmp_path, text):
+    """--transforms FILE.json not UTF-8, choosing a list, nested too deep: one line."""
+    (tmp_path / "sel.json").write_bytes(text)
+    r = cli("train", tiny, "--transforms", tmp_path / "sel.json", *TRAIN, "--epochs", "1",
+            "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert_one_line_error(r, "--transforms file", str(tmp_path / "sel.json"))
+    assert list((tmp_path / "runs").glob("*")) == []
+
+
+def test_weights_import_of_a_pickle_is_one_line(tmp_path):
+    """A pickle (protocol 4, as pickle.dump writes it) named .pth: torch's warning about the
+    protocol never reaches stderr, and the line says why the file is refused."""
+    import pickle
+
+    bad = tmp_path / "evil.pth"
+    bad.write_bytes(pickle.dumps({"conv1.weight": [1, 2]}, protocol=4))
+    proc = run_countnet("weights", "import", bad, "--arch", "resnet18")
+    assert_one_line_error(proc, str(bad), "pickled Python objects")
