@@ -400,7 +400,7 @@ def test_cache_damaged_entry_is_rebuilt(cached_run, tiny, tmp_path, name, damage
     assert len(list(cache_entry(tmp_path / "cache").iterdir())) == 5  # whole again
 
 
-@pytest.mark.parametrize("meta", [b"{", b"[]", b'{"root": 1}', b"\xff"])
+@pytest.mark.parametrize("meta", [b"{", b"[]", b'{"root": 1}', b"\xff", b"[" * 100000])
 def test_cache_info_lists_around_a_damaged_entry(cached_run, tmp_path, meta):
     """Another entry's damaged meta.json: `countnet cache info` lists the whole entries,
     without a traceback."""
@@ -696,3 +696,53 @@ def test_weights_import_of_a_pickle_is_one_line(tmp_path):
     bad.write_bytes(pickle.dumps({"conv1.weight": [1, 2]}, protocol=4))
     proc = run_countnet("weights", "import", bad, "--arch", "resnet18")
     assert_one_line_error(proc, str(bad), "pickled Python objects")
+
+
+DEEP = "[" * 100000  # JSON nested past Python's recursion limit: json.loads raises RecursionError
+
+
+def test_gen_force_over_a_deeply_nested_dataset_json(tmp_path):
+    """Not countnet's dataset.json: refused as any foreign folder is, in one line."""
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "dataset.json").write_text(DEEP)
+    before = snapshot(ds)
+    proc = run_countnet(*GEN, "--out", ds, "--force")
+    assert_one_line_error(proc, "--force replaces only", str(ds))
+    assert_unchanged(ds, before)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("manifest.csv", "path,count,circles\ntrain/1/a.png,x,[]\n"),
+     ("manifest.csv", "path,count,circles\ntrain/1/a.png,1,[[1,2]]\n"),
+     ("dataset.json", DEEP), ("dataset.json", "\udcff")],
+    ids=["count", "circles", "deep", "not-utf8"],
+)  # fmt: skip
+def test_train_on_a_set_with_damaged_metadata(cli, tiny, tmp_path, name, text):
+    """--transforms aug reads a counting set's manifest and dataset.json (label safety): a
+    damaged one is one line naming it, before any run folder is made."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny, data)
+    (data / name).write_bytes(text.encode("utf-8", "surrogateescape"))
+    r = cli("train", data, "--transforms", "aug", *TRAIN, "--epochs", "1",
+            "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert_one_line_error(r, str(data / name), "is damaged")
+    assert list((tmp_path / "runs").glob("*")) == []
+
+
+def test_run_record_goes_without_a_damaged_dataset_json(tmp_path):
+    """The record's dataset parameters come from dataset.json; one not UTF-8 or nested too
+    deep is left out instead of failing the run before its first epoch."""
+    from countnet_classify.record import dataset_params
+
+    for text in (b"\xff\xfe", DEEP.encode()):
+        (tmp_path / "dataset.json").write_bytes(text)
+        assert dataset_params(tmp_path) is None
+
+
+def test_report_a_sweep_with_a_deeply_nested_sweep_json(cli, tmp_path):
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "sweep.json").write_text(DEEP)
+    r = cli("report", tmp_path / "sw", "--out", tmp_path / "out")
+    assert_one_line_error(r, "is not a countnet sweep.json")
