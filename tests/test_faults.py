@@ -746,3 +746,14 @@ def test_report_a_sweep_with_a_deeply_nested_sweep_json(cli, tmp_path):
     (tmp_path / "sw" / "sweep.json").write_text(DEEP)
     r = cli("report", tmp_path / "sw", "--out", tmp_path / "out")
     assert_one_line_error(r, "is not a countnet sweep.json")
+
+
+@pytest.mark.parametrize("verb", ["gen", "predict"])
+def test_an_output_name_too_long_is_one_line(run_dir, tiny, tmp_path, verb):
+    """A name past the file system's 255 bytes: the OS's ENAMETOOLONG, in one line."""
+    long = tmp_path / ("a" * 300)
+    images = sorted((tiny / "valid").rglob("*.png"))[:1]
+    args = (*GEN, "--out", long) if verb == "gen" else ("predict", run_dir, *images, "--out", long)
+    proc = run_countnet(*args)
+    assert_one_line_error(proc, "File name too long")
+    assert list(tmp_path.iterdir()) == []
