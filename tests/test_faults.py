@@ -757,3 +757,19 @@ def test_an_output_name_too_long_is_one_line(run_dir, tiny, tmp_path, verb):
     proc = run_countnet(*args)
     assert_one_line_error(proc, "File name too long")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_weights_of_the_wrong_kind_of_number(run_dir, tiny, tmp_path):
+    """A model.safetensors whose float tensors were saved as integers loads, truncated, and
+    predicts nonsense: refused in one line naming a tensor and its dtype."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    sd = load_file(run / "model.safetensors")
+    save_file({k: v.to(torch.int64) for k, v in sd.items()}, run / "model.safetensors")
+    images = sorted((tiny / "valid").rglob("*.png"))[:1]
+    proc = run_countnet("predict", run, *images)
+    assert_one_line_error(proc, "not floating point", "torch.int64")
+    assert proc.stdout == ""

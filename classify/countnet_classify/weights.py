@@ -89,13 +89,19 @@ def _torch_file(path: Path) -> bool:
 
 
 def check_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, source: str) -> None:
-    """Refuse weights whose names or shapes do not fit ``model``."""
+    """Refuse weights whose names, shapes or kinds of number do not fit ``model``: integer
+    tensors where it has floating ones would load, truncated, and predict nonsense."""
     want = model.state_dict()
     missing = [k for k in want if k not in sd]
     unexpected = [k for k in sd if k not in want]
     wrong = [k for k in want if k in sd and tuple(sd[k].shape) != tuple(want[k].shape)]
-    if missing or unexpected or wrong:
+    ints = [k for k in want if k in sd and want[k].is_floating_point()
+            and (not sd[k].is_floating_point() or sd[k].is_complex())]  # fmt: skip
+    if missing or unexpected or wrong or ints:
         parts = []
+        if ints:
+            k = ints[0]
+            parts.append(f"{len(ints)} not floating point, e.g. {k}: file {sd[k].dtype}")
         if wrong:
             k = wrong[0]
             parts.append(
