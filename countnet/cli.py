@@ -359,8 +359,9 @@ def main() -> None:
         _fail(f"disk full writing {e.path}: {RERUN_HINTS.get(_command(), e.hint)}")
     except USER_ERRORS as e:
         _fail(one_line(e))
-    except OSError as e:  # a full or read-only file system under a writer without its own check
-        if write_failure(e, e.filename or ".") is None:
+    except OSError as e:  # a full or read-only file system under a writer without its own check,
+        # or the OS refusing a path the user gave (a name too long, a symlink loop)
+        if write_failure(e, e.filename or ".") is None and not e.filename:
             raise
         _fail(one_line(e))
     except (KeyboardInterrupt, typer.Abort) as e:

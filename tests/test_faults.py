@@ -400,7 +400,7 @@ def test_cache_damaged_entry_is_rebuilt(cached_run, tiny, tmp_path, name, damage
     assert len(list(cache_entry(tmp_path / "cache").iterdir())) == 5  # whole again
 
 
-@pytest.mark.parametrize("meta", [b"{", b"[]", b'{"root": 1}', b"\xff"])
+@pytest.mark.parametrize("meta", [b"{", b"[]", b'{"root": 1}', b"\xff", b"[" * 100000])
 def test_cache_info_lists_around_a_damaged_entry(cached_run, tmp_path, meta):
     """Another entry's damaged meta.json: `countnet cache info` lists the whole entries,
     without a traceback."""
@@ -633,3 +633,143 @@ def test_wide_images_keep_their_pixels(tmp_path):
         im.save(tmp_path / name)
         got = np.asarray(open_rgb(tmp_path / name))
         assert (got == np.asarray(want).astype(np.uint8)[..., None]).all(), name
+
+
+# --- damaged files a report, --transforms or weights import reads (the attack's finds) ------
+
+
+def _no_summary(path: Path) -> None:
+    import yaml
+
+    config = yaml.safe_load(path.read_text())
+    del config["summary"]
+    path.write_text(yaml.safe_dump(config))
+
+
+REPORT_DAMAGE = {
+    "metrics.csv": lambda p: p.write_bytes(b"\xff\xfe\x00epoch"),
+    "skipped.txt": lambda p: p.write_bytes(b"\xff\xfe"),
+    "transforms.json": lambda p: p.write_text('{"chosen":'),
+    "cost.json": lambda p: p.write_text("[" * 100000),
+    "config.yaml": _no_summary,
+}
+
+
+@pytest.mark.parametrize("name", REPORT_DAMAGE)
+def test_report_damaged_run_file(cli, cached_run, tmp_path, name):
+    """A finished run with one file damaged (not UTF-8, not JSON, nested too deep, a field
+    missing): one line naming the run or the file; no report written."""
+    run = tmp_path / "run"
+    shutil.copytree(cached_run[0], run)
+    REPORT_DAMAGE[name](run / name)
+    r = cli("report", run, "--out", tmp_path / "out")
+    assert_one_line_error(r, str(run))
+    assert not (tmp_path / "out" / "report.md").exists()
+
+
+def test_report_disk_full_writes_neither_file(mount, cached_run):
+    """Room for report.md but not report.html: neither appears (an old pair would stay)."""
+    disk = mount("40k")
+    before = snapshot(disk)
+    proc = run_countnet("report", cached_run[0], "--out", disk / "rep")
+    assert_one_line_error(proc, "disk full writing", str(disk / "rep"))
+    assert not (disk / "rep" / "report.md").exists() and leftovers(disk) == []
+    assert {k: v for k, v in snapshot(disk).items() if k in before} == before
+
+
+@pytest.mark.parametrize("text", [b"\xff\xfe", b'{"chosen": ["none"]}', b"[" * 100000])
+def test_train_transforms_file_damaged(cli, tiny, tmp_path, text):
+    """--transforms FILE.json not UTF-8, choosing a list, nested too deep: one line."""
+    (tmp_path / "sel.json").write_bytes(text)
+    r = cli("train", tiny, "--transforms", tmp_path / "sel.json", *TRAIN, "--epochs", "1",
+            "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert_one_line_error(r, "--transforms file", str(tmp_path / "sel.json"))
+    assert list((tmp_path / "runs").glob("*")) == []
+
+
+def test_weights_import_of_a_pickle_is_one_line(tmp_path):
+    """A pickle (protocol 4, as pickle.dump writes it) named .pth: torch's warning about the
+    protocol never reaches stderr, and the line says why the file is refused."""
+    import pickle
+
+    bad = tmp_path / "evil.pth"
+    bad.write_bytes(pickle.dumps({"conv1.weight": [1, 2]}, protocol=4))
+    proc = run_countnet("weights", "import", bad, "--arch", "resnet18")
+    assert_one_line_error(proc, str(bad), "pickled Python objects")
+
+
+DEEP = "[" * 100000  # JSON nested past Python's recursion limit: json.loads raises RecursionError
+
+
+def test_gen_force_over_a_deeply_nested_dataset_json(tmp_path):
+    """Not countnet's dataset.json: refused as any foreign folder is, in one line."""
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "dataset.json").write_text(DEEP)
+    before = snapshot(ds)
+    proc = run_countnet(*GEN, "--out", ds, "--force")
+    assert_one_line_error(proc, "--force replaces only", str(ds))
+    assert_unchanged(ds, before)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("manifest.csv", "path,count,circles\ntrain/1/a.png,x,[]\n"),
+     ("manifest.csv", "path,count,circles\ntrain/1/a.png,1,[[1,2]]\n"),
+     ("dataset.json", DEEP), ("dataset.json", "\udcff")],
+    ids=["count", "circles", "deep", "not-utf8"],
+)  # fmt: skip
+def test_train_on_a_set_with_damaged_metadata(cli, tiny, tmp_path, name, text):
+    """--transforms aug reads a counting set's manifest and dataset.json (label safety): a
+    damaged one is one line naming it, before any run folder is made."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny, data)
+    (data / name).write_bytes(text.encode("utf-8", "surrogateescape"))
+    r = cli("train", data, "--transforms", "aug", *TRAIN, "--epochs", "1",
+            "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert_one_line_error(r, str(data / name), "is damaged")
+    assert list((tmp_path / "runs").glob("*")) == []
+
+
+def test_run_record_goes_without_a_damaged_dataset_json(tmp_path):
+    """The record's dataset parameters come from dataset.json; one not UTF-8 or nested too
+    deep is left out instead of failing the run before its first epoch."""
+    from countnet_classify.record import dataset_params
+
+    for text in (b"\xff\xfe", DEEP.encode()):
+        (tmp_path / "dataset.json").write_bytes(text)
+        assert dataset_params(tmp_path) is None
+
+
+def test_report_a_sweep_with_a_deeply_nested_sweep_json(cli, tmp_path):
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "sweep.json").write_text(DEEP)
+    r = cli("report", tmp_path / "sw", "--out", tmp_path / "out")
+    assert_one_line_error(r, "is not a countnet sweep.json")
+
+
+@pytest.mark.parametrize("verb", ["gen", "predict"])
+def test_an_output_name_too_long_is_one_line(run_dir, tiny, tmp_path, verb):
+    """A name past the file system's 255 bytes: the OS's ENAMETOOLONG, in one line."""
+    long = tmp_path / ("a" * 300)
+    images = sorted((tiny / "valid").rglob("*.png"))[:1]
+    args = (*GEN, "--out", long) if verb == "gen" else ("predict", run_dir, *images, "--out", long)
+    proc = run_countnet(*args)
+    assert_one_line_error(proc, "File name too long")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_weights_of_the_wrong_kind_of_number(run_dir, tiny, tmp_path):
+    """A model.safetensors whose float tensors were saved as integers loads, truncated, and
+    predicts nonsense: refused in one line naming a tensor and its dtype."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    sd = load_file(run / "model.safetensors")
+    save_file({k: v.to(torch.int64) for k, v in sd.items()}, run / "model.safetensors")
+    images = sorted((tiny / "valid").rglob("*.png"))[:1]
+    proc = run_countnet("predict", run, *images)
+    assert_one_line_error(proc, "not floating point", "torch.int64")
+    assert proc.stdout == ""

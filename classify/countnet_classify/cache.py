@@ -118,7 +118,7 @@ def entry_damage(folder: Path, key: str, size: int) -> str | None:
         n = {s: int(meta["n"][s]) for s in SPLITS}
         if meta.get("key") != key:
             return "meta.json is for other files"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return "meta.json unreadable"
     for split in SPLITS:
         shapes = {"x": (n[split], size, size, 3), "y": (n[split],)}
@@ -269,7 +269,7 @@ def _entry_meta(folder: Path) -> dict | None:
     """An entry's meta.json when it has what listing and sweeping read, else None."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested too deep
         return None
     fields = {"root": str, "size": int, "n": dict}
     ok = isinstance(meta, dict) and all(isinstance(meta.get(k), t) for k, t in fields.items())

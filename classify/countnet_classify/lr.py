@@ -35,18 +35,6 @@ def lr_rule(spec: RunSpec) -> str | None:
     return spec.lr
 
 
-# The finder's sweep costs at most one step per FINDER_SHARE training steps, and no fewer
-# than FINDER_FLOOR (fastai's slide rule reads 15 points past the first tenth and the
-# last 5): on a small set 100 steps cost more than the training (BENCHMARKS.md).
-FINDER_SHARE = 2
-FINDER_FLOOR = 30
-
-
-def finder_steps(limit: int, train_steps: int) -> int:
-    """The LR finder's steps: --lr-find-iters ``limit``, or fewer on a short training."""
-    return min(limit, max(FINDER_FLOOR, train_steps // FINDER_SHARE))
-
-
 def find_lr(learn, spec: RunSpec, run_dir: Path, quiet: bool, say=print) -> dict[str, Any]:
     """The learning rate, where it came from and the LR finder's suggestions, as config.yaml
     records them. ``--lr VALUE`` is used as given and runs no finder (as fastai's
@@ -57,7 +45,7 @@ def find_lr(learn, spec: RunSpec, run_dir: Path, quiet: bool, say=print) -> dict
         return {"used": float(spec.lr), "source": "--lr (no LR finder)", "suggestions": {}}
     if spec.lr_find_iters == 0:
         raise CountnetError(f"--lr {spec.lr} needs the LR finder: set --lr-find-iters > 0")
-    steps = finder_steps(spec.lr_find_iters, len(learn.dls.train) * spec.epochs)
+    steps = spec.lr_find_iters
     with _finder_display(learn, steps, quiet, say) as progress, learn.added_cbs(progress):
         learn.lr_find(num_it=steps, suggest_funcs=None, show_plot=False)
     suggestions, points = _suggestions(learn.recorder, steps)

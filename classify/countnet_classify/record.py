@@ -47,8 +47,8 @@ def dataset_params(root: Path) -> dict | None:
     p = root / "dataset.json"
     if p.is_file():
         try:
-            return json.loads(p.read_text()).get("spec")
-        except (json.JSONDecodeError, AttributeError):
+            return json.loads(p.read_text(encoding="utf-8")).get("spec")
+        except (ValueError, RecursionError, AttributeError):  # damaged: the record goes without
             return None
     return None
 

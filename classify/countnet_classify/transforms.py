@@ -122,13 +122,13 @@ def _chosen(value: str) -> str:
     if path.suffix.lower() == ".json" or path.exists():
         if not path.is_file():
             raise CountnetError(f"--transforms file {path} does not exist")
-        try:
-            chosen = json.loads(path.read_text())["chosen"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+        try:  # not UTF-8, not JSON, nested too deep, not a mapping: all one line
+            chosen = json.loads(path.read_text(encoding="utf-8"))["chosen"]
+        except (ValueError, RecursionError, KeyError, TypeError):
             raise CountnetError(
                 f"--transforms file {path} is not a select-transforms result (no 'chosen' preset)"
             ) from None
-        if chosen not in PRESETS:
+        if not isinstance(chosen, str) or chosen not in PRESETS:
             raise CountnetError(f"--transforms file {path} chooses unknown preset {chosen!r}")
         return chosen
     raise CountnetError(

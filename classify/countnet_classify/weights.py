@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import socket
+import warnings
 from pathlib import Path
 
 import torch
@@ -47,7 +48,8 @@ def load_state_dict_file(path: Path | str) -> dict[str, torch.Tensor]:
     """Read a weights-only file (.safetensors, or a torch state dict): never unpickles."""
     path = Path(path)
     if not path.is_file():
-        raise CountnetError(f"weights file {path} does not exist")
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise CountnetError(f"weights file {path} {what}")
     if path.suffix != ".safetensors" and not _torch_file(path):
         raise CountnetError(
             f"{path} is not a readable weights file: expected a torch state dict (.pth/.pt, "
@@ -57,8 +59,15 @@ def load_state_dict_file(path: Path | str) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             sd = load_file(str(path))
         else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns of a pickle protocol on stderr
+                warnings.simplefilter("ignore")
+                sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, pickled objects, wrong format: all the same to a user
+        if "Weights only load failed" in str(e):
+            raise CountnetError(
+                f"{path} is not a readable weights file: it holds pickled Python objects, "
+                "not only tensors (never unpickled); save a plain state dict or .safetensors"
+            ) from None
         first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
         raise CountnetError(f"{path} is not a readable weights file ({first})") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
@@ -80,13 +89,19 @@ def _torch_file(path: Path) -> bool:
 
 
 def check_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, source: str) -> None:
-    """Refuse weights whose names or shapes do not fit ``model``."""
+    """Refuse weights whose names, shapes or kinds of number do not fit ``model``: integer
+    tensors where it has floating ones would load, truncated, and predict nonsense."""
     want = model.state_dict()
     missing = [k for k in want if k not in sd]
     unexpected = [k for k in sd if k not in want]
     wrong = [k for k in want if k in sd and tuple(sd[k].shape) != tuple(want[k].shape)]
-    if missing or unexpected or wrong:
+    ints = [k for k in want if k in sd and want[k].is_floating_point()
+            and (not sd[k].is_floating_point() or sd[k].is_complex())]  # fmt: skip
+    if missing or unexpected or wrong or ints:
         parts = []
+        if ints:
+            k = ints[0]
+            parts.append(f"{len(ints)} not floating point, e.g. {k}: file {sd[k].dtype}")
         if wrong:
             k = wrong[0]
             parts.append(

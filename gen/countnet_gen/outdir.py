@@ -30,7 +30,7 @@ def is_dataset(folder: Path | str) -> bool:
 def _metadata(folder: Path) -> dict | None:
     try:
         meta = json.loads((folder / DATASET_JSON).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested too deep
         return None
     ok = isinstance(meta, dict) and isinstance(meta.get("spec"), dict) and "classes" in meta
     return meta if ok else None

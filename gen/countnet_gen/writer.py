@@ -315,12 +315,16 @@ def read_manifest(root: Path | str) -> list[dict]:
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise CountnetError(f"{root} has no {MANIFEST}: it was not made by countnet gen")
-    rows = read_csv(path)
-    for row in rows:
-        row["count"] = int(row["count"])
-        row["circles"] = np.asarray(json.loads(row["circles"]), dtype=np.float64).reshape(-1, 3)
-        # (shape, x, y, r, angle in degrees) tuples; none in sets made without distractors
-        row["distractors"] = [tuple(d) for d in json.loads(row.get("distractors") or "[]")]
+    try:  # a damaged or hand-edited manifest: one line naming it, not a traceback
+        rows = read_csv(path)
+        for row in rows:
+            row["count"] = int(row["count"])
+            circles = json.loads(row["circles"])
+            row["circles"] = np.asarray(circles, dtype=np.float64).reshape(-1, 3)
+            # (shape, x, y, r, angle in degrees) tuples; none in sets made without distractors
+            row["distractors"] = [tuple(d) for d in json.loads(row.get("distractors") or "[]")]
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise CountnetError(f"{path} is damaged ({type(e).__name__}: {e})") from None
     return rows
 
 
@@ -328,7 +332,10 @@ def read_dataset_spec(root: Path | str) -> DatasetSpec:
     path = Path(root) / DATASET_JSON
     if not path.is_file():
         raise CountnetError(f"{root} has no {DATASET_JSON}: it was not made by countnet gen")
-    return DatasetSpec.from_dict(json.loads(path.read_text())["spec"])
+    try:  # a damaged or hand-edited dataset.json: one line naming it
+        return DatasetSpec.from_dict(json.loads(path.read_text(encoding="utf-8"))["spec"])
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise CountnetError(f"{path} is damaged ({type(e).__name__}: {e})") from None
 
 
 def generate_logged(spec: DatasetSpec, out: Path | str, *, workers: int, log: Path | str) -> Path:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from countnet.atomic import write_text_atomic
+from countnet.atomic import atomic_path
 from countnet.errors import CountnetError
 from countnet_classify.experiments.sweep.spec import is_sweep
 from countnet_classify.report.render import to_html, to_markdown
 from countnet_classify.report.sections import document, title
-from countnet_classify.report.views import load_run, load_sweep_view
+from countnet_classify.report.views import RunView, load_run, load_sweep_view
 
 __all__ = ["write_report"]
 
@@ -29,10 +29,26 @@ def write_report(runs: list[Path | str], out_dir: Path | str) -> tuple[Path, Pat
         raise CountnetError("give at least one run or sweep folder")
     sweeps = [load_sweep_view(r) for r in runs if is_sweep(r)]
     views = [load_run(r) for r in runs if not is_sweep(r)]
+    for view in views:
+        _check_reportable(view)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     blocks, heading = document(views, sweeps), title(views)
     md, page = out / "report.md", out / "report.html"
-    write_text_atomic(md, to_markdown(heading, blocks, out))
-    write_text_atomic(page, to_html(heading, blocks))
+    # both or neither: a full disk must not leave a new report.md beside an old report.html
+    with atomic_path(md) as md_tmp, atomic_path(page) as page_tmp:
+        md_tmp.write_text(to_markdown(heading, blocks, out), encoding="utf-8")
+        page_tmp.write_text(to_html(heading, blocks), encoding="utf-8")
     return md, page
+
+
+def _check_reportable(view: RunView) -> None:
+    """One line naming the run whose config.yaml lacks or mistypes a field the report
+    reads (hand-edited, or damaged), instead of a KeyError deep in the page."""
+    try:
+        document([view], [])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise CountnetError(
+            f"run {view.path} cannot be reported: its config.yaml or metrics.csv is damaged "
+            f"({type(e).__name__}: {e})"
+        ) from None

@@ -4,6 +4,7 @@ the plain words each row says about a run (its chance error, the verdict against
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,18 +136,24 @@ def load_run(path: Path | str) -> RunView:
     cfg = read_config(path)
     if cfg.get("status") != "complete":
         raise CountnetError(f"run {path} did not finish (status: {cfg.get('status')})")
-    skipped = (
-        (path / "skipped.txt").read_text().splitlines() if (path / "skipped.txt").is_file() else []
-    )
-    sel, cost = path / "transforms.json", path / COST_JSON
-    return RunView(
-        path,
-        cfg,
-        read_csv(path / "metrics.csv"),
-        skipped,
-        json.loads(sel.read_text()) if sel.is_file() else None,
-        read_cost(cost),
-    )
+    sel = path / "transforms.json"
+    skipped = _read(path / "skipped.txt", lambda p: p.read_text(encoding="utf-8").splitlines())
+    selection = _read(sel, lambda p: json.loads(p.read_text(encoding="utf-8")))
+    if selection is not None and not isinstance(selection, dict):
+        raise CountnetError(f"{sel} is not a select-transforms result: delete it")
+    metrics = _read(path / "metrics.csv", read_csv)
+    return RunView(path, cfg, metrics or [], skipped or [], selection, read_cost(path / COST_JSON))
+
+
+def _read(path: Path, parse: Callable[[Path], Any]) -> Any:
+    """``parse(path)``, None where the file is absent (runs from before it), one line where
+    a user or a disk damaged it (not UTF-8, not JSON, nested too deep)."""
+    if not path.is_file():
+        return None
+    try:
+        return parse(path)
+    except (ValueError, RecursionError) as e:
+        raise CountnetError(f"{path} is damaged ({type(e).__name__}: {e})") from None
 
 
 def read_cost(path: Path) -> dict | None:
@@ -156,7 +163,7 @@ def read_cost(path: Path) -> dict | None:
     try:
         cost = json.loads(path.read_text())
         int(cost["params"]), int(cost["macs"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, RecursionError):
         raise CountnetError(
             f"{path} is not a countnet cost.json: delete it (the report then shows dashes)"
         ) from None

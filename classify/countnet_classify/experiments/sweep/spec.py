@@ -196,7 +196,7 @@ def load_sweep(folder: Path | str) -> Sweep:
     path = Path(folder) / SWEEP_JSON
     try:
         return Sweep.from_dict(json.loads(path.read_text()), folder)
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise CountnetError(f"{path} is not a countnet sweep.json ({e})") from None
 
 
