@@ -66,18 +66,18 @@ TRAIN_EXAMPLES = """
 
   countnet train data/paintings                       [dim]# ResNet-34, ImageNet weights[/dim]
 
-  countnet train datasets/count-45-50 --epochs 15 --lr 1e-4 --name c4550
+  countnet train datasets/count-45-50_r6_s224_n2000 --epochs 15 --lr 1e-4 --name c4550
 
-  countnet train datasets/count-1-5 --no-pretrained --size 64 --transforms dihedral
+  countnet train datasets/count-1-5_r6_s224_n1000 --no-pretrained --size 64 --transforms dihedral
 
-  countnet train datasets/count-1-5 --arch lenet --opt sgd --lr-policy inv --lr 0.01
+  countnet train datasets/count-1-5_r6_s224_n1000 --arch lenet --opt sgd --lr-policy inv --lr 0.01
 
-  countnet train datasets/count-1-5 --weights resnet34.pth   [dim]# offline ImageNet weights[/dim]
+  countnet train datasets/count-1-5_r6_s224_n1000 --weights resnet34.pth   [dim]# offline ImageNet weights[/dim]
 
-  countnet train datasets/count-45-50-holdout --task regression --no-pretrained --name reg4550
+  countnet train datasets/count-45-50_r4_s128_n1000_nooverlap_holdout-47-49 --task regression --no-pretrained --name reg4550
 
   countnet train --resume --name c15   [dim]# after an interruption: its own options[/dim]
-"""
+"""  # noqa: E501 (example lines as typed)
 
 
 def _run_spec(params: dict) -> RunSpec:
@@ -122,12 +122,12 @@ def _given(ctx: typer.Context, name: str) -> bool:
 SWEEP_EXAMPLES = """
 [bold]Examples[/bold]
 
-  countnet sweep datasets/count-1-5 --param lr=0.003,0.01,0.03 --no-pretrained --size 48
+  countnet sweep datasets/count-1-5_r6_s224_n1000 --param lr=0.003,0.01,0.03 --no-pretrained --size 48
 
-  countnet sweep datasets/count-1-5 --param opt=adam,sgd --param bs=32,64 --seeds 5 --no-pretrained
+  countnet sweep datasets/count-1-5_r6_s224_n1000 --param opt=adam,sgd --param bs=32,64 --seeds 5 --no-pretrained
 
-  countnet sweep datasets/count-1-5 --grid --param bs=32,64 --param wd=0,0.01 --no-pretrained
-"""
+  countnet sweep datasets/count-1-5_r6_s224_n1000 --grid --param bs=32,64 --param wd=0,0.01 --no-pretrained
+"""  # noqa: E501 (example lines as typed)
 
 
 @app.command(
@@ -223,14 +223,14 @@ PREDICT_EXAMPLES = """
 
   countnet predict runs/c4550 photos/ --out preds.csv   [dim]# a folder's images, recursively[/dim]
 
-  countnet predict runs/c4550/model.safetensors datasets/count-45-50/valid/47/*.png --out preds.csv
+  countnet predict runs/c4550/model.safetensors datasets/count-45-50_r6_s224_n2000/valid/47/*.png --out preds.csv
 
   countnet predict runs/c4550/model.onnx image1.png  [dim]# countnet export's file[/dim]
 
 [bold]Exit status[/bold]: 0 every input predicted; 3 some skipped (unreadable, listed on
 stderr), the rest predicted; 2 an error (no readable image at all, a bad model), nothing
 written.
-"""
+"""  # noqa: E501 (example lines as typed)
 
 # `countnet predict`'s exit status when some inputs were skipped and the rest predicted
 SKIPPED_STATUS = 3
@@ -404,12 +404,12 @@ def _fail(message: str, code: int = 2) -> None:
 SELECT_EXAMPLES = """
 [bold]Examples[/bold]
 
-  countnet select-transforms datasets/count-45-50 --out runs/select-transforms/c4550.json
+  countnet select-transforms datasets/count-45-50_r6_s224_n2000 --out runs/select-transforms/c4550.json
 
-  countnet train datasets/count-45-50 --transforms runs/select-transforms/c4550.json
+  countnet train datasets/count-45-50_r6_s224_n2000 --transforms runs/select-transforms/c4550.json
 
   countnet select-transforms data/paintings --candidates none,flips --epochs 2 --size 128
-"""
+"""  # noqa: E501 (example lines as typed)
 
 
 # select-transforms trains every candidate the same short way: train's options, fewer of
@@ -550,7 +550,7 @@ def cost_cmd(
 REPORT_EXAMPLES = """
 [bold]Examples[/bold]
 
-  countnet report runs/count-1-5 runs/count-45-50 --out runs
+  countnet report runs/c15 runs/c4550 --out runs
 
   countnet report runs/*/ --out reports/today
 """

@@ -232,13 +232,26 @@ def test_an_example_with_a_path_gen_does_not_write_fails(tmp_path):
         check_page_examples(page)
 
 
-def test_help_examples_parse():
-    """The examples each verb's --help prints parse as the docs' do."""
-    for cmd in leaf_commands().values():
+def test_help_examples_parse_and_name_the_paths_gen_writes():
+    """The examples each verb's --help prints parse as the docs' do, and a dataset they
+    name is one that an example of `countnet gen -h` writes (item 4)."""
+    lines = {}
+    for verb, cmd in leaf_commands().items():
         for ln in (cmd.epilog or "").splitlines():
             line = ln.strip().split("[dim]")[0]
             if line.startswith("countnet "):
-                parse(argv_of(line)[1:])
+                lines.setdefault(verb, []).append(argv_of(line))
+    written = {dataset_written(parse(argv[1:])[1]) for argv in lines["gen"]}
+    for verb, argvs in lines.items():
+        for argv in argvs:
+            parse(argv[1:])
+            for arg in argv[2:]:
+                parts = Path(arg).parts
+                if verb != "gen" and parts[:1] == ("datasets",) and len(parts) > 1:
+                    folder = "/".join(parts[:2])
+                    assert folder in written, (
+                        f"{verb} -h: {' '.join(argv)}: no gen example writes {folder}"
+                    )
 
 
 def test_other_lines_name_files_that_exist():
