@@ -177,6 +177,9 @@ def test_learned_is_judged_against_chance_for_any_number_of_classes():
     assert verdict(0.01, 0.8, 600) == "yes (1.2% of chance)"
     assert verdict(0.10, 0.5, 600) == "partly (20% of chance)"  # two classes: 90% right
     assert verdict(0.88, 0.9, 360) == "no: at chance"
+    # five validation images, 60/40: even a perfect run is within two errors of chance
+    assert verdict(0.0, 0.4, 5) == "can't tell: too few validation images"
+    assert verdict(0.0, 0.4, 50).startswith("yes")
 
 
 # -- the smoothed training loss -------------------------------------------------------

@@ -114,7 +114,8 @@ LEARNED_RULE = (
     f"{AT_CHANCE_SE} standard errors of chance; 'yes' when it is at most "
     f"{LEARNED_FRACTION:.0%} of chance (it removed {1 - LEARNED_FRACTION:.0%} or more of the "
     "errors of always answering the most common class, whatever the number of classes); "
-    "'partly' in between. In brackets: the final error as a share of chance."
+    "'partly' in between. In brackets: the final error as a share of chance. 'can't tell' "
+    "when the validation split is so small that even no error is within that reach of chance."
 )
 
 
@@ -122,6 +123,8 @@ def verdict(final: float, chance: float, n_valid: int) -> str:
     """Plain words for a final error against chance (LEARNED_RULE), with the error as a
     share of chance's: "yes (3% of chance)"."""
     se = (chance * (1 - chance) / max(n_valid, 1)) ** 0.5
+    if chance - AT_CHANCE_SE * se <= 0:  # even no error at all would be within chance's reach
+        return "can't tell: too few validation images"
     if final >= chance - AT_CHANCE_SE * se:
         return "no: at chance"
     share = final / max(chance, 1e-9)
