@@ -18,6 +18,7 @@ from countnet.app import Typer
 from countnet.atomic import check_writable_parent
 from countnet.errors import USER_ERRORS, CountnetError, DiskFull, one_line, write_failure
 from countnet.malloc import retain_freed_memory_for_training
+from countnet.names import printable
 from countnet.options import spec_options, spec_values
 from countnet.signals import (
     SIGINT_STATUS,
@@ -268,7 +269,7 @@ def predict_cmd(
     predictor = Predictor(run)  # a bad model is an error before any image is read
     inputs = gather(images)
     for path, why in inputs.skipped:
-        typer.echo(f"warning: skipped {path}: {why}", err=True)
+        typer.echo(f"warning: skipped {printable(str(path))}: {why}", err=True)
     if not inputs.images:
         raise CountnetError(f"no readable image to predict ({inputs.total} input(s) skipped)")
     preds = predictor(inputs.images)
@@ -282,7 +283,7 @@ def predict_cmd(
         n, total = len(inputs.skipped), inputs.total
         typer.echo(f"warning: {n} of {total} inputs skipped (not predicted):", err=True)
         for path, _ in inputs.skipped:
-            typer.echo(f"  {path}", err=True)
+            typer.echo(f"  {printable(str(path))}", err=True)
         raise typer.Exit(SKIPPED_STATUS)
 
 

@@ -279,8 +279,9 @@ def test_size_too_large_is_not_too_small(tiny, tmp_path):
 
 
 def test_non_utf8_names_and_symlink_loops(tiny, tmp_path):
-    """A non-UTF-8 image name is trained on; a non-UTF-8 file that is no image and symlink
-    loops are listed in skipped.txt (names escaped), and nothing crashes."""
+    """A non-UTF-8 image name is trained on; a non-UTF-8 file that is no image, symlink
+    loops, a FIFO and a link to a device are listed in skipped.txt (names escaped), and
+    nothing crashes or hangs."""
     data = tmp_path / "data"
     shutil.copytree(tiny, data)
     cls = data / "train" / "1"
@@ -290,13 +291,21 @@ def test_non_utf8_names_and_symlink_loops(tiny, tmp_path):
     os.symlink("../1", cls / "up")  # a folder link back to its own folder
     os.symlink("loopb", cls / "loopa")
     os.symlink("loopa", cls / "loopb")
+    os.mkfifo(cls / "pipe.png")  # opened, it would wait for a writer forever
+    os.symlink("/dev/zero", cls / "zero.png")
     before = snapshot(data)
     proc = run_countnet("train", data, *TRAIN, "--epochs", "1", "--name", "r", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     skipped = (tmp_path / "runs" / "r" / "skipped.txt").read_text(encoding="utf-8")
     lines = dict(ln.split("\t", 1) for ln in skipped.splitlines())
-    assert set(lines) == {"train/1/junk\\xff.png", "train/1/loopa", "train/1/loopb", "train/1/up"}
+    assert set(lines) == {"train/1/junk\\xff.png", "train/1/loopa", "train/1/loopb", "train/1/up",
+                          "train/1/pipe.png", "train/1/zero.png"}  # fmt: skip
+    assert (
+        lines["train/1/pipe.png"]
+        == lines["train/1/zero.png"]
+        == ("not a regular file (a FIFO, socket or device)")
+    )
     assert lines["train/1/loopa"] == lines["train/1/loopb"] == "symlink loop"
     assert lines["train/1/up"].startswith("symlink loop")
     n_files = sum(1 for p in tiny.rglob("*.png") if "test" not in p.parts)

@@ -5,6 +5,7 @@ the end, the rest predicted; exit status 0 (all predicted), 3 (some skipped), 2 
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,8 @@ def run(tmp_path_factory) -> Path:
 
 def photos(folder: Path) -> tuple[list[Path], dict[str, Path]]:
     """52 JPEGs in two levels (one grayscale), plus a truncated one, a zero-byte one, a text
-    file named .jpg, a text file and a hidden picture: (the readable images in natural
-    order, the unreadable ones by kind)."""
+    file named .jpg, a FIFO named .jpg, a text file and a hidden picture: (the readable
+    images in natural order, the unreadable ones by kind)."""
     rng = np.random.default_rng(0)
     good = []
     for sub, n in (("", 30), ("more", 22)):  # photos/img1..img30, photos/more/img1..img22
@@ -41,6 +42,8 @@ def photos(folder: Path) -> tuple[list[Path], dict[str, Path]]:
     bad["empty"].write_bytes(b"")
     bad["text"] = folder / "notes.jpg"
     bad["text"].write_text("not a picture\n")
+    bad["fifo"] = folder / "more" / "live.jpg"
+    os.mkfifo(bad["fifo"])  # opened, it would wait for a writer forever
     (folder / "notes.txt").write_text("not an image file: left out\n")
     Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / ".thumb.jpg")
     readable = [p for p in good if p not in bad.values()]
@@ -69,6 +72,7 @@ def test_a_folder_with_damaged_photos_predicts_the_rest_and_lists_them(run, tmp_
     assert sorted(ln.strip() for ln in lines[end + 1 :]) == sorted(map(str, bad.values()))
     assert "zero-byte" in next(w for w in warnings if str(bad["empty"]) in w)
     assert "not an image" in next(w for w in warnings if str(bad["text"]) in w)
+    assert "not a regular file" in next(w for w in warnings if str(bad["fifo"]) in w)
 
 
 def test_exit_status_all_predicted_and_nothing_readable(run, tmp_path, cli):
@@ -81,6 +85,16 @@ def test_exit_status_all_predicted_and_nothing_readable(run, tmp_path, cli):
     assert [ln.split("\t")[0] for ln in ok.stdout.splitlines()] == [
         str(folder / "a.png"), str(folder / "b.jpg"), str(folder / "a.png")]  # fmt: skip
     assert ok.stderr == ""
+    # a newline in a name: still one line a prediction, the name escaped as skipped.txt does
+    Image.new("RGB", (20, 20), "white").save(folder / "c\nd.png")
+    (folder / "e\nf.png").write_bytes(b"")
+    odd = cli("predict", run, folder)
+    assert odd.returncode == 3
+    assert [ln.split("\t")[0] for ln in odd.stdout.splitlines()] == [
+        str(folder / "a.png"), str(folder / "b.jpg"), f"{folder}/c\\nd.png"]  # fmt: skip
+    assert f"warning: skipped {folder}/e\\nf.png: zero-byte file" in odd.stderr.splitlines()
+    (folder / "c\nd.png").unlink()
+    (folder / "e\nf.png").unlink()
 
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     out = tmp_path / "none.csv"

@@ -22,6 +22,7 @@ from PIL import Image
 
 from countnet import tables
 from countnet.errors import CountnetError
+from countnet.names import printable
 from countnet_classify.artifact import is_regression, load_predictor
 from countnet_classify.images import RGBImage, item_transforms
 from countnet_classify.labels import natural_key
@@ -42,8 +43,8 @@ class Prediction:
         """One line of `countnet predict`: path, class and probability, or path, the count
         to one decimal and its rounding."""
         if self.count is not None:
-            return f"{self.path}\t{self.count:.1f}\t{self.label}"
-        return f"{self.path}\t{self.label}\t{self.probability:.4f}"
+            return f"{printable(str(self.path))}\t{self.count:.1f}\t{self.label}"
+        return f"{printable(str(self.path))}\t{self.label}\t{self.probability:.4f}"
 
 
 def _pipeline(meta: dict):
@@ -112,7 +113,7 @@ def predict(
     predictor = Predictor(run_or_weights)
     for img in images:
         p = Path(img)
-        if not p.is_file():
+        if not (p.exists() or p.is_symlink()):
             raise CountnetError(f"image {p} does not exist")
         why = check_image(p)
         if why:
@@ -156,7 +157,7 @@ def gather(paths: list[Path | str], *, threads: int = 8) -> Inputs:
         if p.is_dir():
             files = image_files(p)
             named += [(f, "") for f in files] or [(p, "a folder without image files")]
-        elif p.is_file() or p.is_symlink():  # a broken link: check_image says so
+        elif p.exists() or p.is_symlink():  # a broken link, a FIFO: check_image says so
             named.append((p, ""))
         else:
             named.append((p, "does not exist"))

@@ -15,6 +15,7 @@ import yaml
 
 from countnet.atomic import atomic_path, check_replaceable, move_into_place, write_text_atomic
 from countnet.errors import CountnetError
+from countnet.names import printable
 from countnet.tables import markdown_table
 from countnet_classify.spec import RunSpec
 
@@ -203,13 +204,6 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 def write_skipped(run_dir: Path, root: Path, skipped: list[tuple[Path, str]]) -> None:
     lines = [f"{printable(p.relative_to(root).as_posix())}\t{printable(why)}" for p, why in skipped]
     write_text_atomic(run_dir / "skipped.txt", "".join(f"{ln}\n" for ln in lines))
-
-
-def printable(text: str) -> str:
-    """``text`` on one line of UTF-8: bytes of a non-UTF-8 file name as \\xff, control
-    characters (a newline or tab in a name) as \\n, \\t."""
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def export_weights(run_dir: Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -55,7 +56,10 @@ def check_image(path: Path) -> str | None:
     if path.is_symlink() and (why := symlink_problem(path)):
         return why
     try:
-        if path.stat().st_size == 0:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # opening a FIFO would wait for a writer forever
+            return "not a regular file (a FIFO, socket or device)"
+        if st.st_size == 0:
             return "zero-byte file"
         # a full decode as training decodes (catches truncation too), within the budget
         width, height = decoded_size(path)
@@ -93,11 +97,12 @@ def class_dirs(folder: Path) -> list[Path]:
 
 def files_under(folder: Path) -> list[Path]:
     """Every file under ``folder``, sorted; hidden files and folders left out. Symlinks
-    that are not files (loops, broken, to folders) are kept, for screening to list."""
+    that are not files (loops, broken, to folders) and files that are not regular (FIFOs,
+    sockets, devices) are kept, for screening to list."""
     return sorted(
         p
         for p in folder.rglob("*")
-        if (p.is_file() or p.is_symlink())
+        if (not p.is_dir() or p.is_symlink())
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from countnet.atomic import absolute
 from countnet.errors import CountnetError
+from countnet.names import printable
 from countnet.tables import read_csv
 
 MANIFEST = "manifest.csv"
@@ -62,7 +63,7 @@ def check_out(final: Path, *, force: bool) -> None:
         return
     foreign = foreign_files(final)
     if foreign:
-        shown = ", ".join(_printable(f) for f in foreign[:SHOWN])
+        shown = ", ".join(printable(f) for f in foreign[:SHOWN])
         more = f" and {len(foreign) - SHOWN} more" if len(foreign) > SHOWN else ""
         raise CountnetError(
             f"--force replaces only what countnet wrote, and {final} also holds "
@@ -99,8 +100,3 @@ def _manifest_paths(folder: Path) -> set[str]:
         return {row["path"] for row in read_csv(folder / MANIFEST)}
     except (OSError, ValueError, KeyError, UnicodeDecodeError):
         return set()  # an unreadable manifest vouches for no image
-
-
-def _printable(name: str) -> str:
-    """A file name as one printable line, bytes that are not UTF-8 escaped."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
