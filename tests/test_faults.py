@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from countnet.errors import CountnetError
 from tests.conftest import COUNTNET, assert_one_line_error, run_countnet
 
 pytestmark = pytest.mark.faults
@@ -782,3 +783,20 @@ def test_predict_weights_of_the_wrong_kind_of_number(run_dir, tiny, tmp_path):
     proc = run_countnet("predict", run, *images)
     assert_one_line_error(proc, "not floating point", "torch.int64")
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("where", ["countnet_classify.train.build_learner",
+                                   "countnet_classify.prepare.loaders"])  # fmt: skip
+def test_a_call_failing_before_its_first_record_leaves_no_staging(cli, tiny, tmp_path,
+                                                                  monkeypatch, where):  # fmt: skip
+    """An error after the run's staging folder is made but before config.yaml is written
+    (building the network, the DataLoaders): one line, and no .NAME.partial left."""
+
+    def fail(*args, **kwargs):
+        raise CountnetError("injected failure")
+
+    monkeypatch.setattr(where, fail)
+    r = cli("train", tiny, *TRAIN, "--epochs", "1", "--runs-dir", tmp_path / "runs",
+            "--name", "r", "--quiet")  # fmt: skip
+    assert_one_line_error(r, "injected failure", alone=False)  # after the progress lines
+    assert list((tmp_path / "runs").glob("*")) == list((tmp_path / "runs").glob(".*")) == []

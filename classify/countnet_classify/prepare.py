@@ -111,14 +111,15 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
         else None
     )
     partial.mkdir(parents=True, exist_ok=True)
-    if transforms_file(spec.transforms):  # chosen by select-transforms: keep its table
-        shutil.copyfile(spec.transforms, partial / "transforms.json")
-    run_folder.write_skipped(partial, sc.root, [*sc.skipped, *test_skipped])
-    workers = workers_for(spec, device)
-    bs = _batch_size(spec, data_info["n_train"], saved)
-    dls, file_dls = loaders(
-        spec, sc, decoded, target, bs, transforms, device, channels_last, workers
-    )
+    with run_folder.dropped_on_error(partial, keep=saved is not None):
+        if transforms_file(spec.transforms):  # chosen by select-transforms: keep its table
+            shutil.copyfile(spec.transforms, partial / "transforms.json")
+        run_folder.write_skipped(partial, sc.root, [*sc.skipped, *test_skipped])
+        workers = workers_for(spec, device)
+        bs = _batch_size(spec, data_info["n_train"], saved)
+        dls, file_dls = loaders(
+            spec, sc, decoded, target, bs, transforms, device, channels_last, workers
+        )
     return PreparedRun(
         final=final, partial=partial, saved=saved, screened=sc, data_info=data_info, dls=dls,
         file_dls=file_dls, transforms=transforms, transforms_reason=transforms_reason,

@@ -5,9 +5,11 @@ runs/<name>/ when it completes, so runs/<name>/ is always whole; the partial fol
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,19 @@ DEFAULT_RUNS_DIR = "runs"  # RunSpec.runs_dir's default: the hint leaves it out
 
 def partial_dir(final: Path) -> Path:
     return final.parent / f".{final.name}.partial"
+
+
+@contextlib.contextmanager
+def dropped_on_error(partial: Path, *, keep: bool) -> Iterator[None]:
+    """Remove the staging folder ``partial`` this call made when an error (not an
+    interruption: its hint resumes) ends the run before its config.yaml or any epoch is
+    written: a failed call leaves nothing behind. ``keep``: a resumed run's, never removed."""
+    try:
+        yield
+    except Exception:
+        if not keep and not (partial / CONFIG).is_file() and not holds_epochs(partial):
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 def holds_epochs(partial: Path) -> bool:

@@ -69,13 +69,16 @@ def train(spec: RunSpec, *, say=print, figures: bool = True, cbs: tuple = ()) ->
         with exclusive(spec.run_dir, "run"):
             t_start = time.perf_counter()
             run = prepare_run(spec, say)
-            learn = build_learner(spec, run)
-            # Found once and recorded: --resume reuses it instead of running the finder again.
-            lr = (run.saved or {}).get("lr") or find_lr(learn, spec, run.partial, run.quiet, say)
-            base_lr = float(lr["used"])
-            schedule = plan_phases(spec, base_lr)
-            record = run_record(spec, run, learn, lr, schedule)
-            run_folder.write_config(run.partial, record)
+            with run_folder.dropped_on_error(run.partial, keep=run.saved is not None):
+                learn = build_learner(spec, run)
+                # Found once and recorded: --resume reuses it instead of running it again.
+                lr = (run.saved or {}).get("lr") or find_lr(
+                    learn, spec, run.partial, run.quiet, say
+                )
+                base_lr = float(lr["used"])
+                schedule = plan_phases(spec, base_lr)
+                record = run_record(spec, run, learn, lr, schedule)
+                run_folder.write_config(run.partial, record)
             ckpt, ckpt_file = run.checkpoint or (None, None)
             if group is not None:
                 share(_plan(run, base_lr, checkpoint=ckpt_file))
