@@ -105,11 +105,11 @@ def test_cost_table_and_csv(tmp_path):
 
 
 def test_documented_cost_examples_run(cli, tmp_path, monkeypatch):
-    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "cost.md").read_text()  # the manual's examples
     examples = [
-        shlex.split(ln, comments=True)[2:]
-        for ln in readme.splitlines()
-        if ln.startswith("countnet cost")
+        shlex.split(ln[2:], comments=True)[2:]
+        for ln in page.splitlines()
+        if ln.startswith("$ countnet cost")
     ]
     assert len(examples) >= 2
     for args in examples:  # as written

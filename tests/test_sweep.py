@@ -302,16 +302,16 @@ def test_documented_sweep_examples_run(cli, tiny, tmp_path, monkeypatch):
     import shlex
 
     monkeypatch.setenv("COLUMNS", "200")  # --help's examples unwrapped
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    page = (Path(__file__).resolve().parents[1] / "docs" / "sweep.md").read_text()
     helptext = cli("sweep", "--help").stdout
-    lines = [ln.strip() for ln in (*readme.splitlines(), *helptext.splitlines())]
+    lines = [ln.strip().removeprefix("$ ") for ln in (*page.splitlines(), *helptext.splitlines())]
     examples = sorted({ln for ln in lines if ln.startswith("countnet sweep ")})
     assert len(examples) >= 3
     fast = ["--seeds", "1", "--epochs", "1", "--size", "32", "--lr-find-iters", "0", "--quiet"]
     fast += ["--arch", "lenet"]
     for i, line in enumerate(examples):
         assert "arch=" not in line
-        args = [str(tiny) if a == "datasets/count-1-5" else a for a in shlex.split(line)[2:]]
+        args = [str(tiny) if a.startswith("datasets/") else a for a in shlex.split(line)[2:]]
         lr = [] if "--param lr=" in line else ["--lr", "0.01"]  # an option is set once
         r = cli("sweep", *args, *fast, *lr, "--out", tmp_path / f"ex{i}")
         assert r.returncode == 0, (line, r.stderr)

@@ -20,7 +20,13 @@ from countnet.errors import CountnetError
 from countnet_classify.parallel.group import refuse_launcher
 from countnet_classify.spec import RunSpec
 from countnet_classify.train import train
-from countnet_classify.transforms import PRESETS, counting_metadata, label_safety
+from countnet_classify.transforms import (
+    AUTO,
+    PRESETS,
+    counting_metadata,
+    default_preset,
+    label_safety,
+)
 
 DEFAULT_PRESET = "dihedral"  # countnet train's default
 NOISE_SE = 2.0  # a win must beat the default by this many standard errors of the difference
@@ -72,6 +78,8 @@ def select_transforms(
     counting label are listed but not trained: they could not win. ``base.lr`` must be a
     number so every candidate gets the same learning rate."""
     refuse_launcher("countnet select-transforms")
+    if default == AUTO:  # train's default: the preset --transforms auto picks for this set
+        default = default_preset(base.data)[0]
     unknown = [c for c in (*candidates, default) if c not in PRESETS]
     if unknown:
         raise CountnetError(f"unknown preset(s) {', '.join(unknown)}; known: {', '.join(PRESETS)}")
