@@ -65,16 +65,17 @@ def run_countnet(
     return proc
 
 
-def wait_until(ready, proc: subprocess.Popen, seconds: float, what: str) -> None:
+def wait_until(ready, proc: subprocess.Popen, seconds: float, what: str, detail=str) -> None:
     """Poll ``ready()`` until it holds, as a test waits for a process it started to reach a
-    point worth interrupting; if ``proc`` ends or time runs out, kill it and fail."""
+    point worth interrupting; if ``proc`` ends or time runs out, kill it and fail, saying
+    ``detail()`` (e.g. the process's stderr)."""
     deadline = time.monotonic() + seconds
     while not ready():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             proc.wait()
-            pytest.fail(f"{what} never started")
-        time.sleep(0.01)
+            pytest.fail(f"{what} never started {detail()}")
+        time.sleep(0.005)
 
 
 def staged_pngs(parent: Path, name: str):

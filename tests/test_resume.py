@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,13 @@ import yaml
 from safetensors.torch import load_file
 
 from countnet.tables import read_csv
-from tests.conftest import COUNTNET, assert_one_line_error, run_countnet, save_resnet_weights
+from tests.conftest import (
+    COUNTNET,
+    assert_one_line_error,
+    run_countnet,
+    save_resnet_weights,
+    wait_until,
+)
 from tests.test_train import FAST
 
 
@@ -37,13 +42,7 @@ def kill_9_when(cmd: list, ready, scratch: Path, what: str, timeout: float = 600
     out_path, err_path = scratch / "kill9.out", scratch / "kill9.err"
     with open(out_path, "w") as out, open(err_path, "w") as err:
         proc = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=err, text=True)
-    deadline = time.time() + timeout
-    while not ready():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            proc.wait()
-            pytest.fail(f"never got to {what} to be killed: {err_path.read_text()}")
-        time.sleep(0.005)
+    wait_until(ready, proc, timeout, f"{what} (to be killed)", detail=err_path.read_text)
     if before_kill is not None:
         before_kill(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
