@@ -261,9 +261,14 @@ def _chunk_mapper(spec: DatasetSpec, root: Path, workers: int) -> Iterator[Calla
         yield map
         return
     # spawn: fork would copy a possibly large parent (e.g. a Snakemake or torch process).
-    with mp.get_context("spawn").Pool(
-        workers, _init_pool_worker, (spec.to_dict(), str(root))
-    ) as pool:
+    # Workers are born ignoring SIGINT (kept across exec): a Ctrl-C while one still imports,
+    # before its initializer runs, would print that worker's traceback.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        pool = mp.get_context("spawn").Pool(workers, _init_pool_worker, (spec.to_dict(), str(root)))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    with pool:
         yield pool.imap
 
 
