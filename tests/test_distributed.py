@@ -23,9 +23,15 @@ from safetensors.torch import load_file
 
 from countnet.tables import read_csv
 from tests.conftest import COUNTNET, assert_one_line_error, process_alive, save_resnet_weights
-from tests.test_readme import README
 from tests.test_resume import checkpoint_epoch, kill_9_after_checkpoint
 from tests.test_train import FAST, RUN_FILES
+
+PAGE = Path(__file__).parents[1] / "docs" / "data-parallel.md"
+
+
+def _page_commands() -> list[str]:
+    return [ln[2:] for ln in PAGE.read_text().splitlines() if ln.startswith("$ ")]
+
 
 # LeNet has no BatchNorm and no dropout; fp32, no augmentation: nothing but the batch split
 # differs between one process and two.
@@ -72,9 +78,8 @@ def test_two_processes_killed_and_resumed_equal_one_process(cli, tiny, tmp_path,
     one = cli("train", tiny, "--epochs", n, "--runs-dir", tmp_path, "--name", "one", *EXACT)
     assert one.returncode == 0, one.stderr
 
-    # README's --gpus line as written, on the tiny set, with EXACT's options appended
-    lines = README.read_text().splitlines()
-    (line,) = [ln for ln in lines if ln.startswith("countnet train ") and " --gpus " in ln]
+    # the data-parallel page's CPU --gpus line as written, on the tiny set, EXACT appended
+    (line,) = [ln for ln in _page_commands() if " --gpus " in ln and " --device cpu" in ln]
     readme = shlex.split(line, comments=True)
     assert readme[:2] == ["countnet", "train"] and readme[readme.index("--gpus") + 1] == "2"
     readme[2] = str(tiny)
@@ -168,18 +173,19 @@ def test_two_processes_killed_and_resumed_equal_one_process(cli, tiny, tmp_path,
 
 
 def test_under_torchrun_fine_tuning_in_two_phases(cli, tiny, tmp_path, monkeypatch):
-    """README's torchrun line as written (on a tiny set at 32 px, 2 epochs): torchrun starts
-    the processes itself; ResNet-18 fine-tuned from (random, ImageNet-shaped) weights on the
-    default path — fastai's two phases, frozen then unfrozen, each its own DDP wrapper;
-    decoded cache, channels_last, dihedral augmentation, the LR finder, BatchNorm
+    """The data-parallel page's torchrun line as written (on a tiny set at 32 px, 2 epochs):
+    torchrun starts the processes itself; ResNet-18 fine-tuned from (random, ImageNet-shaped)
+    weights on the default path — fastai's two phases, frozen then unfrozen, each its own DDP
+    wrapper; decoded cache, channels_last, dihedral augmentation, the LR finder, BatchNorm
     re-estimated on every rank and averaged: one complete run folder, written by rank 0,
     whose weights give the error rate it recorded."""
-    (line,) = [ln for ln in README.read_text().splitlines() if ln.startswith("torchrun ")]
+    (line,) = [ln for ln in _page_commands() if ln.startswith("torchrun ")]
     args = shlex.split(line, comments=True)
-    assert args[args.index("--no-python") + 1] == "countnet"
-    args[args.index("--no-python") + 1] = COUNTNET
+    at = args.index("--no-python") + 1
+    assert args[at : at + 2] == ["countnet", "train"]
+    args[at] = COUNTNET
     monkeypatch.chdir(tmp_path)
-    shutil.copytree(tiny, "datasets/count-1-5")
+    shutil.copytree(tiny, args[at + 2])
     save_resnet_weights(tmp_path / "r18.pth")
     cmd = [sys.executable, "-m", "torch.distributed.run", *args[1:], "--arch", "resnet18",
            "--pretrained", "--weights", tmp_path / "r18.pth", "--freeze-epochs", "1",

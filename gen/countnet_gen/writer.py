@@ -15,6 +15,7 @@ import io
 import json
 import multiprocessing as mp
 import signal
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -262,12 +263,17 @@ def _chunk_mapper(spec: DatasetSpec, root: Path, workers: int) -> Iterator[Calla
         return
     # spawn: fork would copy a possibly large parent (e.g. a Snakemake or torch process).
     # Workers are born ignoring SIGINT (kept across exec): a Ctrl-C while one still imports,
-    # before its initializer runs, would print that worker's traceback.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        pool = mp.get_context("spawn").Pool(workers, _init_pool_worker, (spec.to_dict(), str(root)))
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    # before its initializer runs, would print that worker's traceback. Only the main
+    # thread may set handlers (a Snakemake job runs in a worker thread; no Ctrl-C there).
+    ctx, args = mp.get_context("spawn"), (spec.to_dict(), str(root))
+    if threading.current_thread() is not threading.main_thread():
+        pool = ctx.Pool(workers, _init_pool_worker, args)
+    else:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            pool = ctx.Pool(workers, _init_pool_worker, args)
+        finally:
+            signal.signal(signal.SIGINT, previous)
     with pool:
         yield pool.imap
 
