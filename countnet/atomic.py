@@ -52,6 +52,7 @@ def exclusive(
     from filelock import FileLock, Timeout
 
     final = absolute(final)
+    made_dirs = missing_parents(final)
     check_writable_parent(final)
     lock = FileLock(final.parent / f".{final.name}.lock")
     made = not Path(lock.lock_file).exists()
@@ -83,6 +84,7 @@ def exclusive(
         if made:  # a failed call leaves no lock of its own; unlinked while held, which a
             # waiter on the old file notices (filelock retries on an unlinked lock file)
             Path(lock.lock_file).unlink(missing_ok=True)
+            remove_if_empty(made_dirs)  # nor an empty runs/ it created for it
         raise
     finally:
         lock.release()
@@ -106,6 +108,25 @@ def remove_stale_partials(final: Path) -> None:
             continue
         if p.name.startswith(mine) or old:
             shutil.rmtree(p, ignore_errors=True)
+
+
+def missing_parents(final: Path) -> list[Path]:
+    """The folders above ``final`` that do not exist yet, deepest first."""
+    out = []
+    for parent in final.parents:
+        if parent.exists():
+            break
+        out.append(parent)
+    return out
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """rmdir each folder (deepest first) that is still empty; never anything with a file."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def check_writable_parent(final: Path) -> None:

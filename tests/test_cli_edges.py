@@ -96,7 +96,15 @@ def test_a_failed_call_leaves_no_lock_file(tmp_path):
     runs = tmp_path / "runs"
     proc = run_countnet("train", tmp_path / "d" / "0003.png", "--no-pretrained", "--runs-dir", runs)
     assert_one_line_error(proc, "not a folder of class folders")
-    assert not runs.exists() or list(runs.iterdir()) == []  # was: .0003.png_resnet34.lock
+    assert not runs.exists()  # was: .0003.png_resnet34.lock, then an empty runs/
+
+
+def test_a_failed_call_keeps_a_runs_dir_it_did_not_make(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    proc = run_countnet("train", tmp_path / "absent", "--no-pretrained", "--runs-dir", runs)
+    assert_one_line_error(proc, "does not exist")
+    assert runs.is_dir() and list(runs.iterdir()) == []
 
 
 def test_weights_import_of_a_csv_says_what_it_expected(tmp_path):
