@@ -1,4 +1,4 @@
-# countnet workflow: gen -> select_transforms -> train (and sweeps) -> report.
+# countnet workflow: gen -> select_transforms -> train (and sweeps) -> probes -> report.
 # Run: `uv run snakemake all` (cores etc. come from profiles/default/config.yaml).
 # Scale: config/config.yaml (default, 2-core CPU, offline) or --configfile config/full.yaml.
 
@@ -16,6 +16,7 @@ include: "workflow/rules/gen.smk"
 include: "workflow/rules/select_transforms.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sweep.smk"
+include: "workflow/rules/probes.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -33,5 +34,7 @@ rule all:
         # Runs are targets themselves, so a deleted run folder is rebuilt (with the report).
         expand("runs/{exp}", exp=EXPERIMENTS),
         expand("runs/{sweep}/summary.csv", sweep=SWEEPS),
+        expand("runs/probes/{exp}", exp=PROBES),
+        expand("runs/baselines/{name}", name=COUNTING_SETS),
         "runs/report.html" if EXPERIMENTS or SWEEPS else [],
     default_target: True

@@ -53,6 +53,48 @@ def _experiments():
 
 EXPERIMENTS = _experiments()
 
+
+def _probes():
+    """experiments' probes: -> {exp: {probe: dataset name}}, each probe a DatasetSpec added
+    to DATASETS (generated as any other set): the experiment's training set's options, then
+    probe_defaults:, then the probe's own, named <training set>-<probe>."""
+    defaults = config.get("probe_defaults", {})
+    out = {}
+    for exp, entry in EXPERIMENTS.items():
+        if not entry.get("probes"):
+            continue
+        data = str(entry["data"])
+        if data not in DATASETS:
+            raise WorkflowError(f"config: experiment {exp!r}: probes need a dataset generated "
+                                f"from datasets:, not the folder {data}")
+        base = DATASETS[data].to_dict()
+        out[exp] = {}
+        for probe, own in entry["probes"].items():
+            name = f"{data}-{probe}"
+            # "range" is the config's word for counts (DatasetSpec.from_dict)
+            extra = [{("counts" if k == "range" else k): v for k, v in d.items()}
+                     for d in (defaults, own)]
+            opts = {**base, **extra[0], **extra[1], "name": name}
+            try:
+                spec = DatasetSpec.from_dict(opts)
+            except CountnetError as e:
+                raise WorkflowError(f"config: experiment {exp!r}: probe {probe!r}: {e}") from None
+            if name in DATASETS and DATASETS[name] != spec:
+                raise WorkflowError(f"config: experiment {exp!r}: probe {probe!r}'s set {name} "
+                                    "is also a different dataset in datasets:; rename one")
+            DATASETS[name] = spec
+            out[exp][probe] = name
+    return out
+
+
+PROBES = _probes()
+# the counting sets the classical counter scores: every generated set an experiment trains
+# or is probed on (a folder of the user's own is not a counting set)
+COUNTING_SETS = sorted(
+    {str(e["data"]) for e in EXPERIMENTS.values() if str(e["data"]) in DATASETS}
+    | {name for probes in PROBES.values() for name in probes.values()}
+)
+
 def _pretrained(arch, wanted):
     """'auto' -> ImageNet weights when the torch hub cache holds them, else from scratch,
     with a note the report shows."""
@@ -146,6 +188,7 @@ def _alternatives(names):
 # runs/{sweep}/{run} a sweep's summary.csv
 wildcard_constraints:
     exp=_alternatives(EXPERIMENTS),
+    probed=_alternatives(PROBES),
     name=_alternatives(DATASETS),
     sweep=_alternatives(SWEEPS),
     run=_alternatives(sorted({run for _, run in SWEEP_RUNS})),
@@ -155,7 +198,7 @@ def run_spec(exp, **overrides):
     """The RunSpec of an experiment: train defaults, then the experiment's own options."""
     from countnet_classify.spec import RunSpec
 
-    entry = {k: v for k, v in EXPERIMENTS[exp].items() if k not in ("data", "optional")}
+    entry = {k: v for k, v in EXPERIMENTS[exp].items() if k not in ("data", "optional", "probes")}
     # The overrides (select-transforms' budget) win, and are merged before `pretrained: auto`
     # is decided: for the arch that will run, whose weights the cache may or may not hold.
     opts = {**config.get("train", {}), **entry, **overrides}

@@ -17,23 +17,33 @@ from countnet.errors import CountnetError
 from countnet_classify.experiments.sweep.spec import is_sweep
 from countnet_classify.report.render import to_html, to_markdown
 from countnet_classify.report.sections import document, title
-from countnet_classify.report.views import RunView, load_run, load_sweep_view
+from countnet_classify.report.views import (
+    RunView,
+    is_score,
+    load_run,
+    load_score,
+    load_sweep_view,
+    run_scores,
+)
 
 __all__ = ["write_report"]
 
 
 def write_report(runs: list[Path | str], out_dir: Path | str) -> tuple[Path, Path]:
-    """Write report.md and report.html for ``runs`` into ``out_dir``: run folders, and sweep
-    folders (`countnet sweep`), which get a section each."""
+    """Write report.md and report.html for ``runs`` into ``out_dir``: run folders, sweep
+    folders (`countnet sweep`), which get a section each, and folders of scores on other
+    sets (`countnet evaluate --out`, `countnet baseline`; a run's own eval/ is read too)."""
     if not runs:
         raise CountnetError("give at least one run or sweep folder")
     sweeps = [load_sweep_view(r) for r in runs if is_sweep(r)]
-    views = [load_run(r) for r in runs if not is_sweep(r)]
+    scores = [load_score(r) for r in runs if is_score(r)]
+    views = [load_run(r) for r in runs if not is_sweep(r) and not is_score(r)]
     for view in views:
         _check_reportable(view)
+        scores += run_scores(view.path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    blocks, heading = document(views, sweeps), title(views)
+    blocks, heading = document(views, sweeps, scores), title(views)
     md, page = out / "report.md", out / "report.html"
     # both or neither: a full disk must not leave a new report.md beside an old report.html
     with atomic_path(md) as md_tmp, atomic_path(page) as page_tmp:

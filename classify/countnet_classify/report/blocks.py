@@ -37,9 +37,21 @@ class Quote:
 
 
 @dataclass(frozen=True)
+class Shaded:
+    """A table cell whose background says how bad a figure is: ``level`` 0 (none of
+    chance's error: green) to 1 (chance's or worse: red). The markdown page keeps the text."""
+
+    text: str
+    level: float
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
 class Table:
     head: Sequence[str]
-    rows: Sequence[Sequence[str]]
+    rows: Sequence[Sequence[str | Shaded]]
 
 
 @dataclass(frozen=True)

@@ -112,9 +112,19 @@ def _html_table(head, rows) -> str:
 
 
 def _html_cell(cell) -> str:
-    """A cell; a transform that can change counting labels in red."""
+    """A cell; a transform that can change counting labels in red; a Shaded cell on its
+    colour."""
+    if isinstance(cell, b.Shaded):
+        return f"<td style='background:{shade(cell.level)}'>{html.escape(cell.text)}</td>"
     klass = " class='unsafe'" if "label-unsafe" in str(cell) else ""
     return f"<td{klass}>{html.escape(str(cell))}</td>"
+
+
+def shade(level: float) -> str:
+    """Pale green (0) through pale yellow to pale red (1 and beyond): dark text stays legible."""
+    t = min(max(float(level), 0.0), 1.0) if level == level else 1.0  # NaN: as bad as chance
+    hue = 120 * (1 - t)
+    return f"hsl({hue:.0f},70%,85%)"
 
 
 def _html_figure(path: Path, title: str) -> str:

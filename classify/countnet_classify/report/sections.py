@@ -7,7 +7,7 @@ from pathlib import Path
 
 from countnet_classify import evaluate
 from countnet_classify.cost import DISPLAY_COLUMNS, format_row
-from countnet_classify.report import pixels
+from countnet_classify.report import pixels, shifts
 from countnet_classify.report.blocks import (
     Block,
     Figures,
@@ -21,6 +21,7 @@ from countnet_classify.report.blocks import (
 from countnet_classify.report.views import (
     LEARNED_RULE,
     RunView,
+    Score,
     SweepView,
     chance_error,
     verdict,
@@ -85,9 +86,12 @@ def title(views: list[RunView]) -> str:
     return f"{TITLE} — {QUESTIONS[key]}"
 
 
-def document(views: list[RunView], sweeps: list[SweepView]) -> list[Block]:
-    """The whole report: the sections across runs, each sweep, then each run."""
-    blocks = overview(views) if views else []
+def document(
+    views: list[RunView], sweeps: list[SweepView], scores: list[Score] = ()
+) -> list[Block]:
+    """The whole report: the sections across runs (with their scores on other sets), each
+    sweep, then each run."""
+    blocks = overview(views) + shifts.section(views, list(scores)) if views else []
     for sv in sweeps:
         blocks += sweep_section(sv)
     for v in views:

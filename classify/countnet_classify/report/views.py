@@ -132,6 +132,67 @@ def verdict(final: float, chance: float, n_valid: int) -> str:
     return f"{word} ({share:.1%} of chance)" if share < 0.095 else f"{word} ({share:.0%} of chance)"
 
 
+@dataclass
+class Score:
+    """One set's figures: a run's (`countnet evaluate`'s metrics.json) or the classical
+    counter's (`countnet baseline`'s), from the folder holding them."""
+
+    path: Path
+    metrics: dict[str, Any]
+
+    @property
+    def set(self) -> str:
+        return str(self.metrics["set"])
+
+    @property
+    def run(self) -> str | None:
+        return self.metrics.get("run")
+
+    @property
+    def classical(self) -> bool:
+        return "method" in self.metrics
+
+    @property
+    def folder_name(self) -> str:
+        """The scored set's folder name (what a run's data root is matched by)."""
+        return Path(str(self.metrics.get("path", self.set))).name
+
+    @property
+    def dataset_params(self) -> dict:
+        return self.metrics.get("dataset_params") or {}
+
+    def class_counts(self) -> dict[str, int]:
+        """Images per true class: recorded, or counted from predictions.csv."""
+        if counts := self.metrics.get("class_counts"):
+            return {str(k): int(n) for k, n in counts.items()}
+        out: dict[str, int] = {}
+        for row in _read(self.path / "predictions.csv", read_csv) or []:
+            out[row["true"]] = out.get(row["true"], 0) + 1
+        return out
+
+
+SCORES = "metrics.json"
+
+
+def is_score(path: Path | str) -> bool:
+    """A folder `countnet evaluate` or `countnet baseline` wrote (not a run or a sweep)."""
+    path = Path(path)
+    return (path / SCORES).is_file() and not (path / CONFIG).is_file()
+
+
+def load_score(path: Path | str) -> Score:
+    path = Path(path)
+    metrics = _read(path / SCORES, lambda p: json.loads(p.read_text(encoding="utf-8")))
+    if not isinstance(metrics, dict) or "set" not in metrics or "error_rate" not in metrics:
+        raise CountnetError(f"{path / SCORES} is not countnet evaluate's or baseline's: delete it")
+    return Score(path, metrics)
+
+
+def run_scores(run: Path) -> list[Score]:
+    """The sets a run folder was scored on (`countnet evaluate` writes <run>/eval/<set>/)."""
+    return [load_score(p) for p in sorted((run / "eval").glob("*")) if is_score(p)]
+
+
 def load_run(path: Path | str) -> RunView:
     path = Path(path)
     if not (path / CONFIG).is_file():
