@@ -198,7 +198,7 @@ def check_page_examples(page: Path) -> int:
                 assert folder in written, f"{page.name}: `{line}`: no gen line writes {folder}"
         if verb == "train" and ctx.params.get("name"):
             trained.add(ctx.params["name"])
-        if verb in ("predict", "export") and Path(argv[2]).parts[:1] == ("runs",):
+        if verb in ("predict", "export", "evaluate") and Path(argv[2]).parts[:1] == ("runs",):
             run = Path(argv[2]).parts[1]
             assert run in trained, f"{page.name}: `{line}`: no train line makes runs/{run}"
     return n

@@ -98,7 +98,9 @@ def evaluate(
     return rows, summarise(rows)
 
 
-def _stats(rows: list[dict]) -> dict:
+def count_stats(rows: list[dict]) -> dict:
+    """n, MAE, RMSE, rounded accuracy and bias (mean residual) of ``rows`` (each with its
+    "prediction", "count" and "rounded"), to 4 decimals."""
     err = np.array([r["prediction"] - r["count"] for r in rows], np.float64)
     hits = sum(r["rounded"] == r["count"] for r in rows)
     return {
@@ -119,12 +121,12 @@ def summarise(rows: list[dict]) -> dict:
         "unseen": [r for r in rows if r["split"] == TEST and not r["seen"]],
         "test_seen": [r for r in rows if r["split"] == TEST and r["seen"]],
     }
-    out = {k: _stats(v) for k, v in groups.items() if v}
+    out = {k: count_stats(v) for k, v in groups.items() if v}
     by_count: dict[int, list[dict]] = defaultdict(list)
     for r in rows:
         by_count[r["count"]].append(r)
     out["by_count"] = {
-        str(c): {**_stats(rs), "seen": rs[0]["seen"]} for c, rs in sorted(by_count.items())
+        str(c): {**count_stats(rs), "seen": rs[0]["seen"]} for c, rs in sorted(by_count.items())
     }
     return out
 

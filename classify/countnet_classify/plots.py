@@ -127,3 +127,22 @@ def plot_residuals(rows: list[dict], path: Path) -> None:
     ax.set_title("Residual by count (dashed: rounds to the right count)")
     ax.legend()
     save_current(path)
+
+
+def plot_confusion(matrix: np.ndarray, true: list[str], predicted: list[str], path: Path) -> None:
+    """Images per (true class, predicted class): a row per class of the set (classes the
+    run does not know included), a column per class the run knows; counts written in."""
+    rows, cols = matrix.shape
+    side = max(3.0, 0.45 * max(rows, cols) + 1.5)
+    fig, ax = plt.subplots(figsize=(side * cols / max(rows, cols) + 1, side))
+    ax.imshow(matrix, cmap="Blues", aspect="auto")
+    top = matrix.max() if matrix.size else 0
+    for (i, j), n in np.ndenumerate(matrix):
+        colour = "white" if top and n > top / 2 else "black"
+        ax.text(j, i, str(n), ha="center", va="center", color=colour, fontsize=8)
+    ax.set_xticks(range(cols), predicted)
+    ax.set_yticks(range(rows), true)
+    ax.set_xlabel("predicted (the run's classes)")
+    ax.set_ylabel("true (the set's classes)")
+    ax.set_title("Confusion matrix")
+    save_current(path)

@@ -11,7 +11,7 @@ that do not decode set aside with why, so one damaged photo does not stop the ot
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,6 +38,8 @@ class Prediction:
     probability: float | None  # the class's probability (None for a regression run)
     probs: dict[str, float]  # every class's (empty for a regression run)
     count: float | None = None  # a regression run's prediction, unrounded
+    # every class's log-probability (log-softmax: finite where a probability underflows)
+    log_probs: dict[str, float] = field(default_factory=dict)
 
     def text(self) -> str:
         """One line of `countnet predict`: path, class and probability, or path, the count
@@ -68,7 +70,7 @@ class Predictor:
 
             def outputs(x: torch.Tensor) -> torch.Tensor:
                 (p,) = sess.run([output], {"image": x.numpy()})
-                return torch.from_numpy(p)
+                return torch.from_numpy(p) if is_regression(meta) else torch.from_numpy(p).log()
 
             # the graph normalises: only fastai's item transforms and the [0, 1] scaling here
             self.items, self.batch = _pipeline({**meta, "normalize": None})
@@ -77,7 +79,7 @@ class Predictor:
 
             def outputs(x: torch.Tensor) -> torch.Tensor:
                 y = model(x).float()
-                return y if is_regression(meta) else torch.softmax(y, dim=1)
+                return y if is_regression(meta) else torch.log_softmax(y, dim=1)
 
             self.items, self.batch = _pipeline(meta)
         self.meta, self.outputs = meta, outputs
@@ -98,10 +100,11 @@ class Predictor:
             finite = bool(torch.isfinite(row))  # a diverged run's weights: nan
             label = str(int(rounded(row))) if finite else "nan"
             return Prediction(str(path), label, None, {}, float(row))
-        classes = self.meta["classes"]
+        classes = self.meta["classes"]  # ``row``: log-probabilities
         k = int(row.argmax())
-        probs = dict(zip(classes, map(float, row), strict=True))
-        return Prediction(str(path), classes[k], float(row[k]), probs)
+        probs = dict(zip(classes, map(float, row.exp()), strict=True))
+        logs = dict(zip(classes, map(float, row), strict=True))
+        return Prediction(str(path), classes[k], probs[classes[k]], probs, log_probs=logs)
 
 
 def predict(
@@ -152,7 +155,7 @@ def gather(paths: list[Path | str], *, threads: int = 8) -> Inputs:
     """The images ``paths`` name: a file as given, a folder's image files (``image_files``).
     Each is decoded in full first (on ``threads`` threads); a missing path, a folder without
     images and a file that does not decode (zero bytes, truncated, not an image) are skipped."""
-    named: list[tuple[Path, str | None]] = []  # (path, why it is skipped)
+    named: list[tuple[Path, str]] = []  # (path, why it is skipped, or "")
     for p in map(Path, paths):
         if p.is_dir():
             files = image_files(p)
@@ -161,6 +164,13 @@ def gather(paths: list[Path | str], *, threads: int = 8) -> Inputs:
             named.append((p, ""))
         else:
             named.append((p, "does not exist"))
+    return vet(named, threads=threads)
+
+
+def vet(named: list[tuple[Path, str]], *, threads: int = 8) -> Inputs:
+    """``named`` (path, why it is skipped already, or "") decoded in full on ``threads``
+    threads: those that decode, in order, and the rest with why (``gather``'s last step;
+    `countnet evaluate` hands it the files of its class folders)."""
     to_check = [p for p, why in named if not why]
     with ThreadPoolExecutor(max(1, min(threads, len(to_check)))) as pool:
         problems = dict(zip(to_check, pool.map(check_image, to_check), strict=True))

@@ -1,0 +1,179 @@
+"""`countnet evaluate RUN DATA...` (issue 29, item 1): a finished run scored on labelled
+sets — its own validation split reproducing metrics.csv, class folders it does not know,
+damaged images, a regression run on counts it never saw — and bad input in one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from tests.conftest import assert_one_line_error, run_countnet
+from tests.test_export import fake_run
+
+# The module's run: fp32 on the CPU, so its validation metrics are the fp32 forward's that
+# evaluate computes on any host (bf16 autocast or TF32 would differ by their rounding).
+TRAIN = ("--no-pretrained", "--arch", "resnet18", "--size", "32", "--epochs", "1",
+         "--lr", "0.01", "--precision", "fp32", "--device", "cpu", "--lr-find-iters", "0",
+         "--precise-bn", "16", "--bs", "8", "--workers", "0", "-q")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def counts(tmp_path_factory) -> Path:
+    """Counts 1-3, 12 images each, half in valid/: countnet gen's layout."""
+    from countnet_gen.spec import DatasetSpec
+    from countnet_gen.writer import generate
+
+    spec = DatasetSpec(counts=(1, 3), per_class=12, size=32, radius=3, valid_pct=0.5)
+    return generate(spec, tmp_path_factory.mktemp("data") / "counts", workers=1)
+
+
+@pytest.fixture(scope="module")
+def run(counts, tmp_path_factory) -> Path:
+    """One classifier trained on ``counts`` through the CLI, as a user trains it."""
+    runs = tmp_path_factory.mktemp("runs")
+    run_countnet("train", counts, *TRAIN, "--runs-dir", runs, "--name", "c13", check=True)
+    return runs / "c13"
+
+
+def _metrics(folder: Path) -> dict:
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_its_own_validation_split_reproduces_metrics_csv(run, counts, cli):
+    proc = run_countnet("evaluate", run, counts)
+    assert proc.returncode == 0, proc.stderr
+    out = run / "eval" / "counts"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "confusion_matrix.png", "metrics.json", "predictions.csv"]  # fmt: skip
+    m = _metrics(out)
+    final = _rows(run / "metrics.csv")[-1]
+    assert f"{m['error_rate']:.6f}" == final["error_rate"]
+    assert f"{m['accuracy']:.6f}" == final["accuracy"]
+    assert m["loss"] == pytest.approx(float(final["valid_loss"]), abs=1e-5)
+    assert m["set"] == "counts" and m["task"] == "classification" and m["images"] == 18
+    assert list(m["splits"]) == ["valid"] and m["splits"]["valid"]["images"] == 18
+    assert m["unknown_classes"] == [] and m["skipped"] == []
+    preds = pd.read_csv(out / "predictions.csv", dtype={"true": str, "predicted": str})
+    assert list(preds.columns) == ["path", "true", "predicted", "probability"]
+    assert len(preds) == 18 and preds["path"].str.startswith("valid/").all()
+    assert (preds["true"] == preds["path"].str.split("/").str[1]).all()
+    assert 1 - (preds["true"] == preds["predicted"]).mean() == pytest.approx(m["error_rate"])
+    for c, acc in m["per_class"].items():
+        mine = preds[preds["true"] == c]
+        assert (mine["predicted"] == c).mean() == pytest.approx(acc)
+    with Image.open(out / "confusion_matrix.png") as im:
+        im.verify()
+    assert "counts" in proc.stdout and f"{m['error_rate']:.4f}" in proc.stdout
+    # rerun: the set's folder replaced, nothing left beside it but the lock file
+    again = cli("evaluate", run.name, counts, "--runs-dir", run.parent)
+    assert again.returncode == 0, again.stderr
+    assert _metrics(out) == m
+    assert sorted(p.name for p in (run / "eval").iterdir()) == [".counts.lock", "counts"]
+
+
+def test_a_class_the_run_does_not_know_is_counted_wrong_and_listed(run, counts, tmp_path, cli):
+    data = tmp_path / "shifted"
+    for c in ("1", "2"):
+        shutil.copytree(counts / "valid" / c, data / c)
+    shutil.copytree(counts / "valid" / "3", data / "7")  # a count the classifier never saw
+    r = cli("evaluate", run, data)
+    assert r.returncode == 0, r.stderr
+    m = _metrics(run / "eval" / "shifted")
+    assert m["unknown_classes"] == ["7"] and m["unknown_images"] == 6
+    assert m["per_class"]["7"] == 0
+    rows = _rows(run / "eval" / "shifted" / "predictions.csv")
+    assert len(rows) == 18 and all(r["predicted"] != "7" for r in rows)
+    assert m["error_rate"] == sum(r["true"] != r["predicted"] for r in rows) / 18
+    assert m["splits"] == {}
+    (line,) = [ln for ln in r.stderr.splitlines() if "does not know" in ln]
+    assert "6 image(s)" in line and line.endswith(": 7")
+
+
+def test_a_set_with_none_of_its_classes_is_refused(run, counts, tmp_path, cli):
+    for c in ("cats", "dogs"):
+        shutil.copytree(counts / "valid" / "1", tmp_path / "pets" / c)
+    before = sorted((p, p.stat().st_mtime_ns) for p in run.rglob("*"))
+    proc = cli("evaluate", run, counts, tmp_path / "pets")
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "has none of the run's classes (1, 2, 3)", "cats, dogs")
+    # refused before anything was scored: the good set beside it is not written either
+    assert sorted((p, p.stat().st_mtime_ns) for p in run.rglob("*")) == before
+
+
+def test_bad_runs_and_sets_are_one_line(run, counts, tmp_path, cli):
+    cases = [
+        (("evaluate", tmp_path / "nope", counts), "does not exist"),
+        (("evaluate", "nope", counts, "--runs-dir", run.parent), "no run 'nope' in"),
+        (("evaluate", run, tmp_path / "missing"), "does not exist"),
+        (("evaluate", run, counts, counts / "valid", "--name", "x"), "--name names one set"),
+        (("evaluate", run, counts, "--name", "../x"), "one folder name"),
+    ]
+    for args, fragment in cases:
+        r = cli(*args)
+        assert r.returncode == 2, args
+        assert_one_line_error(r, fragment)
+
+
+def test_damaged_images_are_skipped_listed_and_exit_3(run, counts, tmp_path, cli):
+    split = tmp_path / "copy" / "valid"  # a single split folder: the set "copy-valid"
+    shutil.copytree(counts / "valid", split)
+    truncated, empty = sorted((split / "2").glob("*.png"))[:2]
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    empty.write_bytes(b"")
+    proc = cli("evaluate", run, split)
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    for bad in (truncated, empty):
+        assert sum(ln.startswith(f"warning: skipped {bad}: ") for ln in lines) == 1
+    assert "warning: 2 image(s) skipped (not scored):" in proc.stderr
+    out = run / "eval" / "copy-valid"
+    m = _metrics(out)
+    assert m["images"] == 16 and {s["path"] for s in m["skipped"]} == {str(truncated), str(empty)}
+    assert len(_rows(out / "predictions.csv")) == 16
+
+
+@pytest.fixture(scope="module")
+def held(tmp_path_factory) -> Path:
+    """Counts 1-4 with 3 held out (only in test/), `countnet gen --holdout` as a user runs it."""
+    out = tmp_path_factory.mktemp("data") / "held"
+    run_countnet("gen", "--range", "1-4", "--holdout", "3", "--per-class", "6", "--size", "32",
+                 "--radius", "3", "--out", out, "-q", check=True)  # fmt: skip
+    return out
+
+
+def test_a_regression_run_reports_mae_per_count_seen_or_not(held, tmp_path, cli):
+    # weights only matter as numbers here: a random regression network trained on 1, 2, 4
+    reg = fake_run(tmp_path / "reg", "resnet18", 32, None, regression=True)
+    meta = json.loads((reg / "model.json").read_text())
+    (reg / "model.json").write_text(json.dumps({**meta, "classes": ["1", "2", "4"]}))
+    r = cli("evaluate", reg, held)
+    assert r.returncode == 0, r.stderr
+    out = reg / "eval" / "held"
+    m = _metrics(out)
+    assert m["task"] == "regression" and list(m["splits"]) == ["valid", "test"]
+    assert m["unknown_classes"] == []  # an unseen count is a question, not an error
+    preds = pd.read_csv(out / "predictions.csv")
+    assert list(preds.columns) == ["path", "true", "predicted", "count"]
+    assert set(preds["true"]) == {1, 2, 3, 4}
+    for c, e in m["per_count"].items():
+        mine = preds[preds["true"] == int(c)]
+        assert e["n"] == len(mine) and e["seen"] == (c != "3")
+        assert e["mae"] == pytest.approx((mine["count"] - int(c)).abs().mean(), abs=1e-3)
+        assert e["bias"] == pytest.approx((mine["count"] - int(c)).mean(), abs=1e-3)
+    test = preds[preds["path"].str.startswith("test/")]
+    assert set(test["true"]) == {3} and m["splits"]["test"]["images"] == len(test)
+    assert m["mae"] == pytest.approx((preds["count"] - preds["true"]).abs().mean(), abs=1e-3)
+    assert (out / "scatter.png").is_file() and not (out / "confusion_matrix.png").exists()
+    assert "MAE" in r.stdout
