@@ -666,3 +666,51 @@ def _evaluate_one(predictor, labelled, folder: Path):
     rate = m["images"] / max(seconds, 1e-9)
     typer.echo(f"wrote {out} ({m['images']} images in {seconds:.1f}s, {rate:.0f}/s)", err=True)
     return scored
+
+
+BASELINE_EXAMPLES = """
+[bold]Examples[/bold]
+
+  countnet baseline datasets/count-1-5_r6_s224_n1000   [dim]# writes runs/baselines/<set>/[/dim]
+
+  countnet baseline datasets/count-1-5_r6_s224_n1000 datasets/threes --runs-dir results
+"""
+
+
+@app.command("baseline", epilog=BASELINE_EXAMPLES)
+def baseline_cmd(
+    data: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Counting sets: folders holding train/<count>/ and valid/<count>/ (test/ "
+            "where present), as countnet gen writes them."
+        ),
+    ],
+    runs_dir: Annotated[
+        Path, typer.Option(help="Results go to RUNS_DIR/baselines/<set name>/.")
+    ] = Path("runs"),
+) -> None:
+    """Count circles without learning (scikit-image): threshold, connected components, shape
+    filters and a watershed for overlapping circles, fitted on train/ and scored on valid/
+    and test/ as a CNN is. Writes metrics.json and predictions.csv per set."""
+    from rich.console import Console
+    from rich.table import Table
+
+    # lazy: start-up imports only what the command run needs (skimage, SciPy)
+    from countnet_classify.classical import run_baseline, write_baseline
+
+    names = [p.resolve().name for p in data]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise CountnetError(f"two sets are named {twice[0]}: their results would share a folder")
+    table = Table("set", "images", "count by", "roundness ≥", "error", "MAE", "train error")
+    for path in data:
+        metrics, rows = run_baseline(path.resolve())
+        folder = write_baseline(metrics, rows, runs_dir / "baselines" / metrics["set"])
+        p = metrics["params"]
+        table.add_row(
+            metrics["set"], str(metrics["images"]), p["count_by"], f"{p['min_roundness']:g}",
+            f"{metrics['error_rate']:.4f}", f"{metrics['mae']:.4f}", f"{p['train_error_rate']:.4f}",
+        )  # fmt: skip
+        typer.echo(f"wrote {folder}", err=True)
+    Console(width=200).print(table)
