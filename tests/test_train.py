@@ -29,6 +29,7 @@ RUN_FILES = {
     "confusion_matrix.png",
     "top_losses.png",
     "batch.png",
+    "maps.png",
     "model.safetensors",
     "model.json",
     "skipped.txt",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from fastai.interpret import ClassificationInterpretation
 from countnet.atomic import write_text_atomic
 from countnet.errors import CountnetError
 from countnet.tables import read_csv, write_csv
-from countnet_classify import plots, run_folder
+from countnet_classify import maps, plots, run_folder
 from countnet_classify.cost import COST_JSON, model_cost
 from countnet_classify.evaluate import evaluate
 from countnet_classify.prepare import PreparedRun
@@ -56,6 +57,8 @@ def finish_run(
             learn.dls = _with_same_normalization(run.file_dls(), learn.dls)
         write_figures(learn, partial, metrics, evaluated[0] if evaluated else None)
     run_folder.export_weights(partial, learn.model, model_meta(spec, run, learn))
+    if figures:
+        record["maps"] = write_maps(partial, run.screened.items, say)
     _write_cost(spec, run)
     reg = evaluated[1] if evaluated else None
     record.update(status="complete", summary=summary(spec, metrics, total, session, reg))
@@ -87,6 +90,24 @@ def model_meta(spec: RunSpec, run: PreparedRun, learn) -> dict[str, Any]:
         "format": "safetensors state dict of countnet_classify.model.build_model"
         "(arch, n, head, head_dropout, regression)",
     }
+
+
+def write_maps(run_dir: Path, items: list, say) -> dict:
+    """maps.png from the exported weights; a failure to draw is a line in the log and a
+    note in config.yaml, never a lost run."""
+    t0 = time.perf_counter()
+    try:
+        drawn = maps.write_maps(run_dir, items, say)
+    except Exception as e:  # any: a figure is not worth the trained run
+        why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+        say(f"maps: none drawn ({why})")
+        return {"method": None, "note": f"drawing failed: {why}"}
+    seconds = time.perf_counter() - t0
+    if drawn["method"]:
+        cells = "x".join(map(str, drawn["grid"]))
+        say(f"maps: {drawn['method']} ({cells} cells) of {drawn['images']} validation images, "
+            f"{seconds:.1f} s")  # fmt: skip
+    return {**drawn, "seconds": round(seconds, 2)}
 
 
 def _write_cost(spec: RunSpec, run: PreparedRun) -> None:

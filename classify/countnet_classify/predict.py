@@ -74,6 +74,7 @@ class Predictor:
 
             # the graph normalises: only fastai's item transforms and the [0, 1] scaling here
             self.items, self.batch = _pipeline({**meta, "normalize": None})
+            self.model = None
         else:
             model, meta = load_predictor(run_or_weights)
 
@@ -82,6 +83,7 @@ class Predictor:
                 return y if is_regression(meta) else torch.log_softmax(y, dim=1)
 
             self.items, self.batch = _pipeline(meta)
+            self.model = model  # eval mode, fp32, on the CPU (maps reads it)
         self.meta, self.outputs = meta, outputs
 
     def __call__(self, images: list[Path], *, bs: int = 64) -> list[Prediction]:

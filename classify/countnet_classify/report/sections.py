@@ -37,6 +37,7 @@ FIGURES = (
     ("top_losses.png", "Top losses"),
     ("scatter.png", "Predicted vs true count"),  # --task regression
     ("residuals.png", "Residual by count"),
+    ("maps.png", "Where the count comes from"),  # countnet_classify.maps
     ("batch.png", "Sample training images (augmented)"),
 )
 SUMMARY_COLUMNS = (
@@ -174,14 +175,22 @@ def run_section(v: RunView) -> list[Block]:
         blocks += [Heading(3, "Counts: seen and unseen")]
         blocks += [Table(evaluate.GROUP_COLUMNS, evaluate.group_rows(s))]
         blocks += [Table(evaluate.COUNT_COLUMNS, evaluate.count_rows(s))]
-    figures = [(v.path / f, t) for f, t in FIGURES if (v.path / f).is_file()]
+    figures = [(v.path / f, figure_title(v, f, t)) for f, t in FIGURES if (v.path / f).is_file()]
     blocks.append(Figures(figures, titled=True))
+    if (v.path / "maps.png").is_file() and (caption := (v.config.get("maps") or {}).get("caption")):
+        blocks.append(Para.of("Maps: ", caption))
     if v.selection:
         blocks += [Heading(3, "Transform selection"), Table(*selection_rows(v.selection))]
         blocks += [Para.of(selection_text(v.selection))]
     blocks += [Heading(3, "Dataset"), Table(["", ""], dataset_rows(v))]
     blocks += [Heading(3, "Skipped files"), FileList(v.skipped, see="skipped.txt")]
     return blocks
+
+
+def figure_title(v: RunView, name: str, title: str) -> str:
+    """A figure's title; the maps' says how they were made (config.yaml's "maps")."""
+    method = (v.config.get("maps") or {}).get("method")
+    return f"{title} ({method})" if name == "maps.png" and method else title
 
 
 def blog_columns(v: RunView) -> tuple[str, ...]:
