@@ -139,7 +139,10 @@ def test_the_config_schema_knows_every_run_option():
 
 
 def test_the_config_schema_knows_every_dataset_option():
-    dataset = SCHEMA["properties"]["datasets"]["additionalProperties"]
+    dataset = SCHEMA["definitions"]["datasetOptions"]  # datasets:, probe_defaults:, probes:
+    assert SCHEMA["properties"]["datasets"]["additionalProperties"]["allOf"][0] == {
+        "$ref": "#/definitions/datasetOptions"
+    }
     # "range" is the config's (and the CLI's) word for counts; the name is the config's key
     names = {"range" if f.name == "counts" else f.name for f in dataclasses.fields(DatasetSpec)}
     assert set(dataset["properties"]) == names - {"name"}

@@ -60,6 +60,25 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return {name: base / "runs" / name for name in sets}
 
 
+@pytest.fixture(scope="module")
+def scores(runs, tmp_path_factory) -> list[Path]:
+    """The counting run scored on a set of smaller circles (`countnet evaluate`, into the
+    run's eval/), and the classical counter on both sets (`countnet baseline`)."""
+    from countnet_gen.spec import DatasetSpec
+    from countnet_gen.writer import generate
+
+    base = tmp_path_factory.mktemp("report-scores")
+    spec = DatasetSpec(counts=(1, 3), per_class=8, size=32, radius=(2, 2), valid_pct=0.5, seed=1)
+    probe = generate(spec, base / "count-1-3_r2_s32_n8", workers=1)
+    run = runs["count-1-3-tiny-sample"]
+    r = run_countnet("evaluate", run, probe, "--name", "smaller")
+    assert r.returncode == 0, r.stderr
+    trained_on = Path(yaml.safe_load((run / "config.yaml").read_text())["data"]["root"])
+    r = run_countnet("baseline", trained_on, probe, "--runs-dir", base)
+    assert r.returncode == 0, r.stderr
+    return [base / "baselines" / trained_on.name, base / "baselines" / probe.name]
+
+
 def report(tmp_path: Path, *run_dirs: Path, cli=run_countnet) -> tuple[str, Path]:
     """`countnet report` on ``run_dirs``, a fresh process unless ``cli`` is the in-process
     one (quicker where a test writes several reports)."""
@@ -129,13 +148,16 @@ def right_border_painted(shot: np.ndarray, table: dict) -> bool:
     reason="no headless Chromium here: .ci/run installs Debian's chromium where it runs as "
     "root with apt-get",
 )
-def test_every_table_fits_a_1280_px_window(runs, tmp_path):
-    _, page = report(tmp_path, *runs.values())
+def test_every_table_fits_a_1280_px_window(runs, scores, tmp_path):
+    _, page = report(tmp_path, *runs.values(), *scores)
     at = layout(page, tmp_path)
     assert at["width"] <= WIDTH, f"the page is {at['width']} px wide"
     # the summary's last columns, the ones a 1280 px window used to hide, are there
     last = ["best error_rate", "wall time", "device"]
-    assert any(t["head"][-3:] == last for t in at["tables"]) and len(at["tables"]) >= 7
+    assert any(t["head"][-3:] == last for t in at["tables"]) and len(at["tables"]) >= 9
+    # and #29's tables: the runs on shifted sets, the classical counter beside the CNN
+    assert any(t["head"][:3] == ["run", "own validation", "smaller"] for t in at["tables"])
+    assert any(t["head"][3] == "classical error_rate" for t in at["tables"] if len(t["head"]) > 3)
 
     shot_png = tmp_path / "page.png"
     chromium(page, int(at["height"]) + 1, f"--screenshot={shot_png}", profile=tmp_path / "c2")

@@ -44,10 +44,13 @@ datasets:
 train: {arch: resnet18, size: 32, bs: 8, epochs: 1, lr: 0.003, lr_find_iters: 0, workers: 0,
        head: linear}
 select_transforms: {candidates: [none, dihedral, aug], epochs: 1, lr: 0.001}
+probe_defaults: {per_class: 8, valid_pct: 0.5, holdout: [], seed: 1}
 experiments:
-  a: {data: tiny-a, lr: auto, lr_find_iters: 30}  # the LR finder in the workflow
+  a: {data: tiny-a, lr: auto, lr_find_iters: 30,  # the LR finder in the workflow
+      probes: {smaller: {radius: 2}, colours: {fg: "#d62728", bg: "#fff3c4"}}}
   b: {data: tiny-b, transforms: flips, head: fastai, task: regression, loss: l1, gpus: 2,
-      device: cpu}  # data-parallel: two CPU processes
+      device: cpu,  # data-parallel: two CPU processes
+      probes: {wider: {range: 2-6}}}  # counts it never saw, on both sides
   a-shapes: {data: tiny-a-shapes, lr: auto, lr_find_iters: 30}  # a's budget: paired with a
   mine: {data: data/mine, optional: true}
 sweeps:
@@ -120,22 +123,45 @@ def test_tiny_workflow_end_to_end(tmp_path):
     assert "| b | tiny-b | l1 | 4 |" in unseen
     assert "| epoch | train_loss | valid_loss | error_rate | mae | rmse | time |" in md
 
+    # What did it learn: each run scored on its probes, the classical counter on every set
+    probe = json.loads((tmp_path / "runs/probes/a/smaller/metrics.json").read_text())
+    assert probe["run"] == "a" and probe["dataset_params"]["radius"] == "2"
+    assert probe["images"] == 8  # 4 an image count in valid/, two counts
+    wider = json.loads((tmp_path / "runs/probes/b/wider/metrics.json").read_text())
+    assert sorted(wider["per_count"]) == ["2", "3", "4", "5", "6"] and "mae" in wider
+    for name in ("tiny-a", "tiny-a-smaller", "tiny-a-colours", "tiny-b", "tiny-b-wider"):
+        classical = json.loads((tmp_path / f"runs/baselines/{name}/metrics.json").read_text())
+        assert classical["method"].startswith("threshold") and classical["images"] > 0
+    beyond = md.split("## Beyond the training set", 1)[1].split("\n## ", 1)[0]
+    (row,) = [ln for ln in beyond.splitlines() if ln.startswith("| a |")]
+    assert f"| {probe['error_rate']:.3f} (" in row and "radius 3 → 2" in row
+    (row,) = [ln for ln in beyond.splitlines() if ln.startswith("| b |")]
+    assert f"| {wider['mae']:.3f} (" in row and "counts 3-5 → 2-6" in row
+    table = md.split("## A classical counter beside the CNN", 1)[1].split("\n## ", 1)[0]
+    (row,) = [ln for ln in table.splitlines() if ln.startswith("| tiny-a-smaller |")]
+    assert "probe of a: radius 3 → 2" in row
+    assert "background:hsl(" in (tmp_path / "runs" / "report.html").read_text()
+
     assert planned_jobs(tmp_path, cfg) == {}  # nothing to be done
 
-    # A changed parameter reruns what it changes (Snakemake's params trigger, which compares
-    # only builtin values: the rules pass specs as plain dicts): set a, its selection and
-    # run, and the report; set b is kept.
-    # Removing one run folder reruns that run and the report, nothing else; where and how a
-    # run goes (loader workers, device, quiet) is not what it computes: no other rerun.
+    # Removing one run folder reruns that run, its probe job and the report, nothing else;
+    # where and how a run goes (loader workers, device, quiet) is not what it computes.
     shutil.rmtree(tmp_path / "runs" / "b")
     cfg.write_text(TINY.replace("workers: 0", "workers: 1"))
-    assert planned_jobs(tmp_path, cfg) == {"train": 1, "report": 1, "all": 1, "total": 3}
+    assert planned_jobs(tmp_path, cfg) == {
+        "train": 1, "probe": 1, "report": 1, "all": 1, "total": 4
+    }  # fmt: skip
+    # A changed parameter reruns what it changes (Snakemake's params trigger, which compares
+    # only builtin values: the rules pass specs as plain dicts): set a and its probe sets
+    # (made from its options), their classical scores, its selection, run and probe job,
+    # and the report; set b is kept (b's run and probe job, removed above, are still due).
     a_32 = "tiny-a: {range: 1-2, per_class: 12, size: 32"
     bigger = TINY.replace(a_32, a_32.replace("32", "40"))
     assert bigger != TINY
     cfg.write_text(bigger)
     assert planned_jobs(tmp_path, cfg) == {
-        "gen": 1, "select_transforms": 1, "train": 2, "report": 1, "all": 1, "total": 6
+        "gen": 3, "baseline": 3, "select_transforms": 1, "train": 2, "probe": 2, "report": 1,
+        "all": 1, "total": 13
     }  # fmt: skip
 
 

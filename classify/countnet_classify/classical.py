@@ -437,3 +437,14 @@ def is_baseline(folder: Path) -> bool:
     """Whether ``folder`` holds a baseline's files and nothing else."""
     names = {p.name for p in folder.iterdir()}
     return names <= {"metrics.json", "predictions.csv"} and "metrics.json" in names
+
+
+def baseline_into(data: Path | str, out: Path | str, workers: int | None = None, say=print) -> None:
+    """The workflow's baseline job: the counter fitted on ``data``'s train/, scored, and
+    written to ``out``."""
+    metrics, rows = run_baseline(Path(data).resolve(), workers)
+    write_baseline(metrics, rows, Path(out))
+    say(
+        f"{metrics['set']}: {metrics['images']} images, error_rate {metrics['error_rate']:.4f}, "
+        f"MAE {metrics['mae']:.3f} ({metrics['params']['count_by']})"
+    )

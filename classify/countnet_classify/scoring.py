@@ -29,6 +29,7 @@ from countnet_classify.evaluate import count_stats
 from countnet_classify.labels import TEST, count_values, natural_key
 from countnet_classify.plots import plot_confusion, plot_scatter
 from countnet_classify.predict import Predictor, vet
+from countnet_classify.record import dataset_params
 from countnet_classify.screen import check_data_root, class_dirs, files_under
 
 SPLITS = ("valid", TEST)  # a countnet dataset's scored splits (train/ is what it learned)
@@ -188,8 +189,10 @@ def set_metrics(labelled: LabelledSet, rows: list[dict], meta: dict, unknown: li
     out = {
         "set": labelled.name,
         "path": str(absolute(labelled.root)),
+        "dataset_params": dataset_params(labelled.root),  # None: not a countnet set
         "task": "regression" if regression else "classification",
         **group_metrics(rows, regression),
+        "class_counts": {c: len(rs) for c, rs in by_class.items()},
         "per_class": {
             c: sum(r["predicted"] == c for r in rs) / len(rs)
             for c, rs in sorted(by_class.items(), key=lambda kv: natural_key(kv[0]))
@@ -226,6 +229,7 @@ def write_eval(run_dir: Path, scored: Scored, meta: dict) -> Path:
     regression run, scatter.png), staged beside it and renamed into place; an earlier
     evaluation of the set is replaced, a folder of anything else never."""
     final = absolute(run_dir / EVAL_DIR / scored.labelled.name)
+    scored.metrics.update(run=absolute(run_dir).name, run_path=str(absolute(run_dir)))
     if final.exists() and not is_eval_folder(final):
         raise CountnetError(
             f"{printable(str(final))} holds files countnet evaluate did not write: nothing "
@@ -235,23 +239,26 @@ def write_eval(run_dir: Path, scored: Scored, meta: dict) -> Path:
         exclusive(final, what="evaluation"),
         staging_dir(final, force=True, what="evaluation", replaceable=is_eval_folder) as tmp,
     ):
-        text = json.dumps(scored.metrics, indent=2, allow_nan=False)
-        write_text_atomic(tmp / "metrics.json", text + "\n")
-        rows = scored.rows
-        if is_regression(meta):
-            header = ["path", "true", "predicted", "count"]
-            lines = [[r["path"], r["true"], r["predicted"], f"{r['prediction']:.4f}"] for r in rows]
-            plot_scatter(rows, tmp / "scatter.png")
-        else:
-            header = ["path", "true", "predicted", "probability"]
-            lines = [
-                [r["path"], r["true"], r["predicted"], f"{r['probability']:.6f}"] for r in rows
-            ]
-            true = sorted({r["true"] for r in rows}, key=natural_key)
-            matrix = confusion(rows, true, meta["classes"])
-            plot_confusion(matrix, true, meta["classes"], tmp / "confusion_matrix.png")
-        tables.write_csv(tmp / "predictions.csv", header, lines)
+        write_files(tmp, scored, meta)
     return final
+
+
+def write_files(folder: Path, scored: Scored, meta: dict) -> None:
+    """metrics.json, predictions.csv and the figure into ``folder`` (a staging folder)."""
+    text = json.dumps(scored.metrics, indent=2, allow_nan=False)
+    write_text_atomic(folder / "metrics.json", text + "\n")
+    rows = scored.rows
+    if is_regression(meta):
+        header = ["path", "true", "predicted", "count"]
+        lines = [[r["path"], r["true"], r["predicted"], f"{r['prediction']:.4f}"] for r in rows]
+        plot_scatter(rows, folder / "scatter.png")
+    else:
+        header = ["path", "true", "predicted", "probability"]
+        lines = [[r["path"], r["true"], r["predicted"], f"{r['probability']:.6f}"] for r in rows]
+        true = sorted({r["true"] for r in rows}, key=natural_key)
+        matrix = confusion(rows, true, meta["classes"])
+        plot_confusion(matrix, true, meta["classes"], folder / "confusion_matrix.png")
+    tables.write_csv(folder / "predictions.csv", header, lines)
 
 
 def table_rows(scored: Scored) -> list[list[str]]:
@@ -270,3 +277,28 @@ def table_rows(scored: Scored) -> list[list[str]]:
 
 def table_columns(regression: bool) -> list[str]:
     return ["set", "split", "images", "error_rate", "accuracy", *(["MAE"] if regression else [])]
+
+
+def evaluate_into(
+    run: Path | str, sets: dict[str, Path | str], out_dir: Path | str, say=print
+) -> None:
+    """The workflow's probes: ``run`` scored on each named set, into ``out_dir``/<name>/,
+    staged and renamed as one folder (a rerun replaces it whole)."""
+    folder = run_folder(run)
+    predictor = Predictor(folder)
+    labelled = [read_set(path, name) for name, path in sets.items()]
+    for s in labelled:  # every set's classes checked before any is scored
+        unknown_classes(s, predictor.meta)
+    final = absolute(out_dir)
+    with (
+        exclusive(final, what="probe scores"),
+        staging_dir(final, force=True, what="probe scores") as tmp,
+    ):
+        for s in labelled:
+            scored = score(predictor, s)
+            scored.metrics.update(run=absolute(folder).name, run_path=str(absolute(folder)))
+            (tmp / s.name).mkdir()
+            write_files(tmp / s.name, scored, predictor.meta)
+            m = scored.metrics
+            figure = f"MAE {m['mae']:.3f}" if "mae" in m else f"error_rate {m['error_rate']:.4f}"
+            say(f"{folder.name} on {s.name} ({s.root}): {m['images']} images, {figure}")
