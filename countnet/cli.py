@@ -625,6 +625,7 @@ def evaluate_cmd(
     folder = scoring.run_folder(run, runs_dir)
     predictor = Predictor(folder)  # a bad model is an error before any image is read
     sets = [scoring.read_set(d, name) for d in data]
+    scoring.check_distinct(sets)
     for s in sets:  # every set's classes checked before any is scored
         scoring.unknown_classes(s, predictor.meta)
     regression = predictor.meta.get("task") == "regression"
@@ -664,5 +665,6 @@ def _evaluate_one(predictor, labelled, folder: Path):
         )
     out = scoring.write_eval(folder, scored, predictor.meta)
     rate = m["images"] / max(seconds, 1e-9)
-    typer.echo(f"wrote {out} ({m['images']} images in {seconds:.1f}s, {rate:.0f}/s)", err=True)
+    where = printable(str(out))
+    typer.echo(f"wrote {where} ({m['images']} images in {seconds:.1f}s, {rate:.0f}/s)", err=True)
     return scored

@@ -118,6 +118,7 @@ def test_bad_runs_and_sets_are_one_line(run, counts, tmp_path, cli):
         (("evaluate", run, tmp_path / "missing"), "does not exist"),
         (("evaluate", run, counts, counts / "valid", "--name", "x"), "--name names one set"),
         (("evaluate", run, counts, "--name", "../x"), "one folder name"),
+        (("evaluate", run, counts, counts), "are both named 'counts'"),
     ]
     for args, fragment in cases:
         r = cli(*args)

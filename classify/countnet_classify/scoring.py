@@ -148,13 +148,14 @@ def score(predictor: Predictor, labelled: LabelledSet, *, bs: int = 64) -> Score
         cls, split = truth[Path(pred.path)]
         rel = Path(pred.path).relative_to(labelled.root).as_posix()
         row = {"path": rel, "split": split, "true": cls, "predicted": pred.label}
+        if not math.isfinite(pred.count if pred.count is not None else pred.probability):
+            raise CountnetError("the run's outputs are not finite numbers (diverged weights)")
         if pred.count is None:
             row.update(probability=pred.probability, log_p=pred.log_probs.get(cls))
-        elif not math.isfinite(pred.count):
-            raise CountnetError("the run's counts are not finite numbers (diverged weights)")
         else:
-            known = cls in predictor.meta["classes"]
-            row.update(true=str(int(cls)), count=int(cls), prediction=pred.count, seen=known)
+            count = int(cls)  # a folder "07" is the count 7
+            seen = str(count) in predictor.meta["classes"]
+            row.update(true=str(count), count=count, prediction=pred.count, seen=seen)
             row["rounded"] = int(pred.label)
         rows.append(row)
     metrics = set_metrics(labelled, rows, predictor.meta, unknown)
@@ -266,6 +267,18 @@ def table_rows(scored: Scored) -> list[list[str]]:
 
     rows = [row(s, g) for s, g in m["splits"].items()]
     return [*rows, row("all" if rows else "", m)]
+
+
+def check_distinct(sets: list[LabelledSet]) -> None:
+    """One line if two DATA would be written to the same <run>/eval/<set>/."""
+    seen: dict[str, Path] = {}
+    for s in sets:
+        if s.name in seen:
+            raise CountnetError(
+                f"{printable(str(seen[s.name]))} and {printable(str(s.root))} are both named "
+                f"{printable(s.name)!r}: evaluate them one at a time, each with its own --name"
+            )
+        seen[s.name] = s.root
 
 
 def table_columns(regression: bool) -> list[str]:
