@@ -28,7 +28,7 @@ from countnet_classify.artifact import is_regression, locate
 from countnet_classify.evaluate import count_stats
 from countnet_classify.labels import TEST, count_values, natural_key
 from countnet_classify.plots import plot_confusion, plot_scatter
-from countnet_classify.predict import Predictor, vet
+from countnet_classify.predict import Inputs, Predictor, vet
 from countnet_classify.screen import check_data_root, class_dirs, files_under
 
 SPLITS = ("valid", TEST)  # a countnet dataset's scored splits (train/ is what it learned)
@@ -132,17 +132,26 @@ def _listed(names: list[str], most: int = 8) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > most else "")
 
 
-def score(predictor: Predictor, labelled: LabelledSet, *, bs: int = 64) -> Scored:
-    """Every image of ``labelled`` that decodes predicted by ``predictor``; the others
-    skipped (listed, as `countnet predict` skips them)."""
-    unknown = unknown_classes(labelled, predictor.meta)
-    truth = {f: (c, s) for f, c, s in labelled.items}
+def readable(labelled: LabelledSet) -> Inputs:
+    """The set's files decoded in full: those that decode, and the others with why (as
+    `countnet predict` skips them); a set with none that decodes is one line."""
     inputs = vet([(f, "") for f, _, _ in labelled.items])
     if not inputs.images:
         raise CountnetError(
             f"no readable image in {printable(str(labelled.root))} "
             f"({len(inputs.skipped)} file(s) skipped)"
         )
+    return inputs
+
+
+def score(
+    predictor: Predictor, labelled: LabelledSet, inputs: Inputs | None = None, *, bs: int = 64
+) -> Scored:
+    """Every image of ``labelled`` that decodes (``inputs``: ``readable``'s, found here if
+    not given) predicted by ``predictor``; the others skipped and listed."""
+    unknown = unknown_classes(labelled, predictor.meta)
+    truth = {f: (c, s) for f, c, s in labelled.items}
+    inputs = inputs or readable(labelled)
     rows = []
     for pred in predictor(inputs.images, bs=bs):
         cls, split = truth[Path(pred.path)]
