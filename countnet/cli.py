@@ -625,13 +625,15 @@ def evaluate_cmd(
     folder = scoring.run_folder(run, runs_dir)
     predictor = Predictor(folder)  # a bad model is an error before any image is read
     sets = [scoring.read_set(d, name) for d in data]
+    scoring.check_distinct(sets)
     for s in sets:  # every set's classes checked before any is scored
         scoring.unknown_classes(s, predictor.meta)
+    inputs = [scoring.readable(s) for s in sets]  # and every set's images decoded
     regression = predictor.meta.get("task") == "regression"
     table = Table(*scoring.table_columns(regression), title=f"{folder.name} evaluated")
     skipped = []
-    for s in sets:
-        scored = _evaluate_one(predictor, s, folder)
+    for s, found in zip(sets, inputs, strict=True):
+        scored = _evaluate_one(predictor, s, found, folder)
         for row in scoring.table_rows(scored):
             table.add_row(*row)
         skipped += scored.skipped
@@ -643,7 +645,7 @@ def evaluate_cmd(
         raise typer.Exit(SKIPPED_STATUS)
 
 
-def _evaluate_one(predictor, labelled, folder: Path):
+def _evaluate_one(predictor, labelled, inputs, folder: Path):
     """One set scored and written, its warnings and where it went on stderr."""
     import time
 
@@ -651,7 +653,7 @@ def _evaluate_one(predictor, labelled, folder: Path):
     from countnet_classify import scoring
 
     t0 = time.perf_counter()
-    scored = scoring.score(predictor, labelled)
+    scored = scoring.score(predictor, labelled, inputs)
     seconds = time.perf_counter() - t0
     for path, why in scored.skipped:
         typer.echo(f"warning: skipped {printable(str(path))}: {why}", err=True)
@@ -664,7 +666,8 @@ def _evaluate_one(predictor, labelled, folder: Path):
         )
     out = scoring.write_eval(folder, scored, predictor.meta)
     rate = m["images"] / max(seconds, 1e-9)
-    typer.echo(f"wrote {out} ({m['images']} images in {seconds:.1f}s, {rate:.0f}/s)", err=True)
+    where = printable(str(out))
+    typer.echo(f"wrote {where} ({m['images']} images in {seconds:.1f}s, {rate:.0f}/s)", err=True)
     return scored
 
 

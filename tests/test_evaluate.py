@@ -109,6 +109,12 @@ def test_a_set_with_none_of_its_classes_is_refused(run, counts, tmp_path, cli):
     assert_one_line_error(proc, "has none of the run's classes (1, 2, 3)", "cats, dogs")
     # refused before anything was scored: the good set beside it is not written either
     assert sorted((p, p.stat().st_mtime_ns) for p in run.rglob("*")) == before
+    (tmp_path / "junk" / "2").mkdir(parents=True)
+    (tmp_path / "junk" / "2" / "a.png").write_bytes(b"")
+    proc = cli("evaluate", run, counts, tmp_path / "junk")
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "no readable image in", "1 file(s) skipped")
+    assert sorted((p, p.stat().st_mtime_ns) for p in run.rglob("*")) == before
 
 
 def test_bad_runs_and_sets_are_one_line(run, counts, tmp_path, cli):
@@ -118,6 +124,7 @@ def test_bad_runs_and_sets_are_one_line(run, counts, tmp_path, cli):
         (("evaluate", run, tmp_path / "missing"), "does not exist"),
         (("evaluate", run, counts, counts / "valid", "--name", "x"), "--name names one set"),
         (("evaluate", run, counts, "--name", "../x"), "one folder name"),
+        (("evaluate", run, counts, counts), "are both named 'counts'"),
     ]
     for args, fragment in cases:
         r = cli(*args)

@@ -88,14 +88,21 @@ class Predictor:
 
     def __call__(self, images: list[Path], *, bs: int = 64) -> list[Prediction]:
         """Each image's prediction, in order (each must decode: see ``gather``)."""
+        chunks = [images[i : i + bs] for i in range(0, len(images), bs)]
         out: list[Prediction] = []
-        with torch.inference_mode():
-            for i in range(0, len(images), bs):
-                chunk = images[i : i + bs]
-                x = self.batch(TensorImage(torch.stack([self.items(Path(p)) for p in chunk])))
+        # the next batch is decoded (PIL: mostly outside the GIL) while this one runs forward
+        with ThreadPoolExecutor(1) as pool, torch.inference_mode():
+            pending = pool.submit(self._batch, chunks[0]) if chunks else None
+            for k, chunk in enumerate(chunks):
+                x = pending.result()
+                if k + 1 < len(chunks):
+                    pending = pool.submit(self._batch, chunks[k + 1])
                 rows = zip(chunk, self.outputs(x), strict=True)
                 out += [self._prediction(p, row) for p, row in rows]
         return out
+
+    def _batch(self, chunk: list[Path]) -> torch.Tensor:
+        return self.batch(TensorImage(torch.stack([self.items(Path(p)) for p in chunk])))
 
     def _prediction(self, path: Path | str, row: torch.Tensor) -> Prediction:
         if is_regression(self.meta):

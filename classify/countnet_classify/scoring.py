@@ -28,7 +28,7 @@ from countnet_classify.artifact import is_regression, locate
 from countnet_classify.evaluate import count_stats
 from countnet_classify.labels import TEST, count_values, natural_key
 from countnet_classify.plots import plot_confusion, plot_scatter
-from countnet_classify.predict import Predictor, vet
+from countnet_classify.predict import Inputs, Predictor, vet
 from countnet_classify.record import dataset_params
 from countnet_classify.screen import check_data_root, class_dirs, files_under
 
@@ -133,29 +133,39 @@ def _listed(names: list[str], most: int = 8) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > most else "")
 
 
-def score(predictor: Predictor, labelled: LabelledSet, *, bs: int = 64) -> Scored:
-    """Every image of ``labelled`` that decodes predicted by ``predictor``; the others
-    skipped (listed, as `countnet predict` skips them)."""
-    unknown = unknown_classes(labelled, predictor.meta)
-    truth = {f: (c, s) for f, c, s in labelled.items}
+def readable(labelled: LabelledSet) -> Inputs:
+    """The set's files decoded in full: those that decode, and the others with why (as
+    `countnet predict` skips them); a set with none that decodes is one line."""
     inputs = vet([(f, "") for f, _, _ in labelled.items])
     if not inputs.images:
         raise CountnetError(
             f"no readable image in {printable(str(labelled.root))} "
             f"({len(inputs.skipped)} file(s) skipped)"
         )
+    return inputs
+
+
+def score(
+    predictor: Predictor, labelled: LabelledSet, inputs: Inputs | None = None, *, bs: int = 64
+) -> Scored:
+    """Every image of ``labelled`` that decodes (``inputs``: ``readable``'s, found here if
+    not given) predicted by ``predictor``; the others skipped and listed."""
+    unknown = unknown_classes(labelled, predictor.meta)
+    truth = {f: (c, s) for f, c, s in labelled.items}
+    inputs = inputs or readable(labelled)
     rows = []
     for pred in predictor(inputs.images, bs=bs):
         cls, split = truth[Path(pred.path)]
         rel = Path(pred.path).relative_to(labelled.root).as_posix()
         row = {"path": rel, "split": split, "true": cls, "predicted": pred.label}
+        if not math.isfinite(pred.count if pred.count is not None else pred.probability):
+            raise CountnetError("the run's outputs are not finite numbers (diverged weights)")
         if pred.count is None:
             row.update(probability=pred.probability, log_p=pred.log_probs.get(cls))
-        elif not math.isfinite(pred.count):
-            raise CountnetError("the run's counts are not finite numbers (diverged weights)")
         else:
-            known = cls in predictor.meta["classes"]
-            row.update(true=str(int(cls)), count=int(cls), prediction=pred.count, seen=known)
+            count = int(cls)  # a folder "07" is the count 7
+            seen = str(count) in predictor.meta["classes"]
+            row.update(true=str(count), count=count, prediction=pred.count, seen=seen)
             row["rounded"] = int(pred.label)
         rows.append(row)
     metrics = set_metrics(labelled, rows, predictor.meta, unknown)
@@ -273,6 +283,18 @@ def table_rows(scored: Scored) -> list[list[str]]:
 
     rows = [row(s, g) for s, g in m["splits"].items()]
     return [*rows, row("all" if rows else "", m)]
+
+
+def check_distinct(sets: list[LabelledSet]) -> None:
+    """One line if two DATA would be written to the same <run>/eval/<set>/."""
+    seen: dict[str, Path] = {}
+    for s in sets:
+        if s.name in seen:
+            raise CountnetError(
+                f"{printable(str(seen[s.name]))} and {printable(str(s.root))} are both named "
+                f"{printable(s.name)!r}: evaluate them one at a time, each with its own --name"
+            )
+        seen[s.name] = s.root
 
 
 def table_columns(regression: bool) -> list[str]:
