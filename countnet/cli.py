@@ -102,12 +102,14 @@ def train_cmd(ctx: typer.Context, **options: Any) -> None:
     """
     # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.run_folder import resume_hint, resumed_options
-    from countnet_classify.train import train
 
     if options["resume"]:
         given = {k for k in options if _given(ctx, k)}
         options = resumed_options(spec_values(RunSpec, options), given)
     spec = _run_spec(options)
+    # after the options' checks: a mistyped option is one line without torch's imports first
+    from countnet_classify.train import train
+
     retain_freed_memory_for_training()  # this process is ours
     try:
         train(spec, say=lambda msg: typer.echo(msg, err=True))

@@ -37,18 +37,12 @@ from countnet.cpus import usable_cpus
 from countnet.errors import NO_SPACE, CountnetError
 from countnet.progress import progress_bar
 from countnet_classify.screen import Screened
+from countnet_classify.stamps import cache_root, file_stamp
 
 FORMAT = 2  # bump when the layout or the decoding changes: old entries are never reused
 SPLITS = ("train", "valid")
 # posix_fallocate's answers where a file system cannot allocate ahead
 UNSUPPORTED = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
-
-
-def cache_root() -> Path:
-    if os.environ.get("COUNTNET_CACHE_DIR"):
-        return Path(os.environ["COUNTNET_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "countnet"
 
 
 def decoded_dir() -> Path:
@@ -76,13 +70,6 @@ def cache_key(sc: Screened, size: int) -> str:
             f"{file_stamp(path)}\t{label}\t{int(is_valid)}\n".encode("utf-8", "surrogateescape")
         )
     return h.hexdigest()
-
-
-def file_stamp(path: Path) -> str:
-    """What identifies a file's bytes without reading them: its resolved path, size, mtime,
-    inode and ctime (a rewrite changes the ctime even when the mtime is set back)."""
-    st = path.stat()
-    return f"{path.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ino}\t{st.st_ctime_ns}"
 
 
 def _load(folder: Path, classes: list[str], size: int, built: bool) -> DecodedSplits:

@@ -82,8 +82,12 @@ def check_spec(spec: RunSpec) -> tuple[tuple[str, str], torch.device, str]:
     precision = resolve_precision(spec.precision, device)
     if spec.lr_find_iters == 0 and lr_rule(spec):
         raise CountnetError(f"--lr {spec.lr} needs the LR finder: set --lr-find-iters > 0")
-    # feature maps that shrink to nothing: a traceback in the LR finder otherwise
-    check_input_size(build_model(spec.arch, 2, spec.head, spec.dropout), spec.size)
+    # feature maps that shrink to nothing: a traceback in the LR finder otherwise. Only the
+    # shapes and memory matter: built on the meta device and given memory, not initialised
+    # weights (a ResNet's random init was seconds of every run's start-up: BENCHMARKS.md)
+    with torch.device("meta"):
+        model = build_model(spec.arch, 2, spec.head, spec.dropout)
+    check_input_size(model.to_empty(device="cpu"), spec.size)
     return transforms, device, precision
 
 

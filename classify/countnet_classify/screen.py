@@ -5,12 +5,19 @@ readable image is decoded to RGB by ``images.open_rgb`` (grayscale, RGBA, palett
 CMYK), within its decoding memory budget however many threads decode. A ``test/`` split
 beside train/ and valid/ (`countnet gen --holdout`) is found and vetted the same way;
 fingerprints of the files let a run notice that they changed.
+
+Each screening's verdicts are kept in the cache folder (``screened/``, once the decoded cache
+has made the folder), keyed by every file's stamp (path, size, mtime, inode, ctime: what
+the decoded cache's key covers), so the next run on the same unchanged files (the
+workflow's every job on a set) skips decoding them all again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import json
 import stat
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -19,13 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import PIL
 from PIL import Image, UnidentifiedImageError
 
+from countnet.atomic import write_text_atomic
 from countnet.cpus import usable_cpus
 from countnet.errors import CountnetError
 from countnet_classify.labels import TEST, count_values, natural_key
+from countnet_classify.stamps import cache_root, file_stamp
 
 IMBALANCE_RATIO = 3.0  # largest / smallest class above this is flagged
+VERDICTS = 1  # bump when check_image's verdicts change: earlier screenings are not reused
 
 
 @dataclass
@@ -179,8 +190,7 @@ def screen(data: Path | str, *, valid_pct: float, seed: int, threads: int = 8) -
             f"{root} needs at least two class folders (found: {found}); expected "
             f"{root}/<class>/*.jpg or {root}/train/<class>/ and {root}/valid/<class>/"
         )
-    with ThreadPoolExecutor(threads) as pool:
-        problems = list(pool.map(check_image, [e[0] for e in entries]))
+    problems = checked([e[0] for e in entries], threads)
     items = [e for e, p in zip(entries, problems, strict=True) if p is None]
     skipped = [(e[0], p) for e, p in zip(entries, problems, strict=True) if p is not None]
     if not items:
@@ -212,6 +222,48 @@ def screen(data: Path | str, *, valid_pct: float, seed: int, threads: int = 8) -
         classes=classes,
         fingerprint=fingerprint(root, [e[0] for e in entries]),
     )
+
+
+def checked(paths: list[Path], threads: int = 8) -> list[str | None]:
+    """``check_image``'s verdict on each of ``paths``: an earlier screening's, when it saw
+    the same files (by their stamps), else by decoding each (and kept for the next)."""
+    memo, key = _verdicts_file(paths)
+    if memo is not None and (problems := _recorded(memo, key, len(paths))) is not None:
+        return problems
+    with ThreadPoolExecutor(threads) as pool:
+        problems = list(pool.map(check_image, paths))
+    # Kept only in a cache folder that exists (the decoded cache makes it): screening never
+    # creates one. One that cannot be written (full, read-only) only costs the next run.
+    if memo is not None and memo.parent.parent.is_dir():
+        with contextlib.suppress(OSError, CountnetError):
+            memo.parent.mkdir(exist_ok=True)
+            write_text_atomic(memo, json.dumps({"key": key, "problems": problems}))
+    return problems
+
+
+def _recorded(memo: Path, key: str, n: int) -> list[str | None] | None:
+    """The verdicts ``memo`` holds for ``key`` (None: no such file, or a damaged one)."""
+    try:
+        record = json.loads(memo.read_text())
+        problems = record["problems"] if record["key"] == key else None
+    except (OSError, ValueError, RecursionError, KeyError, TypeError):
+        return None
+    if not (isinstance(problems, list) and len(problems) == n):
+        return None
+    return problems if all(p is None or isinstance(p, str) for p in problems) else None
+
+
+def _verdicts_file(paths: list[Path]) -> tuple[Path | None, str]:
+    """The cache file of the verdicts on ``paths`` and their key (None: a file that cannot
+    be stamped, such as a broken link, is screened afresh every time)."""
+    h = hashlib.sha256(f"countnet-screened v{VERDICTS} Pillow {PIL.__version__}\n".encode())
+    try:
+        for p in paths:
+            h.update(f"{p}\t{file_stamp(p)}\n".encode("utf-8", "surrogateescape"))
+    except (OSError, RuntimeError):  # broken or looping links
+        return None, ""
+    key = h.hexdigest()
+    return cache_root() / "screened" / f"{key[:32]}.json", key
 
 
 def _stratified_split(items, classes, valid_pct, seed):
@@ -250,8 +302,7 @@ def screen_test(root: Path) -> tuple[list[tuple[Path, int]], list[tuple[Path, st
     per count, a fingerprint of every file; nothing without a test/ folder)."""
     folders = find_test_folders(root)
     entries = [(f, c) for c, files in folders.items() for f in files]
-    with ThreadPoolExecutor(min(8, usable_cpus())) as pool:
-        problems = list(pool.map(check_image, [f for f, _ in entries]))
+    problems = checked([f for f, _ in entries], min(8, usable_cpus()))
     items = [e for e, why in zip(entries, problems, strict=True) if why is None]
     skipped = [(e[0], why) for e, why in zip(entries, problems, strict=True) if why is not None]
     info = {}

@@ -7,13 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from countnet.malloc import retain_freed_memory
 from countnet.options import spec_options, spec_values
-from countnet.progress import progress_bar
 from countnet_gen.spec import DatasetSpec, range_text
-from countnet_gen.writer import generate
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -63,6 +60,13 @@ def gen(
     ImageDataLoaders.from_folder), manifest.csv (every circle's x, y, r per image) and
     dataset.json (parameters, seed, package versions).
     """
+    from rich.console import Console
+
+    # here, not at import: `countnet --help` and every other verb import this module, and
+    # the writer loads numpy and Pillow, the progress bar rich's
+    from countnet.progress import progress_bar
+    from countnet_gen.writer import generate
+
     spec = DatasetSpec(**spec_values(DatasetSpec, options))
     retain_freed_memory()  # this process is ours: with --workers 1 it renders too
     t0 = time.perf_counter()

@@ -19,12 +19,15 @@ areas; the anti-aliased rims add about 0.26 px^2 an object.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from countnet.errors import CountnetError
+
+if TYPE_CHECKING:  # numpy loads when a set is drawn, not for `countnet --help` (spec imports us)
+    import numpy as np
 
 SHAPES = ("square", "triangle", "ring")
 SIDES = {"square": 4, "triangle": 3, "ring": 0}  # 0: round, no angle
@@ -56,8 +59,15 @@ AREA = {
     "triangle": _polygon_area(3),
     "ring": math.pi * (1 - (1 - RING_WIDTH) ** 2),
 }
-_AREA = np.array([AREA[s] for s in SHAPES])
-_PERIOD = np.array([2 * math.pi / SIDES[s] if SIDES[s] else 0.0 for s in SHAPES])
+
+
+@functools.cache
+def _tables() -> tuple[np.ndarray, np.ndarray]:
+    """AREA and each shape's symmetry period as arrays indexed like SHAPES."""
+    import numpy as np
+
+    area = np.array([AREA[s] for s in SHAPES])
+    return area, np.array([2 * math.pi / SIDES[s] if SIDES[s] else 0.0 for s in SHAPES])
 
 
 def parse_shapes(value: object) -> tuple[str, ...]:
@@ -88,6 +98,8 @@ class Distractors:
     def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, float | None]:
         """An image's distractor shapes (indices into SHAPES) and, with match_area, its
         target foreground area: neither depends on the image's count."""
+        import numpy as np
+
         k = int(rng.integers(self.counts[0], self.counts[1] + 1))
         ids = np.array([SHAPES.index(s) for s in self.shapes])[rng.integers(0, len(self.shapes), k)]
         if not self.match_area:
@@ -98,7 +110,7 @@ class Distractors:
     def window(self, ids: np.ndarray) -> tuple[float, float]:
         """The total areas every count can reach with distractors ``ids``: the most circle
         area plus the distractors at their smallest, to the least plus them at their largest."""
-        alpha = float(_AREA[ids].sum())
+        alpha = float(_tables()[0][ids].sum())
         r0, r1 = self.radius
         return self.circle_area[1] + alpha * r0 * r0, self.circle_area[0] + alpha * r1 * r1
 
@@ -107,10 +119,12 @@ class Distractors:
     ) -> np.ndarray:
         """Each distractor's radius: uniform in the range, or (with a target area) what the
         target leaves after ``circles`` (their radii), split at random between them."""
+        import numpy as np
+
         r0, r1 = self.radius
         if target is None:
             return rng.uniform(r0, r1, len(ids)) if r1 > r0 else np.full(len(ids), float(r0))
-        alpha = _AREA[ids]
+        alpha = _tables()[0][ids]
         lo, cap = alpha * r0 * r0, alpha * (r1 * r1 - r0 * r0)
         spare = target - AREA["circle"] * float(np.dot(circles, circles)) - lo.sum()
         extra = _split(spare, cap, rng.random(len(ids)) + 1e-9)
@@ -118,7 +132,7 @@ class Distractors:
 
     def angles(self, rng: np.random.Generator, ids: np.ndarray) -> np.ndarray:
         """A random orientation per distractor over its symmetry period (a ring has none)."""
-        return rng.random(len(ids)) * _PERIOD[ids]
+        return rng.random(len(ids)) * _tables()[1][ids]
 
     def check(self) -> None:
         """Refuse a match_area request that some image could not meet."""
@@ -148,6 +162,8 @@ class Distractors:
 def _split(total: float, cap: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``total`` split in proportion to ``weights`` with no part above its ``cap`` (what a
     capped part cannot take goes to the others, in the same proportions)."""
+    import numpy as np
+
     out = np.zeros(len(cap))
     total = min(max(total, 0.0), float(cap.sum()))
     free = np.ones(len(cap), bool)

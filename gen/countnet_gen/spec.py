@@ -15,7 +15,6 @@ from typing import Any
 from countnet.errors import CountnetError
 from countnet.options import NOT_CLI, cli
 from countnet_gen.distractors import AREA, RING_MIN_RADIUS, SHAPES, Distractors, parse_shapes
-from countnet_gen.sampler import check_packable
 
 # matplotlib's default scatter colour on white, as in the blog's images.
 DEFAULT_FG = "#1f77b4"
@@ -193,6 +192,9 @@ class DatasetSpec:
         if self.fg == self.bg:
             raise CountnetError("--fg and --bg are the same colour: circles would be invisible")
         self._resolve_distractors()
+        # here: the sampler loads numpy, which `countnet --help` (cli -> spec) never needs
+        from countnet_gen.sampler import check_packable
+
         # Checked here, up front, so an impossible packing never starts a job.
         check_packable(
             self.counts[1],
