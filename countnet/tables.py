@@ -19,8 +19,17 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any] | Mapping[str, 
     w = csv.writer(buf)
     w.writerow(header)
     for row in rows:
-        w.writerow([row.get(k, "") for k in header] if isinstance(row, Mapping) else row)
+        cells = [row.get(k, "") for k in header] if isinstance(row, Mapping) else row
+        w.writerow([_utf8(c) for c in cells])
     return buf.getvalue()
+
+
+def _utf8(cell: Any) -> Any:
+    """A file name that is not UTF-8 (its bytes surrogate-escaped) as \\xff, printable's
+    notation: the file stays UTF-8 that every CSV reader loads."""
+    if isinstance(cell, str):
+        return cell.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return cell
 
 
 def write_csv(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -184,3 +185,17 @@ def test_a_regression_run_reports_mae_per_count_seen_or_not(held, tmp_path, cli)
     assert m["mae"] == pytest.approx((preds["count"] - preds["true"]).abs().mean(), abs=1e-3)
     assert (out / "scatter.png").is_file() and not (out / "confusion_matrix.png").exists()
     assert "MAE" in r.stdout
+
+
+def test_a_file_name_that_is_not_utf8_is_scored_and_written(counts, tmp_path, cli):
+    """predictions.csv stays UTF-8 that any CSV reader loads: the name's bytes as \\xff."""
+    # weights only matter as numbers here: any classifier of 1-3 scores the file
+    clf = fake_run(tmp_path / "clf", "resnet18", 32, None)
+    split = tmp_path / "named" / "valid"
+    shutil.copytree(counts / "valid", split)
+    first = sorted((split / "1").glob("*.png"))[0]
+    first.rename(split / "1" / os.fsdecode(b"caf\xe9.png"))  # a Latin-1 name on a UTF-8 host
+    r = cli("evaluate", clf, split)
+    assert r.returncode == 0, r.stderr
+    preds = pd.read_csv(clf / "eval" / "named-valid" / "predictions.csv", encoding="utf-8")
+    assert "1/caf\\xe9.png" in set(preds["path"]) and len(preds) == 18
