@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -133,3 +134,18 @@ def test_bad_input_is_one_line(cli, sets, tmp_path):
     proc = run_countnet("baseline", broken, "--runs-dir", tmp_path / "runs")
     assert_one_line_error(proc, "cannot read image", "002_000099.png")
     assert not (tmp_path / "runs" / "baselines" / "broken").exists()
+
+
+def test_odd_file_names_and_a_fifo(cli, sets, tmp_path):
+    """A name that is not UTF-8 is counted and written as its bytes (\\xff); a FIFO named
+    like an image is one line, not a command that waits for a writer forever."""
+    data = tmp_path / "odd"
+    shutil.copytree(sets["plain"], data)
+    first = sorted((data / "valid" / "1").glob("*.png"))[0]
+    first.rename(data / "valid" / "1" / os.fsdecode(b"caf\xe9.png"))
+    baseline(cli, data, tmp_path / "runs")
+    with open(tmp_path / "runs" / "baselines" / "odd" / "predictions.csv", encoding="utf-8") as f:
+        assert "valid/1/caf\\xe9.png" in {r["path"] for r in csv.DictReader(f)}
+    os.mkfifo(data / "train" / "2" / "pipe.png")
+    proc = run_countnet("baseline", data, "--runs-dir", tmp_path / "runs", timeout=60)
+    assert_one_line_error(proc, "pipe.png", "not a regular file")

@@ -24,6 +24,7 @@ import itertools
 import json
 import multiprocessing as mp
 import signal
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -334,6 +335,12 @@ def read_set(root: Path) -> dict[str, Split]:
                     "...): the classical counter counts circles"
                 )
             files = sorted(f for f in cls.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            special = next((f for f in files if _special(f)), None)
+            if special is not None:  # opening a FIFO would wait for a writer forever
+                raise CountnetError(
+                    f"cannot read image {printable(str(special))}: not a regular file (a "
+                    "FIFO, socket or device)"
+                )
             paths += files
             counts += [int(cls.name)] * len(files)
         splits[name] = Split(name, paths, np.array(counts, np.float64))
@@ -343,6 +350,16 @@ def read_set(root: Path) -> dict[str, Split]:
     if not any(splits.get(n) and splits[n].paths for n in SPLITS[1:]):
         raise CountnetError(f"{where} has no valid/<count>/ or test/<count>/ images to score")
     return splits
+
+
+def _special(path: Path) -> bool:
+    """Whether ``path`` is a FIFO, socket or device (a missing file or a symlink loop is
+    not: opening it fails at once, with its own reason)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def colours(root: Path, train: Split) -> tuple[tuple, tuple, str]:
