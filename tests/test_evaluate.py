@@ -199,3 +199,17 @@ def test_a_file_name_that_is_not_utf8_is_scored_and_written(counts, tmp_path, cl
     assert r.returncode == 0, r.stderr
     preds = pd.read_csv(clf / "eval" / "named-valid" / "predictions.csv", encoding="utf-8")
     assert "1/caf\\xe9.png" in set(preds["path"]) and len(preds) == 18
+
+
+def test_a_set_whose_folder_cannot_name_its_results_asks_for_name(counts, tmp_path, cli):
+    """The folder's own name (not UTF-8) is no --name the user gave: the line says which
+    set and what to do; an empty --name is refused rather than ignored."""
+    clf = fake_run(tmp_path / "clf", "resnet18", 32, None)
+    odd = tmp_path / os.fsdecode(b"set\xfe")
+    shutil.copytree(counts / "valid", odd)
+    r = cli("evaluate", clf, odd)
+    assert_one_line_error(r, "set\\xfe", "give the set a --name")
+    assert "--name 'set" not in r.stderr
+    assert cli("evaluate", clf, odd, "--name", "odd").returncode == 0
+    assert_one_line_error(cli("evaluate", clf, counts, "--name", ""), "--name ''")
+    assert not (clf / "eval" / "counts").exists()

@@ -79,9 +79,15 @@ def set_name(data: Path | str) -> str:
     return f"{p.parent.name}-{p.name}" if p.name in (*SPLITS, "train") else p.name
 
 
-def check_set_name(name: str) -> str:
-    """``name`` if it can name one folder under <run>/eval/, else one line saying why."""
+def check_set_name(name: str, data: Path | str | None = None) -> str:
+    """``name`` if it can name one folder under <run>/eval/, else one line saying why
+    (``data``: the set whose folder gave the name, when --name did not)."""
     if not name or "/" in name or "\\" in name or name.startswith(".") or not name.isprintable():
+        if data is not None:
+            raise CountnetError(
+                f"{printable(str(data))}: its name '{printable(name)}' cannot name a folder of "
+                "results (printable UTF-8, not starting with '.'): give the set a --name"
+            )
         raise CountnetError(
             f"--name {printable(name)!r}: a set's name is one folder name (no '/', not "
             "starting with '.')"
@@ -107,7 +113,8 @@ def read_set(data: Path | str, name: str | None = None) -> LabelledSet:
     if not items:
         where = " or ".join(f"{printable(str(f))}/<class>/" for _, f in folders)
         raise CountnetError(f"no labelled images in {printable(str(root))}: expected {where}")
-    return LabelledSet(check_set_name(name or set_name(root)), root, items, splits)
+    checked = check_set_name(name) if name is not None else check_set_name(set_name(root), root)
+    return LabelledSet(checked, root, items, splits)
 
 
 def unknown_classes(labelled: LabelledSet, meta: dict) -> list[str]:
