@@ -299,3 +299,24 @@ def test_a_wrong_data_path_is_reported_first(tmp_path):
     (tmp_path / "a-file").write_text("not a folder")
     proc = run_countnet("train", "a-file", "--gpus", "2", "--device", "cpu", cwd=tmp_path, env=env)
     assert_one_line_error(proc, "DATA a-file is not a folder")
+
+
+INLINE = re.compile(r"`countnet ([a-z][a-z-]*(?: [a-z][a-z-]*)?)((?: [^`]*)?)`")
+
+
+def test_inline_commands_name_real_options():
+    """`countnet VERB --option` in running text is an option VERB has: prose drifts as
+    examples do (report.md once sent readers to an `evaluate --out` that never existed)."""
+    cmds = leaf_commands()
+    wrong = []
+    for page in PAGES:
+        for m in INLINE.finditer(page.read_text()):
+            words = m.group(1).split()
+            verb = " ".join(words[:2]) if " ".join(words[:2]) in cmds else words[0]
+            if verb not in cmds:
+                continue
+            params = [p for p in cmds[verb].params if p.param_type_name == "option"]
+            known = {o for p in params for o in [*p.opts, *p.secondary_opts]} | {"--help", "-h"}
+            opts = re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", m.group(0))
+            wrong += [f"{page.name}: {m.group(0)}" for o in opts if o not in known]
+    assert not wrong, wrong

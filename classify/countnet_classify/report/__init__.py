@@ -32,7 +32,7 @@ __all__ = ["write_report"]
 def write_report(runs: list[Path | str], out_dir: Path | str) -> tuple[Path, Path]:
     """Write report.md and report.html for ``runs`` into ``out_dir``: run folders, sweep
     folders (`countnet sweep`), which get a section each, and folders of scores on other
-    sets (`countnet evaluate --out`, `countnet baseline`; a run's own eval/ is read too)."""
+    sets (the workflow's probes, `countnet baseline`; a run's own eval/ is read too)."""
     if not runs:
         raise CountnetError("give at least one run or sweep folder")
     sweeps = [load_sweep_view(r) for r in runs if is_sweep(r)]
