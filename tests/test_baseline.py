@@ -149,3 +149,17 @@ def test_odd_file_names_and_a_fifo(cli, sets, tmp_path):
     os.mkfifo(data / "train" / "2" / "pipe.png")
     proc = run_countnet("baseline", data, "--runs-dir", tmp_path / "runs", timeout=60)
     assert_one_line_error(proc, "pipe.png", "not a regular file")
+
+
+def test_a_dataset_json_whose_colours_are_one_falls_back_to_otsu(cli, sets, tmp_path):
+    """fg == bg leaves no line to project pixels onto: Otsu's colours, not NaN coverage,
+    a NumPy warning and every image counted 0."""
+    data = tmp_path / "same"
+    shutil.copytree(sets["plain"], data)
+    meta = json.loads((data / "dataset.json").read_text())
+    meta["spec"]["fg"] = meta["spec"]["bg"]
+    (data / "dataset.json").write_text(json.dumps(meta))
+    proc = run_countnet("baseline", data, "--runs-dir", tmp_path / "runs")
+    assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr
+    metrics = json.loads((tmp_path / "runs" / "baselines" / "same" / "metrics.json").read_text())
+    assert metrics["params"]["colours"] == "otsu" and metrics["error_rate"] <= 0.05

@@ -368,6 +368,8 @@ def colours(root: Path, train: Split) -> tuple[tuple, tuple, str]:
     try:
         spec = json.loads((root / "dataset.json").read_text())["spec"]
         fg, bg = (_hex_rgb(spec["fg"]), _hex_rgb(spec["bg"]))
+        if fg == bg:  # a damaged or foreign dataset.json: no line to project onto
+            raise ValueError("fg is bg")
         return fg, bg, "dataset.json"
     except (OSError, ValueError, KeyError, TypeError):
         pass
