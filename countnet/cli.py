@@ -717,5 +717,5 @@ def baseline_cmd(
             metrics["set"], str(metrics["images"]), p["count_by"], f"{p['min_roundness']:g}",
             f"{metrics['error_rate']:.4f}", f"{metrics['mae']:.4f}", f"{p['train_error_rate']:.4f}",
         )  # fmt: skip
-        typer.echo(f"wrote {folder}", err=True)
+        typer.echo(f"wrote {printable(str(folder))}", err=True)
     Console(width=200).print(table)

@@ -163,3 +163,11 @@ def test_a_dataset_json_whose_colours_are_one_falls_back_to_otsu(cli, sets, tmp_
     assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr
     metrics = json.loads((tmp_path / "runs" / "baselines" / "same" / "metrics.json").read_text())
     assert metrics["params"]["colours"] == "otsu" and metrics["error_rate"] <= 0.05
+
+
+def test_a_set_named_with_a_newline_is_reported_on_one_line(cli, sets, tmp_path):
+    data = tmp_path / "two\nlines"
+    shutil.copytree(sets["plain"], data)
+    res = cli("baseline", data, "--runs-dir", tmp_path / "runs")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines() == [f"wrote {tmp_path}/runs/baselines/two\\nlines"]
