@@ -5,6 +5,7 @@ folders, the smoothed loss curve, and the host's class of CPU in the device colu
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import shutil
@@ -262,3 +263,15 @@ def test_the_cpu_class_is_recorded_and_shown_in_the_device_column(runs, cli, tmp
     md, _ = report(tmp_path / "o", old, cli=cli)
     row = next(ln for ln in md.split("## Summary")[1].splitlines() if ln.startswith("| stripes"))
     assert row.endswith(f"| cpu ({res['precision']}) |"), row
+
+
+def test_a_non_utf8_run_name_and_staging_left_in_eval(runs, scores, cli, tmp_path):
+    """A run folder whose name is not UTF-8 is reported with the byte escaped, and a staging
+    folder a kill left in its eval/ (a dot-name) is not read as a score."""
+    odd = tmp_path / os.fsdecode(b"r\xff")
+    shutil.copytree(runs["count-1-3-tiny-sample"], odd)
+    shutil.copytree(odd / "eval" / "smaller", odd / "eval" / ".smaller.partial-host-1")
+    md, page = report(tmp_path, odd, cli=cli)
+    assert "r\\udcff" in md and "r\\udcff" in page.read_text()
+    beyond = md.split("## Beyond the training set", 1)[1].split("\n## ", 1)[0]
+    assert "smaller" in beyond and "partial" not in md

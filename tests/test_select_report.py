@@ -118,7 +118,8 @@ def test_select_transforms_then_train_with_the_file_then_report(cli, border_set,
     assert "![LR finder](../runs/sel/lr_find.png)" in md
     assert "Chosen learning rate" in md and "valley" in md
     assert "gen: counts | 2-3" in md  # dataset parameters
-    assert page.count("data:image/png;base64,") == 5  # every figure embedded: reads offline
+    assert "](../runs/sel/maps.png)" in md  # where the count comes from
+    assert page.count("data:image/png;base64,") == 6  # every figure embedded: reads offline
     assert "<th>error_rate</th>" in page
     assert "## Model cost" in md and "<h2>Model cost</h2>" in page
     cost_row = next(

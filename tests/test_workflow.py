@@ -31,7 +31,7 @@ def snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedPr
         "2",
         *args,
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=os.environ)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1500, env=os.environ)
 
 
 TINY = """

@@ -47,8 +47,9 @@ def write_report(runs: list[Path | str], out_dir: Path | str) -> tuple[Path, Pat
     md, page = out / "report.md", out / "report.html"
     # both or neither: a full disk must not leave a new report.md beside an old report.html
     with atomic_path(md) as md_tmp, atomic_path(page) as page_tmp:
-        md_tmp.write_text(to_markdown(heading, blocks, out), encoding="utf-8")
-        page_tmp.write_text(to_html(heading, blocks), encoding="utf-8")
+        # a run folder's name need not be UTF-8: such bytes are written as \udcff, not a crash
+        md_tmp.write_text(to_markdown(heading, blocks, out), "utf-8", "backslashreplace")
+        page_tmp.write_text(to_html(heading, blocks), "utf-8", "backslashreplace")
     return md, page
 
 

@@ -190,7 +190,8 @@ def load_score(path: Path | str) -> Score:
 
 def run_scores(run: Path) -> list[Score]:
     """The sets a run folder was scored on (`countnet evaluate` writes <run>/eval/<set>/)."""
-    return [load_score(p) for p in sorted((run / "eval").glob("*")) if is_score(p)]
+    found = sorted((run / "eval").glob("*"))  # dot-names: staging left by a kill, not scores
+    return [load_score(p) for p in found if not p.name.startswith(".") and is_score(p)]
 
 
 def load_run(path: Path | str) -> RunView:
