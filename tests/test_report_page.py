@@ -272,6 +272,7 @@ def test_a_non_utf8_run_name_and_staging_left_in_eval(runs, scores, cli, tmp_pat
     shutil.copytree(runs["count-1-3-tiny-sample"], odd)
     shutil.copytree(odd / "eval" / "smaller", odd / "eval" / ".smaller.partial-host-1")
     md, page = report(tmp_path, odd, cli=cli)
-    assert "r\\udcff" in md and "r\\udcff" in page.read_text()
+    assert "](../r\\udcff/maps.png)" in md  # the figures, linked by the escaped name
+    assert page.read_text().count("data:image/png;base64,") >= 5  # and embedded
     beyond = md.split("## Beyond the training set", 1)[1].split("\n## ", 1)[0]
     assert "smaller" in beyond and "partial" not in md
