@@ -98,8 +98,8 @@ def default_preset(data: Path | str) -> tuple[str, str]:
     """``--transforms auto`` on ``data``: (preset, why). A countnet counting set gets the
     square's exact symmetries, which never change a count; any other folder fastai's
     aug_transforms without its horizontal flip: 90-degree turns would turn a "6" into a
-    "9", a mirror makes a "7" no digit, and on digits and faces the flip-free set beat
-    both aug and no augmentation (BENCHMARKS.md, "First contact")."""
+    "9", a mirror makes a "7" no digit; on handwritten digits the flip-free set beat both
+    aug and no augmentation (BENCHMARKS.md, "First contact")."""
     # lazy: the generator's writer loads when a set is looked at, not with the presets
     from countnet_gen.writer import is_dataset
 
