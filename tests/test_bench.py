@@ -281,7 +281,7 @@ def test_fsync_cost_times_each_stage_beside_its_baseline():
 def test_first_contact_compares_old_new_and_fastai_on_the_same_folder():
     """bench/first_contact.py as documented, tiny: the hand-made JPEG set (one truncated,
     one grayscale) through the old defaults, the new ones and plain fastai; the new default
-    on a plain folder is aug, the old dihedral; fastai is told about the file it cannot read."""
+    on a plain folder is upright, the old dihedral; fastai is told about the file it cannot read."""
     out = bench(
         "first_contact.py", "--sets", "own", "--limit", "4", "--epochs", "1",
         "--countnet-args", "--arch lenet --lr 0.01", timeout=600,
@@ -290,4 +290,4 @@ def test_first_contact_compares_old_new_and_fastai_on_the_same_folder():
     assert [r[0] for r in rows] == ["fastai", "old", "new"], out
     assert all(0 <= float(err) <= 1 and float(wall) > 0 for _, err, wall, _, _ in rows)
     assert rows[0][3] == "1.00" and rows[0][4] == "1 unreadable file(s) left out"
-    assert rows[1][4].startswith("dihedral;") and rows[2][4].startswith("aug;")
+    assert rows[1][4].startswith("dihedral;") and rows[2][4].startswith("upright;")

@@ -1,7 +1,7 @@
 """A newcomer's own folder (#27, item 3): `--transforms auto`, the default, gives a folder
-that is not a countnet counting set fastai's aug_transforms (no 90-degree turns, no
-upside-down images) and a counting set dihedral, says which and why on stderr and in
-config.yaml; and the LR finder's default sweep is proportionate to a short training."""
+that is not a countnet counting set `upright`, fastai's aug_transforms without flips (no
+90-degree turns, no mirror images), and a counting set dihedral, and says which and why on
+stderr and in config.yaml."""
 
 from __future__ import annotations
 
@@ -42,13 +42,14 @@ def trained(own, tiny, tmp_path_factory):
     return out
 
 
-def test_a_plain_folder_gets_fastai_aug_transforms_and_says_why(trained):
+def test_a_plain_folder_gets_aug_transforms_without_flips_and_says_why(trained):
     proc, cfg = trained["own"]
     assert cfg["run"]["transforms"] == "auto"
-    assert cfg["resolved"]["transforms"] == "aug"
+    assert cfg["resolved"]["transforms"] == "upright"
     reason = cfg["resolved"]["transforms_reason"]
     assert reason.startswith("auto: not a countnet counting set"), reason
-    assert f"transforms: aug ({reason})" in proc.stderr
+    assert "without flips" in reason
+    assert f"transforms: upright ({reason})" in proc.stderr
     assert "can change the count" not in proc.stderr  # no circles here to cut off
 
 
@@ -67,6 +68,26 @@ def test_explicit_presets_and_runs_recorded_before_auto(own, tiny):
         assert resolve_transforms(preset, own) == (preset, f"--transforms {preset}")
     # a counting run recorded as dihedral before auto existed is the same run under auto
     # (a sweep's finished run, --resume); on a plain folder it is not
-    for data, diff in ((tiny, {}), (own, {"transforms": ("dihedral", "aug")})):
+    for data, diff in ((tiny, {}), (own, {"transforms": ("dihedral", "upright")})):
         old = RunSpec(data=str(data), transforms="dihedral").resume_key()
         assert RunSpec(data=str(data)).resume_diff(old) == diff
+
+
+def test_upright_augments_but_never_mirrors():
+    """The plain-folder default on a training batch of 64 images, bright on the left: each
+    most are moved or relit, none comes out mirrored (aug, fastai's default, flips about half,
+    which turns a "7" into no digit at all)."""
+    import torch
+    from fastai.data.transforms import Pipeline
+    from fastai.torch_core import TensorImage
+
+    from countnet_classify.transforms import batch_transforms
+
+    x = torch.zeros(64, 3, 32, 32)
+    x[..., :16] = 1.0
+    torch.manual_seed(0)
+    y = Pipeline(batch_transforms("upright"), split_idx=0)(TensorImage(x.clone()))
+    left_minus_right = y[..., :16].mean((1, 2, 3)) - y[..., 16:].mean((1, 2, 3))
+    assert bool((left_minus_right > 0.2).all()), left_minus_right.min()
+    changed = (y - x).abs().amax((1, 2, 3)) > 0.05
+    assert int(changed.sum()) >= 48  # it augments (each transform applies with p = 0.75)

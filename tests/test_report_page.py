@@ -182,7 +182,7 @@ def test_the_title_says_what_the_runs_are_and_the_rule_is_printed(runs, cli, tmp
     assert md.splitlines()[0] == "# countnet report — What did each network learn?"
     assert "count" not in md.split("## Summary")[0].replace("countnet", "")
     # --transforms auto: the preset picked, and why, beside each run's recipe
-    assert "Transforms: aug (auto: not a countnet counting set" in md
+    assert "Transforms: upright (auto: not a countnet counting set" in md
     md, page = report(tmp_path / "b", count, other, cli=cli)
     assert "Can a CNN count, and what did it learn on the other sets?" in md.splitlines()[0]
     # the rule, under the answer's table, in both pages

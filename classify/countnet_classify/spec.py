@@ -131,7 +131,7 @@ class RunSpec:
         default=AUTO,
         metadata=cli(
             "{choices}, or a select-transforms JSON. auto: dihedral on a countnet counting "
-            "set, aug (fastai's aug_transforms) on any other folder.",
+            "set, upright (fastai's aug_transforms without flips) on any other folder.",
             choices=(AUTO, *PRESETS),
         ),
     )
@@ -173,10 +173,7 @@ class RunSpec:
     )
     lr_find_iters: int = field(
         default=100,
-        metadata=cli(
-            "LR finder steps, for --lr auto or a suggestion's name (--lr VALUE: none); at "
-            "most half the training's steps, and no fewer than 30."
-        ),
+        metadata=cli("LR finder steps, for --lr auto or a suggestion's name (--lr VALUE: none)."),
     )
     head: str = field(
         default="fastai",

@@ -59,6 +59,12 @@ def _fastai_default() -> list:
     return aug_transforms()
 
 
+def _upright() -> list:
+    from fastai.vision.augment import aug_transforms
+
+    return aug_transforms(do_flip=False)  # a mirrored "7" or "J" is no longer one
+
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
@@ -72,6 +78,12 @@ PRESETS: dict[str, Preset] = {
             # aug_transforms' defaults: max_zoom=1.1, max_rotate=10, max_warp=0.2
             cut=affine_cut(max_zoom=1.1, max_rotate=10.0, max_warp=0.2),
         ),
+        Preset(
+            "upright",
+            "fastai's aug_transforms without the flip: rotate, zoom, warp, lighting",
+            _upright,
+            cut=affine_cut(max_zoom=1.1, max_rotate=10.0, max_warp=0.2),
+        ),
     )
 }
 
@@ -79,14 +91,15 @@ PRESETS: dict[str, Preset] = {
 # --transforms auto: what a folder gets when no preset is named.
 AUTO = "auto"
 COUNTING_DEFAULT = "dihedral"
-FOLDER_DEFAULT = "aug"
+FOLDER_DEFAULT = "upright"
 
 
 def default_preset(data: Path | str) -> tuple[str, str]:
     """``--transforms auto`` on ``data``: (preset, why). A countnet counting set gets the
-    square's exact symmetries, which never change a count; any other folder fastai's own
-    aug_transforms, as a fastai user gets: 90-degree turns and vertical flips would turn
-    a "6" into a "9" or stand a photo on its head (BENCHMARKS.md, "First contact")."""
+    square's exact symmetries, which never change a count; any other folder fastai's
+    aug_transforms without its horizontal flip: 90-degree turns would turn a "6" into a
+    "9", a mirror makes a "7" no digit; on handwritten digits the flip-free set beat both
+    aug and no augmentation (BENCHMARKS.md, "First contact")."""
     # lazy: the generator's writer loads when a set is looked at, not with the presets
     from countnet_gen.writer import is_dataset
 
@@ -96,8 +109,8 @@ def default_preset(data: Path | str) -> tuple[str, str]:
             "changes a count"
         )
     return FOLDER_DEFAULT, (
-        f"auto: not a countnet counting set (no countnet dataset.json), fastai's "
-        f"aug_transforms ({FOLDER_DEFAULT}) keep images upright"
+        f"auto: not a countnet counting set (no countnet dataset.json), {FOLDER_DEFAULT}: "
+        "fastai's aug_transforms without flips, which mirror writing and shapes"
     )
 
 
