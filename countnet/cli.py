@@ -663,7 +663,7 @@ def _evaluate_one(predictor, labelled, inputs, folder: Path):
     if m["unknown_classes"]:
         typer.echo(
             f"warning: {labelled.name}: {m['unknown_images']} image(s) of classes the run "
-            f"does not know, counted wrong: {', '.join(map(printable, m['unknown_classes']))}",
+            f"does not know, counted wrong: {scoring.listed(m['unknown_classes'])}",
             err=True,
         )
     out = scoring.write_eval(folder, scored, predictor.meta)

@@ -101,6 +101,20 @@ def test_a_class_the_run_does_not_know_is_counted_wrong_and_listed(run, counts, 
     assert "6 image(s)" in line and line.endswith(": 7")
 
 
+def test_many_unknown_classes_are_listed_in_one_short_line(run, counts, tmp_path, cli):
+    data = tmp_path / "many"
+    shutil.copytree(counts / "valid" / "1", data / "1")
+    one = next((counts / "valid" / "2").iterdir())
+    for c in range(100, 140):  # 40 counts the classifier never saw, an image each
+        (data / str(c)).mkdir()
+        shutil.copy(one, data / str(c) / one.name)
+    r = cli("evaluate", run, data)
+    assert r.returncode == 0, r.stderr
+    (line,) = [ln for ln in r.stderr.splitlines() if "does not know" in ln]
+    assert line.endswith(": 100, 101, 102, 103, 104, 105, 106, 107, ... (40 in all)"), line
+    assert len(_metrics(run / "eval" / "many")["unknown_classes"]) == 40  # all, in the file
+
+
 def test_a_set_with_none_of_its_classes_is_refused(run, counts, tmp_path, cli):
     for c in ("cats", "dogs"):
         shutil.copytree(counts / "valid" / "1", tmp_path / "pets" / c)

@@ -130,12 +130,13 @@ def unknown_classes(labelled: LabelledSet, meta: dict) -> list[str]:
     if not known & set(classes):
         raise CountnetError(
             f"{printable(str(labelled.root))} has none of the run's classes "
-            f"({_listed(meta['classes'])}); its class folders: {_listed(classes)}"
+            f"({listed(meta['classes'])}); its class folders: {listed(classes)}"
         )
     return [c for c in classes if c not in known]
 
 
-def _listed(names: list[str], most: int = 8) -> str:
+def listed(names: list[str], most: int = 8) -> str:
+    """Up to ``most`` names, escaped, then how many there are (one line stays readable)."""
     shown = ", ".join(printable(n) for n in names[:most])
     return shown + (f", ... ({len(names)} in all)" if len(names) > most else "")
 
