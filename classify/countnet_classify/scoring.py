@@ -247,7 +247,6 @@ def write_eval(run_dir: Path, scored: Scored, meta: dict) -> Path:
     regression run, scatter.png), staged beside it and renamed into place; an earlier
     evaluation of the set is replaced, a folder of anything else never."""
     final = absolute(run_dir / EVAL_DIR / scored.labelled.name)
-    scored.metrics.update(run=absolute(run_dir).name, run_path=str(absolute(run_dir)))
     if final.exists() and not is_eval_folder(final):
         raise CountnetError(
             f"{printable(str(final))} holds files countnet evaluate did not write: nothing "
@@ -257,12 +256,14 @@ def write_eval(run_dir: Path, scored: Scored, meta: dict) -> Path:
         exclusive(final, what="evaluation"),
         staging_dir(final, force=True, what="evaluation", replaceable=is_eval_folder) as tmp,
     ):
-        write_files(tmp, scored, meta)
+        write_files(tmp, scored, meta, run_dir)
     return final
 
 
-def write_files(folder: Path, scored: Scored, meta: dict) -> None:
-    """metrics.json, predictions.csv and the figure into ``folder`` (a staging folder)."""
+def write_files(folder: Path, scored: Scored, meta: dict, run_dir: Path) -> None:
+    """metrics.json (naming the run ``run_dir`` scored), predictions.csv and the figure into
+    ``folder`` (a staging folder)."""
+    scored.metrics.update(run=absolute(run_dir).name, run_path=str(absolute(run_dir)))
     text = json.dumps(scored.metrics, indent=2, allow_nan=False)
     write_text_atomic(folder / "metrics.json", text + "\n")
     rows = scored.rows
@@ -326,9 +327,8 @@ def evaluate_into(
     ):
         for s in labelled:
             scored = score(predictor, s)
-            scored.metrics.update(run=absolute(folder).name, run_path=str(absolute(folder)))
             (tmp / s.name).mkdir()
-            write_files(tmp / s.name, scored, predictor.meta)
+            write_files(tmp / s.name, scored, predictor.meta, folder)
             m = scored.metrics
             figure = f"MAE {m['mae']:.3f}" if "mae" in m else f"error_rate {m['error_rate']:.4f}"
             say(f"{folder.name} on {s.name} ({s.root}): {m['images']} images, {figure}")
