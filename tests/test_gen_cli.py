@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from countnet.errors import CountnetError
 from countnet_gen.spec import DatasetSpec
 from countnet_gen.writer import generate, read_dataset_spec, read_manifest
 from tests.conftest import COUNTNET, assert_one_line_error, run_countnet, staged_pngs, wait_until
@@ -236,6 +237,11 @@ def test_layouts_are_judged_by_what_fits(tmp_path):
         "--out", tmp_path / "rare",
     )  # fmt: skip
     assert_one_line_error(rare, "cannot be placed reliably", "trial layouts fit")
+    # A Snakemake job's process, whose plan made this check, leaves the trials out.
+    opts = {"range": "2-2", "size": 48, "radius": 13, "no_overlap": True}
+    assert DatasetSpec.from_dict(opts, check_layouts=False).radius == (13.0, 13.0)
+    with pytest.raises(CountnetError, match="trial layouts fit"):
+        DatasetSpec.from_dict(opts)
     # Beyond what random placement can reach: refused at once, without trials.
     dense = run_countnet(
         "gen", "--range", "38-40", "--size", "48", "--radius", "3", "--no-overlap",

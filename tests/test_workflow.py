@@ -197,9 +197,15 @@ def test_a_user_config_replaces_the_default_from_the_repository_root(tmp_path):
     assert "datasets/only-mine" in out and "runs/mine" in out
     assert "count-1-5" not in out and "count-45-50" not in out
     # Without --configfile, the default config is the plan (all of it, whatever is built).
-    default = [*cmd[:-2], "--forceall"]
+    # Every `snakemake` call parses the Snakefile, and every job's process parses it again:
+    # torch and fastai (~10 s) stay out of it.
+    default = [sys.executable, "-X", "importtime", *cmd[1:-2], "--forceall"]
     dry = subprocess.run(default, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert dry.returncode == 0 and "count-45-50-var" in dry.stdout + dry.stderr
+    imported = {ln.rsplit("|", 1)[-1].strip() for ln in dry.stderr.splitlines()
+                if ln.startswith("import time:")}  # fmt: skip
+    assert "snakemake.workflow" in imported and "countnet_gen.spec" in imported
+    assert not {"torch", "fastai", "skimage"} & imported
 
 
 def test_bad_config_is_rejected_before_any_job(tmp_path):

@@ -20,19 +20,7 @@ from countnet_classify import plots
 from countnet_classify.plots import plt
 from countnet_classify.spec import RunSpec
 
-AUTO_SCRATCH_RULE = "slide"
-AUTO_FALLBACK = ("valley", "minimum")  # when the sweep was too short for the rule above
-
-
-def lr_rule(spec: RunSpec) -> str | None:
-    """The LR finder suggestion ``spec.lr`` asks for, or None for a fixed number. ``auto``
-    is valley when fine-tuning (fastai's default) and AUTO_SCRATCH_RULE from scratch, the
-    rule that won on the default sets and a small real set (BENCHMARKS.md)."""
-    if not isinstance(spec.lr, str):
-        return None
-    if spec.lr == "auto":
-        return "valley" if spec.uses_pretrained else AUTO_SCRATCH_RULE
-    return spec.lr
+AUTO_FALLBACK = ("valley", "minimum")  # when the sweep was too short for --lr auto's rule
 
 
 def find_lr(learn, spec: RunSpec, run_dir: Path, quiet: bool, say=print) -> dict[str, Any]:
@@ -40,7 +28,7 @@ def find_lr(learn, spec: RunSpec, run_dir: Path, quiet: bool, say=print) -> dict
     records them. ``--lr VALUE`` is used as given and runs no finder (as fastai's
     ``fit_one_cycle(lr)``); ``--lr auto`` or a rule's name runs fastai's LR finder and
     saves lr_find.png: the sweep, every suggestion, and the one used marked apart."""
-    rule = lr_rule(spec)
+    rule = spec.lr_rule
     if not rule:
         return {"used": float(spec.lr), "source": "--lr (no LR finder)", "suggestions": {}}
     if spec.lr_find_iters == 0:

@@ -19,7 +19,6 @@ from countnet_classify.callbacks.checkpoint import load_checkpoint
 from countnet_classify.data import make_cached_dataloaders, make_dataloaders
 from countnet_classify.devices import resolve_device, resolve_precision, use_channels_last
 from countnet_classify.labels import count_values, standardisation
-from countnet_classify.lr import lr_rule
 from countnet_classify.model import build_model, check_input_size
 from countnet_classify.parallel.group import current, split_batch
 from countnet_classify.record import describe_data
@@ -30,10 +29,9 @@ from countnet_classify.screen import (
     screen,
     screen_test,
 )
-from countnet_classify.spec import RunSpec, auto_batch_size
+from countnet_classify.spec import RunSpec, auto_batch_size, check_options
 from countnet_classify.transforms import (
     AUTO,
-    resolve_transforms,
     transform_warnings,
     transforms_file,
 )
@@ -77,11 +75,9 @@ def check_spec(spec: RunSpec) -> tuple[tuple[str, str], torch.device, str]:
     the network cannot take. One line before anything is written; a sweep runs it for
     every run before the first starts. Returns what the first three resolve to (the
     transforms as (preset, why))."""
-    transforms = resolve_transforms(spec.transforms, spec.data)
+    transforms = check_options(spec)
     device = resolve_device(spec.device)
     precision = resolve_precision(spec.precision, device)
-    if spec.lr_find_iters == 0 and lr_rule(spec):
-        raise CountnetError(f"--lr {spec.lr} needs the LR finder: set --lr-find-iters > 0")
     # feature maps that shrink to nothing: a traceback in the LR finder otherwise. Only the
     # shapes and memory matter: built on the meta device and given memory, not initialised
     # weights (a ResNet's random init was seconds of every run's start-up: BENCHMARKS.md)

@@ -10,7 +10,7 @@ from typing import Any
 
 from countnet.errors import CountnetError
 from countnet.options import NOT_CLI, cli
-from countnet_classify.transforms import AUTO, PRESETS, default_preset
+from countnet_classify.transforms import AUTO, PRESETS, default_preset, resolve_transforms
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "squeezenet1_1", "alexnet", "lenet")
 LR_POLICIES = ("one-cycle", "inv", "step")
@@ -19,6 +19,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # --lr: "auto" or one of the LR finder's suggestions (fastai's names; "minimum" is already
 # the loss minimum / 10), or a number.
 LR_RULES = ("auto", "valley", "minimum", "steep", "slide")
+# --lr auto from scratch: the rule that won on the default sets and a small real set
+# (BENCHMARKS.md); fine-tuning uses fastai's default, valley.
+AUTO_SCRATCH_RULE = "slide"
 LOADERS = ("cache", "files")
 OPTIMIZERS = ("adam", "sgd")  # optim.OPTIMIZERS: fastai's Adam (fused), the seeds' SGD
 # Classifier heads on a torchvision body: fastai's (concat avg+max pooling, BatchNorm, a
@@ -43,7 +46,7 @@ RESUME_FREE = ("resume", "quiet", "device", "workers", "force", "note", "loader"
 @dataclass(frozen=True)
 class RunSpec:
     """Every option of a training run. ``lr`` is a number, an LR finder suggestion's name,
-    or "auto" (a suggestion chosen by train.lr_rule). Caffe-style policies: inv is
+    or "auto" (a suggestion chosen by ``lr_rule``). Caffe-style policies: inv is
     base_lr*(1+gamma*iter)^-power; step drops by gamma every ``lr_step`` iterations
     (default: a third of training)."""
 
@@ -283,6 +286,15 @@ class RunSpec:
         return self.pretrained and self.arch != "lenet"
 
     @property
+    def lr_rule(self) -> str | None:
+        """The LR finder suggestion ``lr`` asks for, or None for a fixed number."""
+        if not isinstance(self.lr, str):
+            return None
+        if self.lr == "auto":
+            return "valley" if self.uses_pretrained else AUTO_SCRATCH_RULE
+        return self.lr
+
+    @property
     def run_name(self) -> str:
         return self.name or f"{Path(self.data).resolve().name}_{self.arch}"
 
@@ -325,6 +337,16 @@ class RunSpec:
         if self.transforms == AUTO:  # the preset trained with: a run recorded as dihedral
             d["transforms"] = default_preset(self.data)[0]  # before auto is that run
         return d
+
+
+def check_options(spec: RunSpec) -> tuple[str, str]:
+    """The checks of a run's options that need neither torch nor its data: the transforms
+    preset or file, an LR rule without the finder. Returns the transforms as (preset, why).
+    Cheap enough for the Snakefile's parse (prepare.check_spec adds the rest)."""
+    transforms = resolve_transforms(spec.transforms, spec.data)
+    if spec.lr_find_iters == 0 and spec.lr_rule:
+        raise CountnetError(f"--lr {spec.lr} needs the LR finder: set --lr-find-iters > 0")
+    return transforms
 
 
 def _number(opt: str, value: Any) -> float:

@@ -8,7 +8,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -156,8 +156,11 @@ class DatasetSpec:
     )
     # the folder's name; `countnet gen` takes a whole --out instead
     name: str | None = field(default=None, compare=False, metadata=NOT_CLI)
+    # False: the trial layouts of check_packable are left out (seconds): for a Snakemake
+    # job's process, whose plan ran them on the same options
+    check_layouts: InitVar[bool] = True
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, check_layouts: bool = True) -> None:
         # 0 circles is a count too (subitizing starts there): class 0, blank images
         counts = parse_int_range(self.counts, "--range", allow_single=False, low=0)
         object.__setattr__(self, "counts", counts)
@@ -192,6 +195,8 @@ class DatasetSpec:
         if self.fg == self.bg:
             raise CountnetError("--fg and --bg are the same colour: circles would be invisible")
         self._resolve_distractors()
+        if not check_layouts:
+            return
         # here: the sampler loads numpy, which `countnet --help` (cli -> spec) never needs
         from countnet_gen.sampler import check_packable
 
@@ -334,7 +339,7 @@ class DatasetSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DatasetSpec:
+    def from_dict(cls, d: dict[str, Any], *, check_layouts: bool = True) -> DatasetSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         # "range" is the CLI's word for counts; accept it in configs too.
         d = dict(d)
@@ -347,7 +352,7 @@ class DatasetSpec:
             )
         if "counts" not in d:
             raise CountnetError("a dataset needs a count range, e.g. range: 45-50")
-        return cls(**d)
+        return cls(**d, check_layouts=check_layouts)
 
 
 def range_text(lo: object, hi: object) -> str:

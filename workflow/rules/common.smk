@@ -14,12 +14,16 @@ from countnet_gen.spec import DatasetSpec
 
 validate(config, workflow.source_path("../../config/schemas/config.schema.yaml"))
 
+# Every job's process (and a cluster job's) parses this file again to find its rule: the
+# checks that take seconds (a set's trial layouts) ran once, in the plan.
+PLAN = workflow.is_main_process
+
 
 def _dataset_specs():
     specs = {}
     for name, entry in config.get("datasets", {}).items():
         try:
-            specs[name] = DatasetSpec.from_dict({**entry, "name": name})
+            specs[name] = DatasetSpec.from_dict({**entry, "name": name}, check_layouts=PLAN)
         except CountnetError as e:
             raise WorkflowError(f"config: dataset {name!r}: {e}") from None
     return specs
@@ -42,7 +46,7 @@ def _experiments():
         path = _data_path(entry)
         if str(entry["data"]) not in DATASETS and not Path(path).is_dir():
             if entry.get("optional", False):
-                if workflow.is_main_process:  # job subprocesses re-read this file
+                if PLAN:  # job subprocesses re-read this file
                     print(f"note: experiment {name!r} skipped: optional data {path} is absent",
                           file=sys.stderr)
                 continue
@@ -76,7 +80,7 @@ def _probes():
                      for d in (defaults, own)]
             opts = {**base, **extra[0], **extra[1], "name": name}
             try:
-                spec = DatasetSpec.from_dict(opts)
+                spec = DatasetSpec.from_dict(opts, check_layouts=PLAN)
             except CountnetError as e:
                 raise WorkflowError(f"config: experiment {exp!r}: probe {probe!r}: {e}") from None
             if name in DATASETS and DATASETS[name] != spec:
@@ -164,12 +168,14 @@ def _sweeps():
         try:
             out[name] = Sweep(base, params, f"runs/{name}", seeds=entry.get("seeds", 3),
                               grid=entry.get("grid", False))
-            if workflow.is_main_process:  # a bad value stops the plan, not a job midway
+            if PLAN:  # a bad value stops the plan, not a job midway
                 # where jobs run is not where Snakemake plans (a cluster's login node):
                 # device and precision are the job's to check
                 here = [dataclasses.replace(s, device="cpu", precision="fp32")
                         for s in out[name].specs()]
-                check_runs(here, weights=False)
+                # the network's checks need torch (~10 s of every `snakemake` call):
+                # only when the sweep varies what they check
+                check_runs(here, weights=False, model=bool({"arch", "size"} & set(swept)))
         except CountnetError as e:
             raise WorkflowError(f"config: sweep {name!r}: {e}") from None
     return out

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from countnet.errors import CountnetError
 from countnet_classify import run_folder
-from countnet_classify.spec import RunSpec
+from countnet_classify.spec import RunSpec, check_options
 
 
 def completed_config(spec: RunSpec) -> dict | None:
@@ -22,23 +22,30 @@ def finished(spec: RunSpec) -> bool:
     return completed_config(spec) is not None
 
 
-def check_runs(specs: list[RunSpec], *, weights: bool = True) -> None:
+def check_runs(specs: list[RunSpec], *, weights: bool = True, model: bool = True) -> None:
     """Every run's options checked before the first starts (prepare.check_spec, once per
     distinct setting), and (``weights``) the ImageNet weights each pretrained arch needs,
     fetched into the cache now if they are missing: offline, one line instead of a sweep
-    stopped midway."""
-    # lazy: torch stays out of the Snakefile's parse, which imports this module
-    from countnet_classify.prepare import check_spec
-    from countnet_classify.weights import imagenet_state_dict
-
+    stopped midway. ``model=False`` leaves out the checks that need torch (device,
+    precision, a --size the network cannot take): the Snakefile's parse, in every
+    `snakemake` call, is then seconds shorter."""
     seen = set()
     where = ("seed", "name", "runs_dir")  # what differs between runs of one setting
     for spec in specs:
         key = tuple(sorted((k, repr(v)) for k, v in spec.resume_key().items() if k not in where))
         if key not in seen:
             seen.add(key)
-            check_spec(spec)
+            if model:
+                # lazy: torch stays out of the Snakefile's parse, which imports this module
+                from countnet_classify.prepare import check_spec
+
+                check_spec(spec)
+            else:
+                check_options(spec)
     if weights:
+        # lazy: torch stays out of the Snakefile's parse, which imports this module
+        from countnet_classify.weights import imagenet_state_dict
+
         for arch, file in sorted({(s.arch, s.weights or "") for s in specs if s.uses_pretrained}):
             imagenet_state_dict(arch, file or None)
 
