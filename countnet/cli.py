@@ -28,7 +28,7 @@ from countnet.signals import (
     sigterm_as_interrupt,
     stop_report,
 )
-from countnet_classify.spec import ARCHS, RunSpec
+from countnet_classify.spec import ARCHS, SCRATCH_ONLY, RunSpec
 from countnet_classify.transforms import PRESETS
 from countnet_gen.cli import EXAMPLES as GEN_EXAMPLES
 from countnet_gen.cli import gen
@@ -339,10 +339,10 @@ def weights_import_cmd(
     # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.weights import import_weights
 
-    if arch not in ARCHS or arch == "lenet":
+    if arch not in ARCHS or arch in SCRATCH_ONLY:
         raise CountnetError(
             f"--arch {arch!r} has no ImageNet weights; choose one of "
-            f"{', '.join(a for a in ARCHS if a != 'lenet')}"
+            f"{', '.join(a for a in ARCHS if a not in SCRATCH_ONLY)}"
         )
     dest, warning = import_weights(file, arch)
     if warning:

@@ -291,3 +291,45 @@ def test_first_contact_compares_old_new_and_fastai_on_the_same_folder():
     assert all(0 <= float(err) <= 1 and float(wall) > 0 for _, err, wall, _, _ in rows)
     assert rows[0][3] == "1.00" and rows[0][4] == "1 unreadable file(s) left out"
     assert rows[1][4].startswith("dihedral;") and rows[2][4].startswith("upright;")
+
+
+def test_main_job_recipe_bench_trains_each_arch_on_the_configs_experiments(tmp_path):
+    """bench/main_job_recipe.py on a config shaped like the default (a classification and a
+    regression experiment on generated sets, a `select` transforms entry, a folder
+    experiment it leaves out): every experiment trained with each arch, only --arch
+    changed, its final figure and time beside the first arch's."""
+    import yaml
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "datasets:\n"
+        "  count-1-5: {range: 1-2, per_class: 8, size: 32, radius: 3}\n"
+        "  held: {range: 1-3, per_class: 6, size: 32, radius: 3, holdout: [2]}\n"
+        "train: {arch: resnet18, pretrained: auto, size: 32, bs: 8, epochs: 1, lr: 0.01,\n"
+        "        lr_find_iters: 0, precise_bn: 0, transforms: dihedral}\n"
+        "select_transforms: {default: none}\n"
+        "experiments:\n"
+        "  count-1-5: {data: count-1-5, transforms: select, probes: {a: {radius: 2}}}\n"
+        "  count-45-50-regression: {data: held, task: regression, epochs: 2}\n"
+        "  mine: {data: data/mine, optional: true}\n"
+    )
+    out = bench("main_job_recipe.py", "--config", str(cfg), "--archs",
+                "lenet,xresnet18_quarter", "--out", str(tmp_path), timeout=600)  # fmt: skip
+    rows = [ln.split() for ln in out.splitlines() if ln.startswith("count-")]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("count-1-5", "lenet"), ("count-1-5", "xresnet18_quarter"),
+        ("count-45-50-regression", "lenet"), ("count-45-50-regression", "xresnet18_quarter"),
+    ]  # fmt: skip
+    assert rows[0][3] == "0.01" and rows[2][3] == "0.25"  # the targets the job is held to
+    assert rows[0][-1] == "1.00x" and rows[2][-1] == "1.00x"  # the baseline: the first arch
+    assert out.splitlines()[-1].startswith("total train s: lenet ")
+    for arch in ("lenet", "xresnet18_quarter"):
+        run = yaml.safe_load((tmp_path / "runs" / f"count-1-5-{arch}" / "config.yaml").read_text())
+        assert run["run"]["arch"] == arch and run["run"]["transforms"] == "none"  # select's default
+        assert run["run"]["epochs"] == 1 and run["resolved"]["pretrained"] is False
+        reg = yaml.safe_load(
+            (tmp_path / "runs" / f"count-45-50-regression-{arch}" / "config.yaml").read_text()
+        )
+        assert reg["run"]["epochs"] == 2 and reg["summary"]["regression"]["unseen"]["n"] == 6
+        mae = reg["summary"]["regression"]["unseen"]["mae"]
+        assert f"{mae:7.4f}".strip() in out

@@ -141,3 +141,24 @@ def test_cost_bad_input(cli, args, fragments, tmp_path):
     r = cli("cost", *args, "--no-timing")  # the same main() as the console script
     assert_one_line_error(r, *fragments)
     assert not r.stdout  # refused before any table was printed
+
+
+def test_narrower_xresnets_are_fastais_at_a_fraction_of_the_channels():
+    """--arch xresnet18_half / _quarter: fastai's xresnet18 with widen 0.5 / 0.25 as the
+    body (the same parameters), and far fewer MACs an image than ResNet-18."""
+    from fastai.vision.models.xresnet import xresnet18
+
+    from countnet_classify.cost import model_cost
+
+    rows = {a: model_cost(a, size=48, classes=6, head="linear", device="cpu", timed=False)
+            for a in ("resnet18", "xresnet18", "xresnet18_half", "xresnet18_quarter")}  # fmt: skip
+    for arch, widen in (("xresnet18", 1.0), ("xresnet18_half", 0.5), ("xresnet18_quarter", 0.25)):
+        fastai = xresnet18(widen=widen)
+        body = sum(p.numel() for m in list(fastai.children())[:-4] for p in m.parameters())
+        n_feat = fastai[-1].in_features
+        assert rows[arch]["params"] == body + n_feat * 6 + 6, arch  # + the linear head
+    macs = [
+        rows[a]["macs"] for a in ("resnet18", "xresnet18", "xresnet18_half", "xresnet18_quarter")
+    ]
+    # the stem (32-32-64 channels at half the image's size) keeps its width
+    assert macs[1] > 2.5 * macs[2] > 4 * macs[3] and macs[2] < macs[0] / 2

@@ -203,21 +203,25 @@ def test_workflow_runs_through_the_slurm_profile(slurm, tmp_path):
         "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile", str(cfg),
         "--workflow-profile", str(REPO / "profiles" / "slurm"),
         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
-        "--set-threads", "gen=2", "select_transforms=2", "train=1", "sweep_run=1",
+        "--set-threads", "gen=2", "select_transforms=2", "train=1", "sweep_run=1", "baseline=2",
+        "probe=1",
         "--set-resources", "gen:mem_mb=1000", "train:mem_mb=3000", "select_transforms:mem_mb=3000",
-        "sweep_run:mem_mb=3000",
+        "sweep_run:mem_mb=3000", "baseline:mem_mb=1000", "probe:mem_mb=3000",
         "--default-resources", "mem_mb=1000", "runtime=30",
         "--latency-wait", "5", "--slurm-keep-successful-logs",
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=slurm, capture_output=True, text=True, timeout=420)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    # gen, train and the sweep's two runs went through sbatch (four SLURM jobs, their job
-    # logs: the sweep fans out), the target, the sweep's summary and the report ran here
-    # (localrules).
-    assert len(re.findall(r"has been submitted with SLURM jobid \d+", out)) == 4, out[-3000:]
+    # gen, the classical counter on the set, train and the sweep's two runs went through
+    # sbatch (five SLURM jobs, their job logs: the sweep fans out), the target, the sweep's
+    # summary and the report ran here (localrules).
+    assert len(re.findall(r"has been submitted with SLURM jobid \d+", out)) == 5, out[-3000:]
     logs = tmp_path / ".snakemake" / "slurm_logs"
-    assert sorted(p.name for p in logs.iterdir()) == ["rule_gen", "rule_sweep_run", "rule_train"]
+    assert sorted(p.name for p in logs.iterdir()) == [
+        "rule_baseline", "rule_gen", "rule_sweep_run", "rule_train"
+    ]  # fmt: skip
+    assert (tmp_path / "runs" / "baselines" / "tiny" / "metrics.json").is_file()
     assert len(list((logs / "rule_sweep_run").iterdir())) == 2  # one per (point, seed)
     assert "localrule report" in out and "localrule all" in out
     assert "localrule sweep_summary" in out

@@ -1,5 +1,6 @@
-"""The networks: torchvision archs with fastai's body + head (``--head``), LeNet, and the
-regression variant (one output, rescaled to a count). ImageNet weights: ``weights``.
+"""The networks: torchvision archs and fastai's XResNet-18 (at a width) as fastai's body +
+head (``--head``), LeNet, and the regression variant (one output, rescaled to a count).
+ImageNet weights: ``weights``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from torch import nn
 
 from countnet.errors import CountnetError
 from countnet_classify.regression import attach_rescale
-from countnet_classify.spec import head_dropout_for
+from countnet_classify.spec import XRESNETS, head_dropout_for
 
 
 def batchnorms(module: nn.Module) -> list[nn.Module]:
@@ -90,6 +91,32 @@ class _PretrainedArch:
         return model
 
 
+class _XResNetArch:
+    """fastai's XResNet-18 at ``width`` of its channels (``widen``), for vision_learner:
+    registered in fastai's model_meta with xresnet18's cut/split/stats, so the learner is
+    built exactly as for fastai's own."""
+
+    def __init__(self, width: float):
+        from fastai.vision.learner import model_meta
+        from fastai.vision.models.xresnet import xresnet18
+
+        self.width = width
+        model_meta[self] = dict(model_meta[xresnet18])
+
+    def __call__(self, pretrained: bool = False) -> nn.Module:
+        from fastai.vision.models.xresnet import xresnet18
+
+        return xresnet18(pretrained=False, widen=self.width)
+
+
+def arch_builder(arch: str, state_dict: dict | None = None) -> Callable[..., nn.Module]:
+    """What fastai's vision_learner builds ``arch`` with (not LeNet): a torchvision arch
+    loading ``state_dict`` as its ImageNet weights, or an XResNet of its width."""
+    if arch in XRESNETS:
+        return _XResNetArch(XRESNETS[arch])
+    return _PretrainedArch(arch, state_dict)
+
+
 def head_options(head: str = "fastai", dropout: float | None = None) -> dict:
     """fastai create_head options for ``--head``. ``linear`` is torchvision's own head:
     average pooling and one linear layer, so each logit is a sum of per-location evidence
@@ -133,7 +160,7 @@ def make_learner(
     else:
         learn = vision_learner(
             dls,
-            _PretrainedArch(arch, state_dict),
+            arch_builder(arch, state_dict),
             pretrained=pretrained,
             n_out=n_out,
             **head_options(head, head_dropout),
@@ -162,6 +189,6 @@ def build_model(
 
         opts = head_options(head, head_dropout)
         model = create_vision_model(
-            _PretrainedArch(arch, None), 1 if regression else n_out, pretrained=False, **opts
+            arch_builder(arch), 1 if regression else n_out, pretrained=False, **opts
         )
     return attach_rescale(model, arch) if regression else model

@@ -75,9 +75,9 @@ def check_spec(spec: RunSpec) -> tuple[tuple[str, str], torch.device, str]:
     the network cannot take. One line before anything is written; a sweep runs it for
     every run before the first starts. Returns what the first three resolve to (the
     transforms as (preset, why))."""
-    transforms = check_options(spec)
     device = resolve_device(spec.device)
     precision = resolve_precision(spec.precision, device)
+    transforms = check_options(spec)
     # feature maps that shrink to nothing: a traceback in the LR finder otherwise. Only the
     # shapes and memory matter: built on the meta device and given memory, not initialised
     # weights (a ResNet's random init was seconds of every run's start-up: BENCHMARKS.md)

@@ -12,7 +12,11 @@ from countnet.errors import CountnetError
 from countnet.options import NOT_CLI, cli
 from countnet_classify.transforms import AUTO, PRESETS, default_preset, resolve_transforms
 
-ARCHS = ("resnet18", "resnet34", "resnet50", "squeezenet1_1", "alexnet", "lenet")
+# fastai's XResNet-18 (the "bag of tricks" ResNet: three-conv stem, pooled shortcuts) at a
+# fraction of the channels: arch -> width. No ImageNet weights: trained from scratch.
+XRESNETS = {"xresnet18": 1.0, "xresnet18_half": 0.5, "xresnet18_quarter": 0.25}
+ARCHS = ("resnet18", "resnet34", "resnet50", "squeezenet1_1", "alexnet", *XRESNETS, "lenet")
+SCRATCH_ONLY = (*XRESNETS, "lenet")  # archs without ImageNet weights
 LR_POLICIES = ("one-cycle", "inv", "step")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -265,8 +269,8 @@ class RunSpec:
             raise CountnetError("--loss is for --task regression (classification: cross-entropy)")
         if self.task == "regression" and self.loss is None:
             object.__setattr__(self, "loss", DEFAULT_LOSS)
-        if self.arch == "lenet" and self.weights:
-            raise CountnetError("--arch lenet has no pretrained weights: drop --weights")
+        if self.arch in SCRATCH_ONLY and self.weights:
+            raise CountnetError(f"--arch {self.arch} has no pretrained weights: drop --weights")
 
     @property
     def dropout(self) -> float:
@@ -283,7 +287,7 @@ class RunSpec:
 
     @property
     def uses_pretrained(self) -> bool:
-        return self.pretrained and self.arch != "lenet"
+        return self.pretrained and self.arch not in SCRATCH_ONLY
 
     @property
     def lr_rule(self) -> str | None:

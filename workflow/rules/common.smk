@@ -11,6 +11,7 @@ from snakemake.utils import validate
 from countnet_gen import PIXELS_VERSION
 from countnet.errors import CountnetError
 from countnet_gen.spec import DatasetSpec
+from countnet_classify.spec import SCRATCH_ONLY
 
 validate(config, workflow.source_path("../../config/schemas/config.schema.yaml"))
 
@@ -102,8 +103,8 @@ COUNTING_SETS = sorted(
 def _pretrained(arch, wanted):
     """'auto' -> ImageNet weights when the torch hub cache holds them, else from scratch,
     with a note the report shows."""
-    if wanted != "auto" or arch == "lenet":
-        return bool(wanted) and arch != "lenet", None
+    if wanted != "auto" or arch in SCRATCH_ONLY:
+        return bool(wanted) and arch not in SCRATCH_ONLY, None
     from countnet_classify.hub import cached_weights_path  # no torch: read in every job
 
     path = cached_weights_path(arch)
@@ -158,7 +159,7 @@ def _sweeps():
             # every arch the sweep trains from the same start: ImageNet weights only when
             # the cache holds them for all of them (one change at a time)
             archs = swept.get("arch") or [opts.get("arch", "resnet34")]
-            verdicts = [_pretrained(a, "auto") for a in archs if a != "lenet"]
+            verdicts = [_pretrained(a, "auto") for a in archs if a not in SCRATCH_ONLY]
             opts["pretrained"] = bool(verdicts) and all(ok for ok, _ in verdicts)
             missing = [note for ok, note in verdicts if not ok]
             if missing:
@@ -286,6 +287,19 @@ def all_cores(cluster_default=8):
     # allocation, not the node: a cluster without CPU confinement would show every core.
     allocated = os.environ.get("SLURM_CPUS_PER_TASK", "")
     return min(cores, int(allocated)) if allocated.isdigit() else cores
+
+
+# Images in a set that one process writes, or counts classically, in about a second: such a
+# job takes one core, so two run side by side instead of each taking every core in turn
+# (the probe sets: most of the workflow's jobs, mostly start-up; BENCHMARKS.md, "The main job").
+SMALL_SET = 2000
+
+
+def set_threads(name):
+    """A gen or baseline job's threads: one for a small generated set, else every core."""
+    spec = DATASETS.get(name)
+    small = spec is not None and spec.per_class * (spec.counts[1] - spec.counts[0] + 1) <= SMALL_SET
+    return 1 if small else all_cores()
 
 
 def training_job(threads):

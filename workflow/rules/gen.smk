@@ -6,7 +6,7 @@ rule gen:
         directory("datasets/{name}"),
     log:
         "logs/gen/{name}.log",
-    threads: all_cores()
+    threads: lambda wc: set_threads(wc.name)
     resources:
         mem_mb=2000,
     params:

@@ -31,7 +31,7 @@ rule baseline:
         directory("runs/baselines/{name}"),
     log:
         "logs/baseline/{name}.log",
-    threads: all_cores()
+    threads: lambda wc: set_threads(wc.name)
     resources:
         mem_mb=1000,
     run:
