@@ -162,3 +162,15 @@ def test_narrower_xresnets_are_fastais_at_a_fraction_of_the_channels():
     ]
     # the stem (32-32-64 channels at half the image's size) keeps its width
     assert macs[1] > 2.5 * macs[2] > 4 * macs[3] and macs[2] < macs[0] / 2
+
+
+@pytest.mark.parametrize("arch", ["xresnet18_half", "lenet"])
+def test_an_arch_without_imagenet_weights_refuses_them_first(arch):
+    """--weights with an arch that has none says so, even where the workflow's `pretrained:
+    auto` has already turned pretraining off (not "--no-pretrained", which nobody wrote)."""
+    from countnet.errors import CountnetError
+    from countnet_classify.spec import RunSpec
+
+    for pretrained in (True, False):
+        with pytest.raises(CountnetError, match=f"--arch {arch} has no pretrained weights"):
+            RunSpec(data="d", arch=arch, weights="w.pth", pretrained=pretrained)

@@ -224,6 +224,15 @@ def test_bad_config_is_rejected_before_any_job(tmp_path):
     cfg.write_text("datasets:\n  d: {range: 1-2}\nexperiments:\n  x: {data: d, arch: vgg99}\n")
     proc = snakemake(tmp_path, cfg, "-n", "all")
     assert proc.returncode != 0 and "vgg99" in proc.stdout + proc.stderr
+    # A sweep over the rate with an arch its fixed size cannot take: refused by the plan
+    # (without torch), not by each of its jobs.
+    cfg.write_text(
+        "datasets:\n  d: {range: 1-2}\nsweeps:\n  s: {data: d, arch: alexnet, "
+        "size: 32, pretrained: false, seeds: 1, params: {lr: [0.01, 0.003]}}\n"
+    )
+    proc = snakemake(tmp_path, cfg, "-n", "all")
+    assert proc.returncode != 0
+    assert "--size 32 is too small for alexnet: at least 63 px" in proc.stdout + proc.stderr
 
 
 def test_a_data_parallel_experiment_asks_for_its_gpus(tmp_path):

@@ -27,7 +27,7 @@ from countnet import tables
 from countnet.errors import CountnetError
 from countnet_classify.devices import resolve_device
 from countnet_classify.model import batchnorms, build_model, check_input_size
-from countnet_classify.spec import ARCHS, HEADS
+from countnet_classify.spec import ARCHS, HEADS, SCRATCH_ONLY
 
 COST_JSON = "cost.json"  # in every run folder: the trained model's row
 COLUMNS = (
@@ -151,7 +151,8 @@ def model_cost(
         "head": "LeNet's own" if arch == "lenet" else head,
         "params": total,
         "trainable": trainable,
-        "trainable_frozen": frozen_trainable(model),
+        # only a run from ImageNet weights has a frozen phase
+        "trainable_frozen": None if arch in SCRATCH_ONLY else frozen_trainable(model),
         "macs": count_macs(model, size, device),
         "weights_bytes": weights_bytes(model),
         "latency_ms": None,

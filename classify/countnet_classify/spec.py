@@ -37,6 +37,9 @@ TASKS = ("classification", "regression")
 # --size's bounds: below 8 px no network here keeps a feature map; above 8192 px one
 # image's activations alone outgrow a large machine's memory.
 MIN_SIZE, MAX_SIZE = 8, 8192
+# The smallest --size whose feature maps these archs keep (model.check_input_size's forward
+# pass finds the same; the others take MIN_SIZE): checked without torch, at a plan's parse.
+MIN_INPUT = {"squeezenet1_1": 17, "alexnet": 63, "lenet": 16}
 LOSSES = ("mse", "huber", "l1")
 # Chosen by measurement on the default 45-50 set with counts 47 and 49 held out
 # (BENCHMARKS.md, "Regression"); --loss overrides it.
@@ -263,14 +266,14 @@ class RunSpec:
             raise CountnetError(f"--valid-pct must be between 0 and 1, got {self.valid_pct!r}")
         if self.workers is not None and self.workers < 0:
             raise CountnetError(f"--workers must be >= 0, got {self.workers}")
+        if self.arch in SCRATCH_ONLY and self.weights:
+            raise CountnetError(f"--arch {self.arch} has no pretrained weights: drop --weights")
         if self.weights and not self.pretrained:
             raise CountnetError("--weights and --no-pretrained contradict each other: pick one")
         if self.loss is not None and self.task != "regression":
             raise CountnetError("--loss is for --task regression (classification: cross-entropy)")
         if self.task == "regression" and self.loss is None:
             object.__setattr__(self, "loss", DEFAULT_LOSS)
-        if self.arch in SCRATCH_ONLY and self.weights:
-            raise CountnetError(f"--arch {self.arch} has no pretrained weights: drop --weights")
 
     @property
     def dropout(self) -> float:
@@ -348,6 +351,9 @@ def check_options(spec: RunSpec) -> tuple[str, str]:
     preset or file, an LR rule without the finder. Returns the transforms as (preset, why).
     Cheap enough for the Snakefile's parse (prepare.check_spec adds the rest)."""
     transforms = resolve_transforms(spec.transforms, spec.data)
+    low = MIN_INPUT.get(spec.arch, MIN_SIZE)
+    if spec.size < low:
+        raise CountnetError(f"--size {spec.size} is too small for {spec.arch}: at least {low} px")
     if spec.lr_find_iters == 0 and spec.lr_rule:
         raise CountnetError(f"--lr {spec.lr} needs the LR finder: set --lr-find-iters > 0")
     return transforms
