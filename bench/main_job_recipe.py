@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from countnet.tables import read_csv
+from countnet_classify import run_folder
 from countnet_classify.devices import cpu_features
 from countnet_classify.spec import RunSpec
 from countnet_classify.train import train
@@ -67,14 +68,16 @@ def ensure_sets(config: dict, root: Path) -> None:
             generate(spec, root / name, workers=os.cpu_count() or 1)
 
 
-def score(run_dir: Path, regression: bool) -> tuple[float, list[float]]:
-    """(the final figure, the per-epoch figure): error_rate, or for regression the MAE on
-    unseen counts at the end and the validation MAE per epoch."""
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+def score(run_dir: Path, regression: bool) -> tuple[float, list[float], float]:
+    """(the final figure, the per-epoch figure, the training seconds): error_rate, or for
+    regression the MAE on unseen counts at the end and the validation MAE per epoch."""
+    summary = run_folder.read_config(run_dir)["summary"]
     rows = read_csv(run_dir / "metrics.csv")
     if regression:
-        return cfg["summary"]["regression"]["unseen"]["mae"], [float(r["mae"]) for r in rows]
-    return cfg["summary"]["final_error_rate"], [float(r["error_rate"]) for r in rows]
+        final, column = summary["regression"]["unseen"]["mae"], "mae"
+    else:
+        final, column = summary["final_error_rate"], "error_rate"
+    return final, [float(r[column]) for r in rows], summary["train_seconds"]
 
 
 def main() -> None:
@@ -112,9 +115,7 @@ def main() -> None:
             spec = specs[arch][name]
             with contextlib.redirect_stdout(io.StringIO()):
                 train(spec, say=lambda m: None, figures=False)
-            final, per_epoch = score(spec.run_dir, spec.task == "regression")
-            summary = yaml.safe_load((spec.run_dir / "config.yaml").read_text())["summary"]
-            secs = summary["train_seconds"]
+            final, per_epoch, secs = score(spec.run_dir, spec.task == "regression")
             totals[arch] += secs
             target = TARGETS.get(name)
             met = next((i + 1 for i, v in enumerate(per_epoch) if target and v <= target), None)

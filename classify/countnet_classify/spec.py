@@ -348,7 +348,8 @@ class RunSpec:
 
 def check_options(spec: RunSpec) -> tuple[str, str]:
     """The checks of a run's options that need neither torch nor its data: the transforms
-    preset or file, an LR rule without the finder. Returns the transforms as (preset, why).
+    preset or file, a --size below the arch's MIN_INPUT, an LR rule without the finder.
+    Returns the transforms as (preset, why).
     Cheap enough for the Snakefile's parse (prepare.check_spec adds the rest)."""
     transforms = resolve_transforms(spec.transforms, spec.data)
     low = MIN_INPUT.get(spec.arch, MIN_SIZE)

@@ -298,8 +298,7 @@ SMALL_SET = 2000
 def set_threads(name):
     """A gen or baseline job's threads: one for a small generated set, else every core."""
     spec = DATASETS.get(name)
-    small = spec is not None and spec.per_class * (spec.counts[1] - spec.counts[0] + 1) <= SMALL_SET
-    return 1 if small else all_cores()
+    return 1 if spec is not None and spec.n_images <= SMALL_SET else all_cores()
 
 
 def training_job(threads):
