@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -287,22 +288,27 @@ def test_every_documented_gen_example_runs(tmp_path):
 
 
 def test_workflow_log_is_written_as_the_job_runs(tmp_path):
-    from countnet.errors import CountnetError
-    from countnet_gen.writer import generate_logged
-
+    """The workflow's gen job (`python -m countnet_gen.job`, the request on stdin, its output
+    the log): what it makes, progress, the summary; a job that fails leaves its reason in
+    one line, not a traceback."""
     spec = DatasetSpec(counts=(2, 3), per_class=10, size=32, radius=2)
-    log = tmp_path / "logs" / "ok.log"
-    generate_logged(spec, tmp_path / "ok", workers=1, log=log)
-    lines = log.read_text().splitlines()
+
+    def job(out):
+        request = json.dumps({"spec": spec.to_dict(), "out": str(out), "workers": 1})
+        return subprocess.run([sys.executable, "-m", "countnet_gen.job"], input=request,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    done = job(tmp_path / "ok")
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and done.stderr == ""
     assert lines[0].startswith("generating 20 images")
     assert "20/20 images (100%)" in lines and lines[-1].startswith("generated 20 images")
-    # A job that fails leaves its reason in its log, not an empty file.
+    assert len(list((tmp_path / "ok").rglob("*.png"))) == 20
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    bad = tmp_path / "logs" / "bad.log"
-    with pytest.raises(CountnetError):
-        generate_logged(spec, blocker / "ds", workers=1, log=bad)
-    lines = bad.read_text().splitlines()
+    failed = job(blocker / "ds")
+    lines = failed.stdout.splitlines()
+    assert failed.returncode == 1 and failed.stderr == ""
     assert lines[0].startswith("generating") and lines[-1].startswith("error: cannot create")
 
 

@@ -60,3 +60,22 @@ def test_no_partial_folder_trains_as_asked(tmp_path, trained):
     spec = RunSpec(data=str(tmp_path), name="x", runs_dir=str(tmp_path / "runs"), force=True)
     job.train_resuming(spec, print)
     assert trained == [spec]
+
+
+def test_a_job_that_fails_says_why_in_one_line(tmp_path):
+    """The workflow's job process (its output is the job's log): a request it cannot do
+    ends in one line and exit 1, not a traceback; a baseline job never imports torch."""
+    import json
+    import subprocess
+    import sys
+
+    request = {"job": "baseline", "data": str(tmp_path / "absent"), "out": str(tmp_path / "o"),
+               "threads": 1}  # fmt: skip
+    code = ("import runpy, sys; runpy.run_module('countnet_classify.job', run_name='__main__', "
+            "alter_sys=True)")  # fmt: skip
+    probe = f"import atexit, sys; atexit.register(lambda: print('torch' in sys.modules)); {code}"
+    done = subprocess.run([sys.executable, "-c", probe], input=json.dumps(request),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert done.returncode == 1 and done.stderr == "", done.stderr
+    assert lines[0].startswith("error: ") and "absent" in lines[0] and lines[1] == "False"

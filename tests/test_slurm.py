@@ -204,9 +204,9 @@ def test_workflow_runs_through_the_slurm_profile(slurm, tmp_path):
         "--workflow-profile", str(REPO / "profiles" / "slurm"),
         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
         "--set-threads", "gen=2", "select_transforms=2", "train=1", "sweep_run=1", "baseline=2",
-        "probe=1",
+        "probes=1",
         "--set-resources", "gen:mem_mb=1000", "train:mem_mb=3000", "select_transforms:mem_mb=3000",
-        "sweep_run:mem_mb=3000", "baseline:mem_mb=1000", "probe:mem_mb=3000",
+        "sweep_run:mem_mb=3000", "baseline:mem_mb=1000", "probes:mem_mb=3000",
         "--default-resources", "mem_mb=1000", "runtime=30",
         "--latency-wait", "5", "--slurm-keep-successful-logs",
     ]  # fmt: skip

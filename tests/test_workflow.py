@@ -144,24 +144,25 @@ def test_tiny_workflow_end_to_end(tmp_path):
 
     assert planned_jobs(tmp_path, cfg) == {}  # nothing to be done
 
-    # Removing one run folder reruns that run, its probe job and the report, nothing else;
+    # Removing one run folder reruns that run, the probes job (every run's probes, one
+    # process: the forward passes take less than importing torch again) and the report;
     # where and how a run goes (loader workers, device, quiet) is not what it computes.
     shutil.rmtree(tmp_path / "runs" / "b")
     cfg.write_text(TINY.replace("workers: 0", "workers: 1"))
     assert planned_jobs(tmp_path, cfg) == {
-        "train": 1, "probe": 1, "report": 1, "all": 1, "total": 4
+        "train": 1, "probes": 1, "report": 1, "all": 1, "total": 4
     }  # fmt: skip
     # A changed parameter reruns what it changes (Snakemake's params trigger, which compares
     # only builtin values: the rules pass specs as plain dicts): set a and its probe sets
-    # (made from its options), their classical scores, its selection, run and probe job,
-    # and the report; set b is kept (b's run and probe job, removed above, are still due).
+    # (made from its options), their classical scores, its selection and run, the probes
+    # job and the report; set b is kept (b's run, removed above, is still due).
     a_32 = "tiny-a: {range: 1-2, per_class: 12, size: 32"
     bigger = TINY.replace(a_32, a_32.replace("32", "40"))
     assert bigger != TINY
     cfg.write_text(bigger)
     assert planned_jobs(tmp_path, cfg) == {
-        "gen": 3, "baseline": 3, "select_transforms": 1, "train": 2, "probe": 2, "report": 1,
-        "all": 1, "total": 13
+        "gen": 3, "baseline": 3, "select_transforms": 1, "train": 2, "probes": 1, "report": 1,
+        "all": 1, "total": 12
     }  # fmt: skip
 
 

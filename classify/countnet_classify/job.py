@@ -1,21 +1,22 @@
-"""A training run as a workflow job (the Snakefile's train and sweep_run rules).
+"""The workflow's jobs that run countnet_classify (the Snakefile's shell rules train,
+sweep_run, select_transforms, probes and baseline): ``python -m countnet_classify.job``, the
+request as JSON on stdin (nothing is unpickled), the job's output its log.
 
-It trains in a process of its own: Snakemake runs a rule's code in a worker thread, and its
-own SIGTERM handler (the main thread's) lets a running job go on to its end, so SLURM's
-signal (--signal, a time limit, a preemption) would never stop training at a safe point.
-In its own process countnet's handler gets the signal, as `countnet train`'s does. And the
-job resumes the interrupted run a stopped job left, so the rerun equals an uninterrupted run.
-The spec travels as JSON on stdin: nothing is unpickled.
+Each job is a process of its own, which Snakemake starts directly: a ``run:`` block would
+cost a second Snakemake process that parses the whole workflow again (seconds a job), and
+Snakemake's own SIGTERM handler lets a ``run:`` block go on to its end, so SLURM's signal
+(--signal, a time limit, a preemption) would never stop training at a safe point. Here
+countnet's handler gets it, as `countnet train`'s does, and a training job resumes the
+interrupted run a stopped job left, so the rerun equals an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
+from typing import Any
 
 from countnet.errors import USER_ERRORS, CountnetError, one_line
 from countnet.malloc import retain_freed_memory_for_training
@@ -52,47 +53,62 @@ def train_resuming(spec: RunSpec, say: Callable[[str], None]) -> None:
     train(spec, say=say)
 
 
-def run_job(spec: RunSpec, threads: int, log: Path | str) -> None:
-    """Train ``spec`` in a fresh Python process with ``threads`` compute threads, its output
-    in ``log``; a failure or a signal is a CountnetError naming the log."""
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps({"spec": spec.to_dict(), "threads": threads})
-    with open(log, "w") as out:
-        proc = subprocess.run(
-            [sys.executable, "-m", "countnet_classify.job"],
-            input=payload, text=True, stdout=out, stderr=subprocess.STDOUT, check=False,
-        )  # fmt: skip
-    if proc.returncode == SIGTERM_STATUS:
-        raise CountnetError(
-            f"training {spec.run_name!r} stopped by SIGTERM at a safe point (see {log}): "
-            "rerun the workflow to resume it"
-        )
-    if proc.returncode != 0:
-        raise CountnetError(
-            f"training {spec.run_name!r} failed (exit {proc.returncode}): see {log}"
-        )
+def train_job(request: dict[str, Any], say: Callable[[str], None]) -> None:
+    train_resuming(RunSpec.from_dict(request["spec"]), say)
+
+
+def select_job(request: dict[str, Any], say: Callable[[str], None]) -> None:
+    # here, not at import: a baseline job never loads torch
+    from countnet_classify.experiments.select import select_transforms
+
+    options = {k: request[k] for k in ("candidates", "default") if request.get(k)}
+    select_transforms(RunSpec.from_dict(request["spec"]), request["out"], say=say, **options)
+
+
+def probes_job(request: dict[str, Any], say: Callable[[str], None]) -> None:
+    """Every probed run scored on its probe sets, in one process: the forward passes take
+    seconds, importing torch for each run would take longer."""
+    # here, not at import: a baseline job never loads torch
+    from countnet_classify.scoring import evaluate_into
+
+    for run in request["runs"]:
+        evaluate_into(run["run"], run["sets"], run["out"], say=say)
+
+
+def baseline_job(request: dict[str, Any], say: Callable[[str], None]) -> None:
+    # here, not at import: the classical counter needs scikit-image, training does not
+    from countnet_classify.classical import baseline_into
+
+    baseline_into(request["data"], request["out"], workers=request["threads"], say=say)
+
+
+JOBS = {"train": train_job, "select": select_job, "probes": probes_job, "baseline": baseline_job}
+TORCH_JOBS = ("train", "select", "probes")
 
 
 def main() -> int:
-    """The job's process: the spec from stdin, SIGTERM as an interruption, one line on error."""
+    """The job's process: the request from stdin, SIGTERM as an interruption, one line on
+    error. {"job": one of JOBS (train when absent), "threads": N, ...the job's own keys}."""
     request = json.loads(sys.stdin.read())
-    spec = RunSpec.from_dict(request["spec"])
+    job = JOBS[request.get("job", "train")]
 
     def say(message: str) -> None:
         print(message, flush=True)
 
     try:
         with sigterm_as_interrupt():
-            import torch  # here, not at import: the workflow's planning process never needs it
+            if request.get("job", "train") in TORCH_JOBS:
+                import torch  # here, not at import: the workflow's plan never needs it
 
-            torch.set_num_threads(int(request["threads"]))
-            retain_freed_memory_for_training()
-            train_resuming(spec, say)
+                torch.set_num_threads(int(request["threads"]))
+                retain_freed_memory_for_training()
+            job(request, say)
     except Terminated:
-        say("error: terminated (SIGTERM): the last epoch's checkpoint is kept; rerun to resume")
+        say("error: terminated (SIGTERM): a training run keeps its last epoch's checkpoint; "
+            "rerun to resume")  # fmt: skip
         return SIGTERM_STATUS
     except KeyboardInterrupt:
-        say("error: interrupted: the last epoch's checkpoint is kept; rerun to resume")
+        say("error: interrupted: a training run keeps its last epoch's checkpoint; rerun to resume")
         return 130
     except USER_ERRORS as e:
         say(f"error: {one_line(e)}")

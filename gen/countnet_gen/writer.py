@@ -349,34 +349,26 @@ def read_dataset_spec(root: Path | str) -> DatasetSpec:
         raise CountnetError(f"{path} is damaged ({type(e).__name__}: {e})") from None
 
 
-def generate_logged(spec: DatasetSpec, out: Path | str, *, workers: int, log: Path | str) -> Path:
-    """``generate`` for workflow rules, replacing ``out`` (Snakemake owns the output path and
-    has already cleared it). ``log`` is written as the job runs: what is being made, progress
-    every 10%, then the summary, or the error that stopped it."""
+def generate_logged(
+    spec: DatasetSpec, out: Path | str, *, workers: int, say: Callable[[str], None]
+) -> Path:
+    """``generate`` for workflow jobs, replacing ``out`` (Snakemake owns the output path and
+    has already cleared it), saying as it runs what is being made, progress every 10%, then
+    the summary (the job says the error that stops it)."""
     import time
 
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
+    say(f"generating {spec.n_images} images of {spec.to_dict()} into {out} ({workers} workers)")
+    t0 = time.perf_counter()
+    marks = iter(range(10, 101, 10))
+    mark = next(marks)
 
-        def say(text: str) -> None:
-            print(text, file=f, flush=True)
+    def progress(done: int, total: int) -> None:
+        nonlocal mark
+        while mark is not None and done * 100 >= mark * total:
+            say(f"{done}/{total} images ({mark}%)")
+            mark = next(marks, None)
 
-        say(f"generating {spec.n_images} images of {spec.to_dict()} into {out} ({workers} workers)")
-        t0 = time.perf_counter()
-        marks = iter(range(10, 101, 10))
-        mark = next(marks)
-
-        def progress(done: int, total: int) -> None:
-            nonlocal mark
-            while mark is not None and done * 100 >= mark * total:
-                say(f"{done}/{total} images ({mark}%)")
-                mark = next(marks, None)
-
-        try:
-            path = generate(spec, out, workers=workers, force=True, progress=progress)
-        except BaseException as e:
-            say(f"error: {e}" if isinstance(e, CountnetError) else f"error: {e!r}")
-            raise
-        dt = time.perf_counter() - t0
-        say(f"generated {spec.n_images} images in {dt:.1f}s ({spec.n_images / dt:.0f} images/s)")
+    path = generate(spec, out, workers=workers, force=True, progress=progress)
+    dt = time.perf_counter() - t0
+    say(f"generated {spec.n_images} images in {dt:.1f}s ({spec.n_images / dt:.0f} images/s)")
     return path

@@ -1,7 +1,9 @@
 # Helpers shared by the rules: config validation, and config -> the library's config models
 # (DatasetSpec for generation, RunSpec for training), so rules and CLI share one model.
+import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -195,7 +197,6 @@ def _alternatives(names):
 # runs/{sweep}/{run} a sweep's summary.csv
 wildcard_constraints:
     exp=_alternatives(EXPERIMENTS),
-    probed=_alternatives(PROBES),
     name=_alternatives(DATASETS),
     sweep=_alternatives(SWEEPS),
     run=_alternatives(sorted({run for _, run in SWEEP_RUNS})),
@@ -301,25 +302,26 @@ def set_threads(name):
     return 1 if spec is not None and spec.n_images <= SMALL_SET else all_cores()
 
 
-def training_job(threads):
-    """Set up a training job's own process as `countnet train` sets up its: `threads`
-    compute threads, and glibc keeping freed memory for the next step (countnet.malloc)."""
-    import torch
-
-    from countnet.malloc import retain_freed_memory_for_training
-
-    torch.set_num_threads(threads)
-    retain_freed_memory_for_training()
+# Every job is a shell command Snakemake starts itself: a `run:` block would cost a second
+# Snakemake process that parses this workflow again, seconds a job over dozens of jobs
+# (BENCHMARKS.md, "The main job"). The interpreter is the one running Snakemake, whatever PATH
+# says; named through the environment so that the rules' code, which Snakemake records (and
+# reruns a job when it changes), names no path of this machine.
+os.environ["COUNTNET_PYTHON"] = sys.executable
 
 
-def call_logged(log, fn, *args, **kwargs):
-    """Run a library function with its output in the rule's log file."""
-    import contextlib
+class Request:
+    """A job's request, JSON on its stdin (countnet_gen.job, countnet_classify.job). Not a
+    builtin value: Snakemake neither records nor compares it (the rules' `options` are
+    what it compares), and where the job runs (threads) never reruns it."""
 
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-        try:
-            return fn(*args, say=lambda m: print(m, flush=True), **kwargs)
-        except BaseException as e:  # the log says why the job stopped, not only Snakemake
-            print(f"error: {str(e) or repr(e)}", flush=True)
-            raise
+    def __init__(self, **fields):
+        self.fields = fields
+
+    def __format__(self, spec):
+        return shlex.quote(json.dumps(self.fields))
+
+
+def job_command(module):
+    """The shell command of a job run by ``module``: its request on stdin, its output the log."""
+    return f'"$COUNTNET_PYTHON" -m {module} <<< {{params.request}} > {{log}} 2>&1'

@@ -1,4 +1,4 @@
-# Stage 1: synthetic datasets -> datasets/<name>/ (countnet_gen.writer.generate, as `countnet gen`).
+# Stage 1: synthetic datasets -> datasets/<name>/ (countnet_gen.job, as `countnet gen`).
 
 
 rule gen:
@@ -10,14 +10,14 @@ rule gen:
     resources:
         mem_mb=2000,
     params:
-        spec=lambda wc: DATASETS[wc.name],
-        # Snakemake records (and compares, for its params rerun trigger) only builtin values,
-        # not the DatasetSpec: this plain copy makes a changed parameter regenerate the set.
+        # Snakemake records (and compares, for its params rerun trigger) only builtin values:
+        # this plain copy of the DatasetSpec makes a changed parameter regenerate the set.
         options=lambda wc: DATASETS[wc.name].to_dict(),
         # A generator fix that changes pixels bumps this, and Snakemake's params trigger
         # regenerates the sets made before it.
         pixels_version=PIXELS_VERSION,
-    run:
-        from countnet_gen.writer import generate_logged
-
-        generate_logged(params.spec, output[0], workers=threads, log=log[0])
+        request=lambda wc, output, threads: Request(
+            spec=DATASETS[wc.name].to_dict(), out=output[0], workers=threads
+        ),
+    shell:
+        job_command("countnet_gen.job")

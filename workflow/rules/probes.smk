@@ -1,27 +1,37 @@
 # Stage 4: what did it learn? Each run scored on its probes, sets shifted in one generator
 # parameter -> runs/probes/<exp>/<probe>/ (countnet_classify.scoring, as `countnet evaluate`),
 # and the classical counter on every counting set -> runs/baselines/<set>/ (`countnet baseline`).
+# Both through countnet_classify.job.
 
 
-rule probe:
-    input:
-        run="runs/{probed}",
-        data=lambda wc: [f"datasets/{name}" for name in PROBES[wc.probed].values()],
-    output:
-        directory("runs/probes/{probed}"),
-    log:
-        "logs/probe/{probed}.log",
-    threads: all_cores()
-    resources:
-        mem_mb=3000,
-    params:
-        probes=lambda wc: dict(PROBES[wc.probed]),
-    run:
-        from countnet_classify.scoring import evaluate_into
+# One job scores every run on its probes: the forward passes take seconds a run, a process
+# importing torch for each would take longer (BENCHMARKS.md, "The main job").
+if PROBES:  # a rule needs an output
 
-        training_job(threads)  # threads for the forward passes, as a training job's
-        sets = {probe: f"datasets/{name}" for probe, name in params.probes.items()}
-        call_logged(log[0], evaluate_into, input.run, sets, output[0])
+    rule probes:
+        input:
+            runs=expand("runs/{exp}", exp=PROBES),
+            data=sorted({f"datasets/{name}" for probes in PROBES.values() for name in probes.values()}),
+        output:
+            [directory(f"runs/probes/{exp}") for exp in PROBES],
+        log:
+            "logs/probes.log",
+        threads: all_cores()
+        resources:
+            mem_mb=3000,
+        params:
+            probes={exp: dict(probes) for exp, probes in PROBES.items()},
+            request=lambda wc, threads: Request(
+                job="probes",
+                runs=[
+                    {"run": f"runs/{exp}", "out": f"runs/probes/{exp}",
+                     "sets": {probe: f"datasets/{name}" for probe, name in probes.items()}}
+                    for exp, probes in PROBES.items()
+                ],
+                threads=threads,
+            ),
+        shell:
+            job_command("countnet_classify.job")
 
 
 rule baseline:
@@ -34,7 +44,9 @@ rule baseline:
     threads: lambda wc: set_threads(wc.name)
     resources:
         mem_mb=1000,
-    run:
-        from countnet_classify.classical import baseline_into
-
-        call_logged(log[0], baseline_into, input[0], output[0], workers=threads)
+    params:
+        request=lambda wc, input, output, threads: Request(
+            job="baseline", data=input[0], out=output[0], threads=threads
+        ),
+    shell:
+        job_command("countnet_classify.job")

@@ -13,14 +13,16 @@ rule select_transforms:
         mem_mb=6000,
         gpu=lambda wc: job_gpus(selection_spec(wc.exp)),
     params:
-        spec=lambda wc: selection_spec(wc.exp),
         options=lambda wc: recorded(selection_spec(wc.exp)),  # see rule train
         candidates=list(config.get("select_transforms", {}).get("candidates", ())),
         default=config.get("select_transforms", {}).get("default", "dihedral"),
-    run:
-        from countnet_classify.experiments.select import select_transforms
-
-        training_job(threads)
-        kw = {"candidates": params.candidates} if params.candidates else {}
-        kw["default"] = params.default
-        call_logged(log[0], select_transforms, params.spec, output[0], **kw)
+        request=lambda wc, output, threads: Request(
+            job="select",
+            spec=selection_spec(wc.exp).to_dict(),
+            out=output[0],
+            candidates=list(config.get("select_transforms", {}).get("candidates", ())),
+            default=config.get("select_transforms", {}).get("default", "dihedral"),
+            threads=threads,
+        ),
+    shell:
+        job_command("countnet_classify.job")

@@ -1,4 +1,4 @@
-# Sweeps: one job per (point, seed) -> runs/<sweep>/<point>-seed<k>/ (countnet_classify.train,
+# Sweeps: one job per (point, seed) -> runs/<sweep>/<point>-seed<k>/ (countnet_classify.job,
 # as `countnet sweep` runs them), then the sweep's summaries
 # (countnet_classify.experiments.sweep). On a cluster the runs fan out as separate jobs; locally
 # they run one after the other.
@@ -16,13 +16,13 @@ rule sweep_run:
         mem_mb=8000,
         gpu=lambda wc: job_gpus(sweep_run_spec(wc.sweep, wc.run)),
     params:
-        spec=lambda wc: sweep_run_spec(wc.sweep, wc.run),
         options=lambda wc: recorded(sweep_run_spec(wc.sweep, wc.run)),  # see rule train
-    run:
-        # in a process of its own: SIGTERM stops it at a safe point, and its rerun resumes
-        from countnet_classify.job import run_job
-
-        run_job(params.spec, threads, log[0])
+        request=lambda wc, threads: Request(
+            job="train", spec=sweep_run_spec(wc.sweep, wc.run).to_dict(), threads=threads
+        ),
+    shell:
+        # SIGTERM stops it at a safe point, and its rerun resumes (rule train)
+        job_command("countnet_classify.job")
 
 
 rule sweep_summary:

@@ -1,4 +1,5 @@
-# Stage 3: one training run per experiment -> runs/<exp>/ (countnet_classify.train.train).
+# Stage 3: one training run per experiment -> runs/<exp>/ (countnet_classify.job, as
+# `countnet train`). SIGTERM stops a job at a safe point, and its rerun resumes it.
 
 
 rule train:
@@ -16,11 +17,10 @@ rule train:
         mem_mb=8000,
         gpu=lambda wc: job_gpus(run_spec(wc.exp)),
     params:
-        spec=lambda wc: run_spec(wc.exp, force=True),
         # What Snakemake records and compares (builtin values only): see rule gen
         options=lambda wc: recorded(run_spec(wc.exp, force=True)),
-    run:
-        # in a process of its own: SIGTERM stops it at a safe point, and its rerun resumes
-        from countnet_classify.job import run_job
-
-        run_job(params.spec, threads, log[0])
+        request=lambda wc, threads: Request(
+            job="train", spec=run_spec(wc.exp, force=True).to_dict(), threads=threads
+        ),
+    shell:
+        job_command("countnet_classify.job")
