@@ -16,6 +16,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from countnet.errors import USER_ERRORS, CountnetError, one_line
@@ -82,7 +83,33 @@ def baseline_job(request: dict[str, Any], say: Callable[[str], None]) -> None:
     baseline_into(request["data"], request["out"], workers=request["threads"], say=say)
 
 
-JOBS = {"train": train_job, "select": select_job, "probes": probes_job, "baseline": baseline_job}
+def summary_job(request: dict[str, Any], say: Callable[[str], None]) -> None:
+    """A sweep's spec and summaries, once its runs are done."""
+    # here, not at import: matplotlib, for the summaries' figures only
+    from countnet_classify.experiments.sweep.results import write_summaries
+    from countnet_classify.experiments.sweep.spec import Sweep, write_spec
+
+    sweep = Sweep.from_dict(request["sweep"], request["out"])
+    write_spec(sweep)
+    write_summaries(sweep)
+    say(f"summarised {len(sweep.specs())} run(s) of sweep {request['out']}")
+
+
+def report_job(request: dict[str, Any], say: Callable[[str], None]) -> None:
+    """The report of the workflow's runs, sweeps, probes (a folder per probed run, a
+    subfolder per probe) and classical scores."""
+    # here, not at import: the report's figures and page only
+    from countnet_classify.report import write_report
+
+    probes = [p for d in request["probes"] for p in sorted(Path(d).iterdir()) if p.is_dir()]
+    folders = [*request["runs"], *request["sweeps"], *probes, *request["baselines"]]
+    md, page = write_report(folders, request["out"])
+    say(f"wrote {page} and {md} for {len(request['runs'])} run(s), "
+        f"{len(request['sweeps'])} sweep(s)")  # fmt: skip
+
+
+JOBS = {"train": train_job, "select": select_job, "probes": probes_job, "baseline": baseline_job,
+        "sweep_summary": summary_job, "report": report_job}  # fmt: skip
 TORCH_JOBS = ("train", "select", "probes")
 
 

@@ -15,14 +15,14 @@ rule report:
     threads: 1
     resources:
         mem_mb=1000,
-    run:
-        from countnet_classify.report import write_report
-
-        folders = [*input.runs, *(str(Path(p).parent) for p in input.sweeps)]
-        folders += [str(p) for d in input.probes for p in sorted(Path(d).iterdir()) if p.is_dir()]
-        folders += list(input.baselines)
-        md, page = write_report(folders, "runs")
-        Path(log[0]).parent.mkdir(parents=True, exist_ok=True)
-        Path(log[0]).write_text(
-            f"wrote {page} and {md} for {len(input.runs)} run(s), {len(input.sweeps)} sweep(s)\n"
-        )
+    params:
+        request=lambda wc, input: Request(
+            job="report",
+            runs=list(input.runs),
+            sweeps=[str(Path(p).parent) for p in input.sweeps],
+            probes=list(input.probes),
+            baselines=list(input.baselines),
+            out="runs",
+        ),
+    shell:
+        job_command("countnet_classify.job")

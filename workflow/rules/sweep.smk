@@ -43,12 +43,8 @@ rule sweep_summary:
     params:
         # rewritten when the plan changes (points, seeds), not when how runs go does
         plan=lambda wc: recorded_sweep(SWEEPS[wc.sweep]),
-    run:
-        from countnet_classify.experiments.sweep.results import write_summaries
-        from countnet_classify.experiments.sweep.spec import write_spec
-
-        sweep = SWEEPS[wildcards.sweep]
-        write_spec(sweep)
-        write_summaries(sweep)
-        Path(log[0]).parent.mkdir(parents=True, exist_ok=True)
-        Path(log[0]).write_text(f"summarised {len(input)} run(s) of sweep {wildcards.sweep}\n")
+        request=lambda wc: Request(
+            job="sweep_summary", sweep=SWEEPS[wc.sweep].to_dict(), out=SWEEPS[wc.sweep].out
+        ),
+    shell:
+        job_command("countnet_classify.job")
