@@ -94,9 +94,26 @@ def _chain(error: BaseException):
 
 def one_line(error: BaseException) -> str:
     """The line a user error is reported with."""
+    if isinstance(error, DiskFull):  # its own words: fastai rewrites a callback's error's args
+        return f"disk full writing {error.path}: {error.hint}"
     fs = write_failure(error, getattr(error, "filename", None) or "a file")
     if isinstance(error, OSError) and fs is not None:
         return str(fs)
     if isinstance(error, OSError) and error.filename:
         return f"{error.strerror}: {error.filename}"
-    return str(error)
+    text = str(error)
+    # fastai puts where in the loop a callback raised it before the message
+    if text.startswith("Exception occured in `") and ":\n\t" in text:
+        text = text.split(":\n\t", 1)[1]
+    return text
+
+
+def user_error_line(error: BaseException) -> str | None:
+    """The one line a command reports ``error`` with, or None for a bug (its traceback is
+    the report): countnet's own errors, the OS refusing a path, a full or read-only file
+    system under a writer without its own check."""
+    if isinstance(error, USER_ERRORS):
+        return one_line(error)
+    if isinstance(error, OSError) and (error.filename or write_failure(error, ".") is not None):
+        return one_line(error)
+    return None

@@ -79,3 +79,77 @@ def test_a_job_that_fails_says_why_in_one_line(tmp_path):
     lines = done.stdout.splitlines()
     assert done.returncode == 1 and done.stderr == "", done.stderr
     assert lines[0].startswith("error: ") and "absent" in lines[0] and lines[1] == "False"
+
+
+def test_a_request_reaches_its_job_as_written_whatever_it_holds(tmp_path):
+    """countnet.jobs' command through Snakemake itself, as the workflow's rules run it: text
+    with quotes, `$(...)`, backticks, a newline and non-ASCII reaches the job unchanged and
+    runs nothing; a log path with a space and a quote is one path (json.tool stands in for
+    the job: it prints the request it reads)."""
+    import json
+    import subprocess
+    import sys
+
+    nasty = 'it\'s "q" $(touch pwned) `touch pwned2`; $HOME\n é \\ %s {x}'
+    (tmp_path / "Snakefile").write_text(
+        "import os, sys\n"
+        "from countnet.jobs import Request, job_command\n"
+        "os.environ['COUNTNET_PYTHON'] = sys.executable\n"
+        "rule r:\n"
+        "    output: 'out.json'\n"
+        "    log: \"logs/it's a log.log\"\n"
+        f"    params: request=Request(note={nasty!r}, n=[1, 2])\n"
+        "    shell: job_command('json.tool') + ' && cp {log:q} {output:q}'\n"
+    )  # fmt: skip
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "-d", str(tmp_path),
+           "-s", str(tmp_path / "Snakefile")]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "out.json").read_text()) == {"note": nasty, "n": [1, 2]}
+    assert not any(tmp_path.rglob("pwned*"))
+
+
+def test_a_job_interrupted_ends_its_log_with_one_line_and_keeps_nothing(tmp_path):
+    """SIGTERM (a cluster's time limit, a killed workflow) to a gen job mid-set: the last
+    line says so and what a rerun does, the status is the signal's, no staging is left."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from countnet_gen.spec import DatasetSpec
+
+    spec = DatasetSpec(counts=(40, 50), per_class=2000, size=64, radius=1.5)
+    request = json.dumps({"spec": spec.to_dict(), "out": str(tmp_path / "set"), "workers": 1})
+    log = tmp_path / "gen.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "countnet_gen.job"], stdin=subprocess.PIPE,
+                                stdout=out, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        proc.stdin.write(request)
+        proc.stdin.close()
+        deadline = time.monotonic() + 120
+        while "images (" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(timeout=60)
+    lines = log.read_text().splitlines()
+    assert status == 143 and lines[-1].startswith("error: terminated (SIGTERM): nothing half-made")
+    assert not any("Traceback" in ln for ln in lines)
+    assert [p.name for p in tmp_path.iterdir()] == ["gen.log"]  # no set, no staging
+
+
+def test_an_error_raised_in_a_fastai_callback_is_still_one_line():
+    """fastai rewrites the message of an exception a callback raises (where in the loop, a
+    newline and a tab, then the message): the line reported is countnet's own."""
+    from countnet.errors import CountnetError, DiskFull, one_line
+
+    def from_callback(error):
+        error.args = ("Exception occured in `Checkpoint` when calling event `before_fit`:\n\t"
+                      + str(error.args[0]),)  # fmt: skip
+        return error
+
+    assert one_line(from_callback(DiskFull("runs/.e.partial/checkpoint.pt"))) == (
+        "disk full writing runs/.e.partial/checkpoint.pt: free space and rerun"
+    )
+    assert one_line(from_callback(CountnetError("bad thing"))) == "bad thing"

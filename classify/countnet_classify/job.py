@@ -1,6 +1,7 @@
 """The workflow's jobs that run countnet_classify (the Snakefile's shell rules train,
-sweep_run, select_transforms, probes and baseline): ``python -m countnet_classify.job``, the
-request as JSON on stdin (nothing is unpickled), the job's output its log.
+sweep_run, select_transforms, probes, baseline, sweep_summary and report): ``python -m
+countnet_classify.job``, the request as JSON on stdin (countnet.jobs; nothing is unpickled),
+the job's output its log.
 
 Each job is a process of its own, which Snakemake starts directly: a ``run:`` block would
 cost a second Snakemake process that parses the whole workflow again (seconds a job), and
@@ -19,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from countnet.errors import USER_ERRORS, CountnetError, one_line
+from countnet.errors import CountnetError
+from countnet.jobs import run_job
 from countnet.malloc import retain_freed_memory_for_training
-from countnet.signals import SIGTERM_STATUS, Terminated, sigterm_as_interrupt
 from countnet_classify import run_folder
 from countnet_classify.spec import RunSpec
 
@@ -31,7 +32,7 @@ def train_resuming(spec: RunSpec, say: Callable[[str], None]) -> None:
     options in its partial folder is resumed from its last checkpoint; one started with other
     options (the config changed) is started over, saying so; a damaged one is reported by
     --resume's checks and, forced, started over."""
-    # here: the workflow's process imports this module for run_job, and must not load torch
+    # here, not at import: a baseline or report job never loads torch
     from countnet_classify.train import train
 
     partial = run_folder.partial_dir(spec.run_dir)
@@ -114,33 +115,21 @@ TORCH_JOBS = ("train", "select", "probes")
 
 
 def main() -> int:
-    """The job's process: the request from stdin, SIGTERM as an interruption, one line on
-    error. {"job": one of JOBS (train when absent), "threads": N, ...the job's own keys}."""
+    """The job's process: {"job": one of JOBS (train when absent), "threads": N, ...the
+    job's own keys} from stdin."""
     request = json.loads(sys.stdin.read())
-    job = JOBS[request.get("job", "train")]
+    name = request.get("job", "train")
 
-    def say(message: str) -> None:
-        print(message, flush=True)
+    def work(say: Callable[[str], None]) -> None:
+        if name in TORCH_JOBS:
+            import torch  # here, not at import: the workflow's plan never needs it
 
-    try:
-        with sigterm_as_interrupt():
-            if request.get("job", "train") in TORCH_JOBS:
-                import torch  # here, not at import: the workflow's plan never needs it
+            torch.set_num_threads(int(request["threads"]))
+            retain_freed_memory_for_training()
+        JOBS[name](request, say)
 
-                torch.set_num_threads(int(request["threads"]))
-                retain_freed_memory_for_training()
-            job(request, say)
-    except Terminated:
-        say("error: terminated (SIGTERM): a training run keeps its last epoch's checkpoint; "
-            "rerun to resume")  # fmt: skip
-        return SIGTERM_STATUS
-    except KeyboardInterrupt:
-        say("error: interrupted: a training run keeps its last epoch's checkpoint; rerun to resume")
-        return 130
-    except USER_ERRORS as e:
-        say(f"error: {one_line(e)}")
-        return 1
-    return 0
+    training = "the last epoch's checkpoint is kept; rerun to resume"
+    return run_job(work, then=training if name == "train" else "rerun to do it again")
 
 
 if __name__ == "__main__":

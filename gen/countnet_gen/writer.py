@@ -264,7 +264,7 @@ def _chunk_mapper(spec: DatasetSpec, root: Path, workers: int) -> Iterator[Calla
     # spawn: fork would copy a possibly large parent (e.g. a Snakemake or torch process).
     # Workers are born ignoring SIGINT (kept across exec): a Ctrl-C while one still imports,
     # before its initializer runs, would print that worker's traceback. Only the main
-    # thread may set handlers (a Snakemake job runs in a worker thread; no Ctrl-C there).
+    # thread may set handlers (a caller running this in a worker thread gets no Ctrl-C there).
     ctx, args = mp.get_context("spawn"), (spec.to_dict(), str(root))
     if threading.current_thread() is not threading.main_thread():
         pool = ctx.Pool(workers, _init_pool_worker, args)

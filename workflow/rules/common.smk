@@ -1,9 +1,7 @@
 # Helpers shared by the rules: config validation, and config -> the library's config models
 # (DatasetSpec for generation, RunSpec for training), so rules and CLI share one model.
-import json
 import os
 import re
-import shlex
 import sys
 from pathlib import Path
 
@@ -12,6 +10,7 @@ from snakemake.utils import validate
 
 from countnet_gen import PIXELS_VERSION
 from countnet.errors import CountnetError
+from countnet.jobs import Request, job_command
 from countnet_gen.spec import DatasetSpec
 from countnet_classify.spec import SCRATCH_ONLY
 
@@ -302,26 +301,7 @@ def set_threads(name):
     return 1 if spec is not None and spec.n_images <= SMALL_SET else all_cores()
 
 
-# Every job is a shell command Snakemake starts itself: a `run:` block would cost a second
-# Snakemake process that parses this workflow again, seconds a job over dozens of jobs
-# (BENCHMARKS.md, "The main job"). The interpreter is the one running Snakemake, whatever PATH
-# says; named through the environment so that the rules' code, which Snakemake records (and
-# reruns a job when it changes), names no path of this machine.
+# Every job is a shell command (countnet.jobs), run by the interpreter running Snakemake,
+# whatever PATH says; named through the environment so that the rules' code, which
+# Snakemake records (and reruns a job when it changes), names no path of this machine.
 os.environ["COUNTNET_PYTHON"] = sys.executable
-
-
-class Request:
-    """A job's request, JSON on its stdin (countnet_gen.job, countnet_classify.job). Not a
-    builtin value: Snakemake neither records nor compares it (the rules' `options` are
-    what it compares), and where the job runs (threads) never reruns it."""
-
-    def __init__(self, **fields):
-        self.fields = fields
-
-    def __format__(self, spec):
-        return shlex.quote(json.dumps(self.fields))
-
-
-def job_command(module):
-    """The shell command of a job run by ``module``: its request on stdin, its output the log."""
-    return f'"$COUNTNET_PYTHON" -m {module} <<< {{params.request}} > {{log}} 2>&1'
