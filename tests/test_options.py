@@ -220,3 +220,25 @@ def test_declarations_that_cannot_be_rendered_are_refused():
 
     with pytest.raises(ValueError, match="notes"):
         _toy_app(Unnoted)
+
+
+@pytest.mark.parametrize("name", ["ok-1.a_b", "nl\n", "a b", "../x", "it's", "$(id)", "é"])
+def test_the_schema_refuses_a_name_a_job_command_could_not_hold(name):
+    """Dataset, experiment and sweep names become paths in the jobs' shell commands: the
+    default config with one dataset renamed, validated as the Snakefile validates it, passes
+    with a plain name only, not even one ending in a newline (Python's $ matches before
+    it); experiments and sweeps share the pattern."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["datasets"][name] = config["datasets"].pop("count-1-5")
+    schema = str(REPO / "config" / "schemas" / "config.schema.yaml")
+    if name == "ok-1.a_b":
+        validate(config, schema)
+    else:
+        with pytest.raises(WorkflowError):
+            validate(config, schema)
+    patterns = {SCHEMA["properties"][k]["propertyNames"]["pattern"]
+                for k in ("datasets", "experiments", "sweeps")}  # fmt: skip
+    assert len(patterns) == 1
