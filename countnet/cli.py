@@ -16,7 +16,7 @@ import typer
 
 from countnet.app import Typer
 from countnet.atomic import check_writable_parent
-from countnet.errors import USER_ERRORS, CountnetError, DiskFull, one_line, user_error_line
+from countnet.errors import USER_ERRORS, CountnetError, DiskFull, user_error_line
 from countnet.malloc import retain_freed_memory_for_training
 from countnet.names import printable
 from countnet.options import spec_options, spec_values
@@ -360,13 +360,10 @@ def main() -> None:
         _fail(*stop_report(e))
     except DiskFull as e:
         _fail(f"disk full writing {e.path}: {RERUN_HINTS.get(_command(), e.hint)}")
-    except OSError as e:  # USER_ERRORS' OS errors, a full or read-only file system, the OS
-        # refusing a path the user gave (a name too long, a symlink loop); else a bug
+    except (*USER_ERRORS, OSError) as e:  # an OSError the user cannot act on is a bug
         if (line := user_error_line(e)) is None:
             raise
         _fail(line)
-    except USER_ERRORS as e:
-        _fail(one_line(e))
     except (KeyboardInterrupt, typer.Abort) as e:
         _fail(*stop_report(e))
     except typer.Exit as e:

@@ -1,5 +1,8 @@
 # Stage 2: augmentation presets tried on a short, equal budget -> runs/select-transforms/<exp>.json
 
+SELECT_CANDIDATES = list(config.get("select_transforms", {}).get("candidates", ()))
+SELECT_DEFAULT = config.get("select_transforms", {}).get("default", "dihedral")
+
 
 rule select_transforms:
     input:
@@ -14,14 +17,14 @@ rule select_transforms:
         gpu=lambda wc: job_gpus(selection_spec(wc.exp)),
     params:
         options=lambda wc: recorded(selection_spec(wc.exp)),  # see rule train
-        candidates=list(config.get("select_transforms", {}).get("candidates", ())),
-        default=config.get("select_transforms", {}).get("default", "dihedral"),
+        candidates=SELECT_CANDIDATES,
+        default=SELECT_DEFAULT,
         request=lambda wc, output, threads: Request(
             job="select",
             spec=selection_spec(wc.exp).to_dict(),
             out=output[0],
-            candidates=list(config.get("select_transforms", {}).get("candidates", ())),
-            default=config.get("select_transforms", {}).get("default", "dihedral"),
+            candidates=SELECT_CANDIDATES,
+            default=SELECT_DEFAULT,
             threads=threads,
         ),
     shell:
