@@ -28,6 +28,7 @@ from countnet.signals import (
     sigterm_as_interrupt,
     stop_report,
 )
+from countnet_classify.model_meta import check_run
 from countnet_classify.spec import ARCHS, SCRATCH_ONLY, RunSpec
 from countnet_classify.transforms import PRESETS
 from countnet_gen.cli import EXAMPLES as GEN_EXAMPLES
@@ -265,6 +266,7 @@ def predict_cmd(
 ) -> None:
     """Classify images with a trained run's weights (weights only: never unpickles); a
     regression run prints each image's count to one decimal and its rounding."""
+    check_run(run)  # a damaged run is one line before torch's seconds of imports
     # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.predict import Predictor, gather, write_csv
 
@@ -309,6 +311,7 @@ def export_cmd(
     """Write a run's network as an ONNX model (normalisation and softmax inside; the
     preprocessing it expects is in its metadata), checked against the weights with
     onnxruntime. Needs the onnx extra."""
+    check_run(run)  # a damaged run is one line before torch's seconds of imports
     # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.export import export
 

@@ -18,7 +18,8 @@ import torch
 
 from countnet.atomic import atomic_path
 from countnet.errors import CountnetError
-from countnet_classify.artifact import is_regression, load_predictor
+from countnet_classify.artifact import load_predictor
+from countnet_classify.model_meta import is_regression
 from countnet_classify.onnx_io import onnx_modules, session, set_metadata
 
 FORMATS = ("onnx",)

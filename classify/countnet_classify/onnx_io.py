@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from countnet.errors import CountnetError
-from countnet_classify.artifact import check_model_meta, is_regression
+from countnet_classify.model_meta import check_model_meta, is_regression
 
 PREPROCESSING = (
     "image: float32 (batch, 3, size, size), RGB in [0, 1] (8-bit values / 255), after "

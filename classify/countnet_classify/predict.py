@@ -23,9 +23,10 @@ from PIL import Image
 from countnet import tables
 from countnet.errors import CountnetError
 from countnet.names import printable
-from countnet_classify.artifact import is_regression, load_predictor
+from countnet_classify.artifact import load_predictor
 from countnet_classify.images import RGBImage, item_transforms
 from countnet_classify.labels import natural_key
+from countnet_classify.model_meta import is_regression
 from countnet_classify.onnx_io import session
 from countnet_classify.regression import rounded
 from countnet_classify.screen import check_image, files_under

@@ -24,9 +24,9 @@ from countnet import tables
 from countnet.atomic import absolute, exclusive, staging_dir, write_text_atomic
 from countnet.errors import CountnetError
 from countnet.names import printable
-from countnet_classify.artifact import is_regression, locate
 from countnet_classify.evaluate import count_stats
 from countnet_classify.labels import TEST, count_values, natural_key
+from countnet_classify.model_meta import is_regression, locate
 from countnet_classify.plots import plot_confusion, plot_scatter
 from countnet_classify.predict import Inputs, Predictor, vet
 from countnet_classify.record import dataset_params
