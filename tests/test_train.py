@@ -319,7 +319,10 @@ def test_caffe_policies_drive_the_optimizer(tiny, tmp_path, policy):
         epochs=2, size=32, bs=8, lr_find_iters=0, quiet=True, workers=0,
         runs_dir=str(tmp_path), name=policy,
     )  # fmt: skip
-    res = train(spec, say=lambda m: None, figures=False)
+    said = []
+    res = train(spec, say=said.append, figures=False)
+    # --pretrained, the default, cannot apply to LeNet: said, not silently dropped
+    assert "weights: none, lenet has no ImageNet weights: trained from scratch" in said
     lrs = res.learner.recorder.lrs
     assert len(lrs) == 6  # 27 training images in batches of 8 (last dropped), 2 epochs
     if policy == "step":

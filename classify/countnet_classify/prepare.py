@@ -97,6 +97,8 @@ def prepare_run(spec: RunSpec, say) -> PreparedRun:
     state_dict, weights_source = None, None
     if spec.uses_pretrained:  # before screening: a missing weights file fails fast
         state_dict, weights_source = imagenet_state_dict(spec.arch, spec.weights)
+    elif spec.pretrained:  # --pretrained is the default: say it cannot apply here
+        say(f"weights: none, {spec.arch} has no ImageNet weights: trained from scratch")
     sc, data_info, target, test_items, test_skipped = _screen(spec, saved)
     if spec.transforms == AUTO:
         say(f"transforms: {transforms} ({transforms_reason})")
