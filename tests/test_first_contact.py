@@ -31,14 +31,15 @@ def own(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(own, tiny, tmp_path_factory):
-    """Both folders trained once with the default --transforms (and --lr auto on the
-    counting set: the finder's steps): {name: (process, config.yaml)}."""
+    """Both folders trained once with the default --transforms and --lr:
+    {name: (process, config.yaml)}."""
     runs = tmp_path_factory.mktemp("runs")
     out = {}
-    for name, data, extra in (("own", own, ["--lr", "0.01"]), ("count", tiny, [])):
-        proc = run_countnet("train", data, *SMALL, *extra, "--runs-dir", runs, "--name", name)
+    for name, data in (("own", own), ("count", tiny)):
+        proc = run_countnet("train", data, *SMALL, "--runs-dir", runs, "--name", name)
         assert proc.returncode == 0, proc.stderr
-        out[name] = proc, yaml.safe_load((runs / name / "config.yaml").read_text())
+        cfg = yaml.safe_load((runs / name / "config.yaml").read_text())
+        out[name] = proc, {**cfg, "_dir": runs / name}
     return out
 
 
@@ -58,6 +59,23 @@ def test_a_counting_set_keeps_dihedral(trained):
     assert cfg["resolved"]["transforms"] == "dihedral"
     assert cfg["resolved"]["transforms_reason"].startswith("auto: a countnet counting set")
     assert "can change the count" not in proc.stderr
+
+
+def test_a_plain_folder_from_scratch_trains_at_a_fixed_rate_without_the_finder(trained):
+    """--lr auto from scratch: a fixed rate on a user's folder (the finder's pick was worse
+    and took half the time on digits and lfw); the finder's slide on a counting set."""
+    from countnet_classify.spec import FOLDER_SCRATCH_LR
+
+    proc, cfg = trained["own"]
+    assert cfg["run"]["lr"] == "auto"
+    assert cfg["lr"]["used"] == FOLDER_SCRATCH_LR and cfg["lr"]["suggestions"] == {}
+    assert cfg["lr"]["source"].startswith("--lr auto (from scratch on a folder that is not")
+    assert "LR finder" not in proc.stderr.replace("no LR finder", ""), proc.stderr
+    assert not (cfg["_dir"] / "lr_find.png").exists()
+    proc, cfg = trained["count"]
+    assert cfg["lr"]["source"].startswith("LR finder, slide suggestion (--lr auto")
+    assert "LR finder: up to 100 steps" in proc.stderr
+    assert (cfg["_dir"] / "lr_find.png").is_file()
 
 
 def test_explicit_presets_and_runs_recorded_before_auto(own, tiny):

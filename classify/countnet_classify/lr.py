@@ -18,7 +18,7 @@ from countnet.errors import CountnetError
 from countnet.progress import progress_bar
 from countnet_classify import plots
 from countnet_classify.plots import plt
-from countnet_classify.spec import RunSpec
+from countnet_classify.spec import RunSpec, auto_lr
 
 AUTO_FALLBACK = ("valley", "minimum")  # when the sweep was too short for --lr auto's rule
 
@@ -29,6 +29,9 @@ def find_lr(learn, spec: RunSpec, run_dir: Path, quiet: bool, say=print) -> dict
     ``fit_one_cycle(lr)``); ``--lr auto`` or a rule's name runs fastai's LR finder and
     saves lr_find.png: the sweep, every suggestion, and the one used marked apart."""
     rule = spec.lr_rule
+    if not rule and spec.lr == "auto":
+        _, rate, why = auto_lr(spec)
+        return {"used": rate, "source": f"--lr auto ({why})", "suggestions": {}}
     if not rule:
         return {"used": float(spec.lr), "source": "--lr (no LR finder)", "suggestions": {}}
     if spec.lr_find_iters == 0:

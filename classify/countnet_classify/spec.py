@@ -23,9 +23,13 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # --lr: "auto" or one of the LR finder's suggestions (fastai's names; "minimum" is already
 # the loss minimum / 10), or a number.
 LR_RULES = ("auto", "valley", "minimum", "steep", "slide")
-# --lr auto from scratch: the rule that won on the default sets and a small real set
+# --lr auto from scratch on a countnet counting set: the rule that won on the default sets
 # (BENCHMARKS.md); fine-tuning uses fastai's default, valley.
 AUTO_SCRATCH_RULE = "slide"
+# --lr auto from scratch on any other folder: a fixed peak rate, no finder. On digits and
+# lfw it beat every finder rule, seed for seed, in half the time (BENCHMARKS.md, "First
+# contact").
+FOLDER_SCRATCH_LR = 3e-3
 LOADERS = ("cache", "files")
 OPTIMIZERS = ("adam", "sgd")  # optim.OPTIMIZERS: fastai's Adam (fused), the seeds' SGD
 # Classifier heads on a torchvision body: fastai's (concat avg+max pooling, BatchNorm, a
@@ -94,7 +98,8 @@ class RunSpec:
         default="auto",
         metadata=cli(
             "A number (no LR finder), or the LR finder's suggestion: valley | minimum | steep "
-            "| slide, or auto: valley when fine-tuning, slide from scratch.",
+            "| slide, or auto: valley when fine-tuning; from scratch, slide on a countnet "
+            f"counting set, else {FOLDER_SCRATCH_LR:g} (no LR finder).",
             type=str,
         ),
     )
@@ -298,7 +303,7 @@ class RunSpec:
         if not isinstance(self.lr, str):
             return None
         if self.lr == "auto":
-            return "valley" if self.uses_pretrained else AUTO_SCRATCH_RULE
+            return auto_lr(self)[0]
         return self.lr
 
     @property
@@ -358,6 +363,20 @@ def check_options(spec: RunSpec) -> tuple[str, str]:
     if spec.lr_find_iters == 0 and spec.lr_rule:
         raise CountnetError(f"--lr {spec.lr} needs the LR finder: set --lr-find-iters > 0")
     return transforms
+
+
+def auto_lr(spec: RunSpec) -> tuple[str | None, float | None, str]:
+    """What ``--lr auto`` means for ``spec``: (the LR finder's rule, None, why) or (None, a
+    fixed rate, why)."""
+    # lazy: the generator's writer loads when a set is looked at, not with the options
+    from countnet_gen.writer import is_dataset
+
+    if spec.uses_pretrained:
+        return "valley", None, "fine-tuning"
+    if spec.data is None or is_dataset(spec.data):
+        return AUTO_SCRATCH_RULE, None, "from scratch"
+    why = f"from scratch on a folder that is not a countnet counting set: {FOLDER_SCRATCH_LR:g}"
+    return None, FOLDER_SCRATCH_LR, f"{why}, no LR finder"
 
 
 def _number(opt: str, value: Any) -> float:
