@@ -283,14 +283,24 @@ def test_first_contact_compares_old_new_and_fastai_on_the_same_folder():
     one grayscale) through the old defaults, the new ones and plain fastai; the new default
     on a plain folder is upright, the old dihedral; fastai is told about the file it cannot read."""
     out = bench(
-        "first_contact.py", "--sets", "own", "--limit", "4", "--epochs", "1",
-        "--countnet-args", "--arch lenet --lr 0.01", timeout=600,
+        "first_contact.py", "--sets", "own", "--limit", "4", "--epochs", "1", "--seeds", "2",
+        "--countnet-args", "--arch lenet --lr-find-iters 50", timeout=600,
     )  # fmt: skip
-    rows = re.findall(r"^own +(old|new|fastai) +([\d.]+) +([\d.]+) +([\d.]+)x  (.*)$", out, re.M)
-    assert [r[0] for r in rows] == ["fastai", "old", "new"], out
-    assert all(0 <= float(err) <= 1 and float(wall) > 0 for _, err, wall, _, _ in rows)
-    assert rows[0][3] == "1.00" and rows[0][4] == "1 unreadable file(s) left out"
-    assert rows[1][4].startswith("dihedral;") and rows[2][4].startswith("upright;")
+    rows = re.findall(
+        r"^own +(old|new|fastai) +(\d) +([\d.]+) +([\d.]+) +([\d.]+)x  (.*)$", out, re.M
+    )
+    assert [r[:2] for r in rows] == [(r, s) for s in "01" for r in ("fastai", "old", "new")], out
+    assert all(0 <= float(row[2]) <= 1 and float(row[3]) > 0 for row in rows)
+    assert rows[0][4] == "1.00" and rows[0][5] == "1 unreadable file(s) left out"
+    # the old defaults: dihedral and the finder; the new: upright at a fixed 3e-3
+    assert rows[1][5].startswith("dihedral; lr ") and rows[1][5] != "dihedral; lr 3.00e-03"
+    assert rows[2][5] == "upright; lr 3.00e-03"
+    means = re.findall(r"^own +(old|new|fastai) +mean +([\d.]+) +([\d.]+) +([\d.]+)x  (.*)$",
+                       out, re.M)  # fmt: skip
+    assert [m[0] for m in means] == ["fastai", "old", "new"] and means[0][3] == "1.00", out
+    for label, mean, _, _, seeds in means:
+        errs = [float(r[2]) for r in rows if r[0] == label]
+        assert float(mean) == pytest.approx(sum(errs) / 2, abs=1e-4) and seeds == "2 of 2 seed(s)"
 
 
 def test_main_job_recipe_bench_trains_each_arch_on_the_configs_experiments(tmp_path):
