@@ -109,3 +109,25 @@ def test_upright_augments_but_never_mirrors():
     assert bool((left_minus_right > 0.2).all()), left_minus_right.min()
     changed = (y - x).abs().amax((1, 2, 3)) > 0.05
     assert int(changed.sum()) >= 48  # it augments (each transform applies with p = 0.75)
+
+
+def test_a_hostile_dataset_json_is_no_counting_set_and_never_blocks(own, tmp_path):
+    """`--transforms auto` and `--lr auto` look for countnet's dataset.json in DATA: a FIFO
+    by that name (reading it would wait forever) or an oversized file is just not countnet's."""
+    import os
+    import subprocess
+    import sys
+
+    fifo, big = tmp_path / "fifo", tmp_path / "big"
+    for folder in (fifo, big):
+        folder.mkdir()
+    os.mkfifo(fifo / "dataset.json")
+    with open(big / "dataset.json", "wb") as f:
+        f.truncate(17 << 20)  # sparse: 17 MB of zeros, over the 16 MB cap
+    code = (
+        "import sys; from countnet_gen.outdir import is_dataset; "
+        "print(*map(is_dataset, sys.argv[1:]))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, fifo, big, own],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.stdout.split() == ["False", "False", "False"], proc.stderr

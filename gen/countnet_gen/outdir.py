@@ -21,6 +21,7 @@ SPLITS = ("train", "valid", "test")
 # Snakemake marks each directory() output it made (the workflow's datasets) with this file.
 SNAKEMAKE_MARK = ".snakemake_timestamp"
 SHOWN = 5  # foreign files named in the refusal; the rest are counted
+MAX_DATASET_JSON = 16 << 20  # bytes: far above any dataset.json gen writes
 
 
 def is_dataset(folder: Path | str) -> bool:
@@ -29,8 +30,13 @@ def is_dataset(folder: Path | str) -> bool:
 
 
 def _metadata(folder: Path) -> dict | None:
+    path = folder / DATASET_JSON
     try:
-        meta = json.loads((folder / DATASET_JSON).read_text())
+        # a regular file of sane size only: a FIFO or /dev/zero by that name must not hang
+        # or fill memory (gen's own dataset.json is a few kB)
+        if not path.is_file() or path.stat().st_size > MAX_DATASET_JSON:
+            return None
+        meta = json.loads(path.read_bytes())
     except (OSError, ValueError, RecursionError):  # RecursionError: nested too deep
         return None
     ok = isinstance(meta, dict) and isinstance(meta.get("spec"), dict) and "classes" in meta
