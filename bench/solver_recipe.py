@@ -13,7 +13,7 @@ epochs:
   recipe, sgd   ../shared/seeds/001's solver: --opt sgd --momentum 0.9 --wd 5e-4
                 --lr-policy inv --lr 0.01 (gamma 1e-4, power 0.75), bs 64
   recipe, adam  the same with --opt adam: the sweep over the solver, one change (000's habit)
-  default       countnet train's own path: Adam, one-cycle, LR from the finder, bs auto
+  default       countnet train's own path: Adam, one-cycle, --lr auto, bs auto
 
 Prints mean ± std final and best error_rate per configuration and each against the
 default (the baseline measured in the same run).

@@ -140,7 +140,9 @@ def test_solver_recipe_runs_the_seeds_recipe_beside_the_default(tmp_path):
     default = yaml.safe_load((tmp_path / "default" / "opt-adam-seed0" / "config.yaml").read_text())
     assert default["resolved"]["optimizer"]["name"] == "FusedAdam"
     assert default["resolved"]["schedule"] == "one-cycle for 1 epoch(s)"
-    assert default["lr"]["source"].startswith("LR finder")  # the finder chose it
+    # --lr auto on a plain folder from scratch: the fixed rate, no finder
+    assert default["lr"]["source"].startswith("--lr auto (from scratch on a folder")
+    assert default["lr"]["used"] == 3e-3
 
 
 def test_regression_holdout_bench_runs_each_loss_beside_its_baselines(tmp_path):
