@@ -257,3 +257,17 @@ def test_a_data_parallel_experiment_asks_for_its_gpus(tmp_path):
         "select-transforms/multi.json": "4", "select-transforms/cpu2.json": "1",
         "select-transforms/one.json": "1",
     }, proc.stdout  # fmt: skip
+
+
+def test_a_refused_name_is_said_in_one_line(tmp_path):
+    """A name the schema refuses (it would become a path in a job's shell command) is one
+    line naming it and the rule, not the schema validator's dozen-line dump."""
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text('datasets: {"my set": {range: 1-2, per_class: 4, size: 32, radius: 3}}\n')
+    proc = snakemake(tmp_path, cfg, "-n", "all")
+    assert proc.returncode != 0
+    line = ("config: datasets: the name 'my set' is not allowed: use letters, digits, '.', '_' "
+            "and '-', starting with a letter or digit")  # fmt: skip
+    said = proc.stdout + proc.stderr  # Snakemake prints a parse error on stdout
+    assert line in said.splitlines(), said
+    assert "Failed validating" not in said

@@ -14,7 +14,29 @@ from countnet.jobs import Request, job_command
 from countnet_gen.spec import DatasetSpec
 from countnet_classify.spec import SCRATCH_ONLY
 
-validate(config, workflow.source_path("../../config/schemas/config.schema.yaml"))
+SCHEMA = workflow.source_path("../../config/schemas/config.schema.yaml")
+
+
+def _check_names(schema_path):
+    """A name the schema refuses, said in one line before the schema's dozen-line dump; the
+    pattern is the schema's own."""
+    import yaml
+
+    with open(schema_path) as f:
+        sections = yaml.safe_load(f)["properties"]
+    for section in ("datasets", "experiments", "sweeps"):
+        pattern = sections[section]["propertyNames"]["pattern"]
+        names = config.get(section) if isinstance(config.get(section), dict) else {}
+        for name in names:
+            if not isinstance(name, str) or not re.search(pattern, name):
+                raise WorkflowError(
+                    f"config: {section}: the name {name!r} is not allowed: use letters, "
+                    "digits, '.', '_' and '-', starting with a letter or digit"
+                )
+
+
+_check_names(SCHEMA)
+validate(config, SCHEMA)
 
 # Every job's process (and a cluster job's) parses this file again to find its rule: the
 # checks that take seconds (a set's trial layouts) ran once, in the plan.
