@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from countnet.atomic import write_text_atomic
+from countnet.names import printable
 
 
 def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any] | Mapping[str, Any]]) -> str:
@@ -51,10 +52,15 @@ def read_csv(path: Path | str) -> list[dict[str, str]]:
 def markdown_table(
     header: Sequence[str], rows: Iterable[Sequence[Any]], *, align_right: bool = False
 ) -> str:
-    """A GitHub/CommonMark table; a ``|`` inside a cell is escaped. ``align_right``: every
-    column right-aligned (numbers)."""
+    """A GitHub/CommonMark table; a ``|`` inside a cell is escaped, and a control character
+    (a newline in a folder's name) written as ``\\n``, which would end the row. ``align_right``:
+    every column right-aligned (numbers)."""
     rule = "---:|" if align_right else "---|"
     lines = ["| " + " | ".join(header) + " |", "|" + rule * len(header)]
     # One backslash: "\\|" is a literal pipe in a table cell.
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    return printable(str(value)).replace("|", "\\|")

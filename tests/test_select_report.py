@@ -202,3 +202,6 @@ def test_markdown_cells_escape_pipes_once():
 
     table = markdown_table(["note"], [["a|b"]])
     assert table.splitlines()[-1] == "| a\\|b |"  # one backslash: a literal pipe
+    # a data folder named with a newline stays on its row
+    table = markdown_table(["data", "error"], [["/d/a\nb", 0.5]])
+    assert table.splitlines()[-1] == "| /d/a\\nb | 0.5 |"
