@@ -227,3 +227,21 @@ def test_a_set_whose_folder_cannot_name_its_results_asks_for_name(counts, tmp_pa
     assert cli("evaluate", clf, odd, "--name", "odd").returncode == 0
     assert_one_line_error(cli("evaluate", clf, counts, "--name", ""), "--name ''")
     assert not (clf / "eval" / "counts").exists()
+
+
+def test_probe_scores_replace_their_own_folder_and_never_a_users(run, counts, tmp_path):
+    """The workflow's probes job (evaluate_into) writes <out>/<set>/ as one folder: a rerun
+    replaces what it wrote before; a folder holding anything else is refused, untouched."""
+    from countnet.errors import CountnetError
+    from countnet_classify.scoring import evaluate_into
+
+    out = tmp_path / "probes"
+    evaluate_into(run, {"same": counts}, out, say=lambda m: None)
+    assert sorted(p.name for p in (out / "same").iterdir())[0] == "confusion_matrix.png"
+    evaluate_into(run, {"again": counts}, out, say=lambda m: None)  # its own: replaced
+    assert [p.name for p in out.iterdir()] == ["again"]
+    mine = out / "again" / "notes.txt"
+    mine.write_text("mine")
+    with pytest.raises(CountnetError, match="nothing was changed"):
+        evaluate_into(run, {"third": counts}, out, say=lambda m: None)
+    assert mine.read_text() == "mine" and not (out / "third").exists()

@@ -242,6 +242,14 @@ def is_eval_folder(folder: Path) -> bool:
     return folder.is_dir() and {p.name for p in folder.iterdir()} <= OUR_FILES
 
 
+def is_probe_scores(folder: Path) -> bool:
+    """Whether ``folder`` holds only what ``evaluate_into`` writes: a folder a set, each an
+    evaluation folder (so a rerun may replace it; anything else is someone's)."""
+    return folder.is_dir() and all(
+        p.is_dir() and not p.is_symlink() and is_eval_folder(p) for p in folder.iterdir()
+    )
+
+
 def write_eval(run_dir: Path, scored: Scored, meta: dict) -> Path:
     """<run>/eval/<set>/: metrics.json, predictions.csv and confusion_matrix.png (or, for a
     regression run, scatter.png), staged beside it and renamed into place; an earlier
@@ -323,7 +331,7 @@ def evaluate_into(
     final = absolute(out_dir)
     with (
         exclusive(final, what="probe scores"),
-        staging_dir(final, force=True, what="probe scores") as tmp,
+        staging_dir(final, force=True, what="probe scores", replaceable=is_probe_scores) as tmp,
     ):
         for s in labelled:
             scored = score(predictor, s)
