@@ -197,6 +197,7 @@ DAMAGE = [
     ("size", 100000, "'size'"),
     ("size", "32", "'size'"),
     ("size", True, "'size'"),
+    ("size", 8, "'size' must be at least 16 for lenet"),  # the network could not take it
     ("arch", "resnet999", "'arch'"),
     ("arch", None, "'arch'"),
     ("classes", [], "'classes'"),
@@ -257,13 +258,32 @@ def test_export_damaged_model_json(run_dir, tmp_path, key, value, says):
     assert_unchanged(tmp_path, before)
 
 
-@pytest.mark.parametrize("text", ["[1, 2]", "\xff\xfe"])
+@pytest.mark.parametrize("text", ["[1, 2]", "\xff\xfe", "9" * 5000])  # more digits than int()
 def test_predict_model_json_not_json(run_dir, tiny, tmp_path, text):
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     (run / "model.json").write_bytes(text.encode("latin-1"))
     images = sorted((tiny / "valid").rglob("*.png"))[:1]
     assert_one_line_error(run_countnet("predict", run, *images), "is not a countnet model.json")
+
+
+def test_a_model_json_that_is_no_regular_file_or_too_big_is_one_line(run_dir, tiny, tmp_path):
+    """model.json as a FIFO (reading it would wait forever), a folder, or a sparse file over
+    the size cap (reading it would fill memory): one line each, at once."""
+    images = sorted((tiny / "valid").rglob("*.png"))[:1]
+    for kind in ("fifo", "dir", "big"):
+        run = tmp_path / kind
+        shutil.copytree(run_dir, run)
+        (run / "model.json").unlink()
+        if kind == "fifo":
+            os.mkfifo(run / "model.json")
+        elif kind == "dir":
+            (run / "model.json").mkdir()
+        else:
+            with open(run / "model.json", "wb") as f:
+                f.truncate(65 << 20)
+        says = "not a regular file" if kind != "big" else "not a countnet model.json (over 64 MB)"
+        assert_one_line_error(run_countnet("predict", run, *images, timeout=60), says)
 
 
 # --- messages that mislead ---------------------------------------------------------------

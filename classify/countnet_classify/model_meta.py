@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from countnet.errors import CountnetError
+from countnet.names import printable
 from countnet_classify.run_folder import MODEL_JSON, WEIGHTS
-from countnet_classify.spec import ARCHS, HEADS, MAX_SIZE, MIN_SIZE, TASKS
+from countnet_classify.spec import ARCHS, HEADS, MAX_SIZE, MIN_INPUT, MIN_SIZE, TASKS
+
+MAX_MODEL_JSON = 64 << 20  # bytes: a model.json of 100,000 classes is a few MB
 
 
 def is_regression(meta: dict) -> bool:
@@ -29,10 +32,15 @@ def locate(run_or_weights: Path | str) -> tuple[Path, Path]:
     else:
         meta, weights = p.with_name(MODEL_JSON), p
     if not p.exists():
-        raise CountnetError(f"{p} does not exist: give a run folder (runs/<name>) or its weights")
+        raise CountnetError(
+            f"{printable(str(p))} does not exist: give a run folder (runs/<name>) or its weights"
+        )
     for f in (meta, weights):
+        if f.exists() and not f.is_file():  # a folder, FIFO or device by that name
+            raise CountnetError(f"{printable(str(f))} is not a regular file")
         if not f.is_file():
-            raise CountnetError(f"{f} is missing: is {p} a finished countnet run?")
+            raise CountnetError(f"{printable(str(f))} is missing: is {printable(str(p))} a "
+                                "finished countnet run?")  # fmt: skip
     return meta, weights
 
 
@@ -46,13 +54,17 @@ def check_run(run_or_weights: Path | str) -> None:
 def read_model_json(path: Path) -> dict[str, Any]:
     """model.json, every field checked before anything is built from it: a damaged file
     (a size of 0 or 100000, an unknown arch, a missing key) is one line naming the field."""
-    try:
+    where = printable(str(path))
+    if path.stat().st_size > MAX_MODEL_JSON:
+        too_big = f"over {MAX_MODEL_JSON >> 20} MB"
+        raise CountnetError(f"{where} is not a countnet model.json ({too_big})")
+    try:  # ValueError: also an integer of more digits than Python converts
         meta = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise CountnetError(f"{path} is not a countnet model.json (not valid JSON)") from None
+    except (ValueError, RecursionError):
+        raise CountnetError(f"{where} is not a countnet model.json (not valid JSON)") from None
     if not isinstance(meta, dict):
-        raise CountnetError(f"{path} is not a countnet model.json (not a JSON object)")
-    return check_model_meta(meta, str(path))
+        raise CountnetError(f"{where} is not a countnet model.json (not a JSON object)")
+    return check_model_meta(meta, where)
 
 
 def check_model_meta(meta: dict[str, Any], where: str) -> dict[str, Any]:
@@ -70,6 +82,10 @@ def check_model_meta(meta: dict[str, Any], where: str) -> dict[str, Any]:
                 f"{where} is damaged: {key!r} must be {want}, got {got} (retrain the run, or "
                 "restore the file)"
             )
+    low = MIN_INPUT.get(meta["arch"], MIN_SIZE)
+    if meta["size"] < low:
+        raise CountnetError(f"{where} is damaged: 'size' must be at least {low} for "
+                            f"{meta['arch']}, got {meta['size']}")  # fmt: skip
     return {**meta, "classes": list(meta["classes"])}
 
 
