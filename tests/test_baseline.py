@@ -171,3 +171,19 @@ def test_a_set_named_with_a_newline_is_reported_on_one_line(cli, sets, tmp_path)
     res = cli("baseline", data, "--runs-dir", tmp_path / "runs")
     assert res.returncode == 0, res.stderr
     assert res.stderr.splitlines() == [f"wrote {tmp_path}/runs/baselines/two\\nlines"]
+
+
+def test_a_dataset_json_that_is_a_fifo_falls_back_to_otsu(sets, tmp_path):
+    """`countnet baseline` reads dataset.json's colours: a FIFO by that name (reading it
+    would wait forever) is no countnet dataset.json, and the colours come from Otsu."""
+    import os
+    import shutil
+
+    data = tmp_path / "plain"
+    shutil.copytree(sets["plain"], data)
+    (data / "dataset.json").unlink()
+    os.mkfifo(data / "dataset.json")
+    proc = run_countnet("baseline", data, "--runs-dir", tmp_path / "runs", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "runs" / "baselines" / "plain" / "metrics.json").read_text())
+    assert metrics["params"]["colours"] == "otsu"

@@ -131,3 +131,32 @@ def test_a_hostile_dataset_json_is_no_counting_set_and_never_blocks(own, tmp_pat
     proc = subprocess.run([sys.executable, "-c", code, fifo, big, own],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.stdout.split() == ["False", "False", "False"], proc.stderr
+
+
+def test_a_damaged_or_forged_dataset_json_makes_a_plain_folder(own, tiny, tmp_path):
+    """Only a dataset.json whose spec is a valid DatasetSpec makes a counting set for the
+    classifier: a forged one on a user's folder, or a damaged one beside a real manifest,
+    gives the plain folder's defaults and records no dataset parameters; the label-safety
+    check of a preset that can cut circles still refuses the damaged set in one line."""
+    import json
+    import shutil
+
+    from countnet.errors import CountnetError
+    from countnet_classify.record import dataset_params
+    from countnet_classify.spec import RunSpec, auto_lr
+    from countnet_classify.transforms import counting_metadata, default_preset
+    from countnet_gen.outdir import counting_spec
+
+    forged, damaged = tmp_path / "forged", tmp_path / "damaged"
+    shutil.copytree(own, forged)
+    (forged / "dataset.json").write_text(json.dumps({"spec": {"fg": 5}, "classes": None}))
+    shutil.copytree(tiny, damaged)
+    (damaged / "dataset.json").write_text('{"spec": {"range": "x"}, "classes": ["1"]}')
+    for data in (forged, damaged):
+        assert counting_spec(data) is None
+        assert default_preset(data)[0] == "upright" and dataset_params(data) is None
+        assert auto_lr(RunSpec(data=str(data), pretrained=False))[0] is None  # the fixed rate
+    assert counting_metadata(forged) is None  # no manifest: a user's folder
+    with pytest.raises(CountnetError, match="dataset.json is damaged"):
+        counting_metadata(damaged)
+    assert counting_spec(tiny) is not None and dataset_params(tiny)["counts"]

@@ -43,6 +43,7 @@ from countnet.cpus import usable_cpus
 from countnet.errors import CountnetError
 from countnet.names import printable
 from countnet.tables import write_csv
+from countnet_gen.outdir import read_dataset_json
 
 METHOD = "threshold + label + shape filters + distance-transform watershed (scikit-image)"
 SPLITS = ("train", "valid", "test")
@@ -366,7 +367,7 @@ def colours(root: Path, train: Split) -> tuple[tuple, tuple, str]:
     """(fg, bg, where from): dataset.json's colours, else the mean colours on each side of
     Otsu's threshold over a sample of training images (the rarer side is foreground)."""
     try:
-        spec = json.loads((root / "dataset.json").read_text())["spec"]
+        spec = (read_dataset_json(root) or {})["spec"]  # a regular file of sane size only
         fg, bg = (_hex_rgb(spec["fg"]), _hex_rgb(spec["bg"]))
         if fg == bg:  # a damaged or foreign dataset.json: no line to project onto
             raise ValueError("fg is bg")

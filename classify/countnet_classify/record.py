@@ -5,7 +5,6 @@ complete, its summary."""
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from countnet_classify.devices import cpu_features, uses_gemm_grads
 from countnet_classify.parallel.group import current
 from countnet_classify.screen import IMBALANCE_RATIO, Screened
 from countnet_classify.spec import RunSpec
+from countnet_gen.outdir import counting_spec, read_dataset_json
 
 
 def now() -> str:
@@ -44,13 +44,8 @@ def describe_data(sc: Screened) -> dict[str, Any]:
 
 def dataset_params(root: Path) -> dict | None:
     """A countnet-generated set's DatasetSpec, for the record."""
-    p = root / "dataset.json"
-    if p.is_file():
-        try:
-            return json.loads(p.read_text(encoding="utf-8")).get("spec")
-        except (ValueError, RecursionError, AttributeError):  # damaged: the record goes without
-            return None
-    return None
+    # a damaged, forged or oversized dataset.json: the record goes without
+    return read_dataset_json(root)["spec"] if counting_spec(root) is not None else None
 
 
 def target_dict(target: tuple[float, float] | None) -> dict | None:

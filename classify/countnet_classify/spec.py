@@ -368,12 +368,12 @@ def check_options(spec: RunSpec) -> tuple[str, str]:
 def auto_lr(spec: RunSpec) -> tuple[str | None, float | None, str]:
     """What ``--lr auto`` means for ``spec``: (the LR finder's rule, None, why) or (None, a
     fixed rate, why)."""
-    # lazy: the generator's writer loads when a set is looked at, not with the options
-    from countnet_gen.writer import is_dataset
+    # lazy: the generator loads when a set is looked at, not with the options
+    from countnet_gen.outdir import counting_spec
 
     if spec.uses_pretrained:
         return "valley", None, "fine-tuning"
-    if spec.data is None or is_dataset(spec.data):
+    if spec.data is None or counting_spec(spec.data) is not None:
         return AUTO_SCRATCH_RULE, None, "from scratch"
     why = f"from scratch on a folder that is not a countnet counting set: {FOLDER_SCRATCH_LR:g}"
     return None, FOLDER_SCRATCH_LR, f"{why}, no LR finder"

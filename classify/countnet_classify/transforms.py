@@ -100,10 +100,10 @@ def default_preset(data: Path | str) -> tuple[str, str]:
     aug_transforms without its horizontal flip: 90-degree turns would turn a "6" into a
     "9", a mirror makes a "7" no digit; on handwritten digits the flip-free set beat both
     aug and no augmentation (BENCHMARKS.md, "First contact")."""
-    # lazy: the generator's writer loads when a set is looked at, not with the presets
-    from countnet_gen.writer import is_dataset
+    # lazy: the generator loads when a set is looked at, not with the presets
+    from countnet_gen.outdir import counting_spec
 
-    if is_dataset(data):
+    if counting_spec(data) is not None:
         return COUNTING_DEFAULT, (
             f"auto: a countnet counting set (dataset.json), {COUNTING_DEFAULT} never "
             "changes a count"
@@ -176,11 +176,15 @@ def label_safety(manifest_rows: list[dict], size: int, preset: str) -> float:
 def counting_metadata(data: Path) -> tuple[list[dict], int] | None:
     """(manifest rows, image size) of a countnet-generated set, else None."""
     # lazy: the generator's writer loads when a set's metadata is read, not with the presets
+    from countnet_gen.outdir import counting_spec
     from countnet_gen.writer import read_dataset_spec, read_manifest
 
-    if not (data / "manifest.csv").is_file() or not (data / "dataset.json").is_file():
+    if not (data / "manifest.csv").is_file() or not (data / "dataset.json").exists():
         return None
-    return read_manifest(data), read_dataset_spec(data).size
+    spec = counting_spec(data)
+    if spec is None:  # a counting set's damaged dataset.json: one line saying what is wrong
+        spec = read_dataset_spec(data)
+    return read_manifest(data), spec.size
 
 
 def transform_warnings(transforms: str, preset: str, data: Path | str) -> list[str]:

@@ -14,6 +14,7 @@ from countnet.atomic import absolute
 from countnet.errors import CountnetError
 from countnet.names import printable
 from countnet.tables import read_csv
+from countnet_gen.spec import DatasetSpec
 
 MANIFEST = "manifest.csv"
 DATASET_JSON = "dataset.json"
@@ -26,11 +27,26 @@ MAX_DATASET_JSON = 16 << 20  # bytes: far above any dataset.json gen writes
 
 def is_dataset(folder: Path | str) -> bool:
     """Whether ``folder`` was written by countnet gen (it has countnet's dataset.json)."""
-    return _metadata(Path(folder)) is not None
+    return read_dataset_json(folder) is not None
 
 
-def _metadata(folder: Path) -> dict | None:
-    path = folder / DATASET_JSON
+def counting_spec(folder: Path | str) -> DatasetSpec | None:
+    """The DatasetSpec of a countnet counting set whose dataset.json is whole and valid, else
+    None: the classifier's automatic choices (transforms, rate) and records go by this, so
+    a damaged or forged dataset.json makes a plain folder, never an error later on."""
+    meta = read_dataset_json(folder)
+    if meta is None or not isinstance(meta["classes"], list):
+        return None
+    try:
+        return DatasetSpec.from_dict(meta["spec"], check_layouts=False)
+    except (CountnetError, TypeError, ValueError):
+        return None
+
+
+def read_dataset_json(folder: Path | str) -> dict | None:
+    """``folder``'s dataset.json if it is countnet's (an object with a spec and classes),
+    else None."""
+    path = Path(folder) / DATASET_JSON
     try:
         # a regular file of sane size only: a FIFO or /dev/zero by that name must not hang
         # or fill memory (gen's own dataset.json is a few kB)
@@ -82,7 +98,7 @@ def foreign_files(folder: Path) -> list[str]:
     """What the countnet dataset ``folder`` holds besides its manifest's images, its class
     folders, manifest.csv and dataset.json (sorted, relative, folders with a trailing /).
     Symlinks count as foreign whatever their name: countnet writes none."""
-    meta = _metadata(folder) or {}
+    meta = read_dataset_json(folder) or {}
     ours = _manifest_paths(folder) | {MANIFEST, DATASET_JSON, SNAKEMAKE_MARK}
     counts = [str(c) for c in [*meta.get("classes", []), *meta.get("test_classes", [])]]
     our_dirs = set(SPLITS) | {f"{s}/{c}" for s in SPLITS for c in counts}

@@ -33,7 +33,14 @@ from countnet.tables import csv_text, read_csv
 from countnet.versions import package_versions
 from countnet_gen import PIXELS_VERSION
 from countnet_gen.distractors import RING_WIDTH, SHAPES
-from countnet_gen.outdir import DATASET_JSON, MANIFEST, check_out, is_dataset, resolve_out
+from countnet_gen.outdir import (
+    DATASET_JSON,
+    MANIFEST,
+    MAX_DATASET_JSON,
+    check_out,
+    is_dataset,
+    resolve_out,
+)
 from countnet_gen.render import RIM, coverage_u8_many, palette
 from countnet_gen.sampler import GAP, sample_layouts
 from countnet_gen.spec import DatasetSpec, color_rgb
@@ -343,8 +350,12 @@ def read_dataset_spec(root: Path | str) -> DatasetSpec:
     path = Path(root) / DATASET_JSON
     if not path.is_file():
         raise CountnetError(f"{root} has no {DATASET_JSON}: it was not made by countnet gen")
+    if path.stat().st_size > MAX_DATASET_JSON:
+        raise CountnetError(f"{path} is damaged (over {MAX_DATASET_JSON >> 20} MB)")
     try:  # a damaged or hand-edited dataset.json: one line naming it
         return DatasetSpec.from_dict(json.loads(path.read_text(encoding="utf-8"))["spec"])
+    except CountnetError as e:  # a spec gen would refuse: say so, naming the file
+        raise CountnetError(f"{path} is damaged ({e})") from None
     except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise CountnetError(f"{path} is damaged ({type(e).__name__}: {e})") from None
 
