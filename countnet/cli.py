@@ -95,7 +95,8 @@ def _run_spec(params: dict) -> RunSpec:
 def train_cmd(ctx: typer.Context, **options: Any) -> None:
     """Train an image classifier (fastai, transfer learning) and write runs/<name>/.
 
-    Runs the LR finder unless --lr is a number, trains with fit-one-cycle (fine_tune when
+    Picks the learning rate (--lr auto: the LR finder, or a fixed 3e-3 from scratch on a
+    folder that is not a counting set), trains with fit-one-cycle (fine_tune when
     pretrained), checkpoints every epoch and writes metrics.csv/.md, plots,
     model.safetensors + model.json.
     `--resume --name NAME` continues an interrupted run with the options it was started
@@ -627,6 +628,7 @@ def evaluate_cmd(
     folder = scoring.run_folder(run, runs_dir)
     predictor = Predictor(folder)  # a bad model is an error before any image is read
     sets = [scoring.read_set(d, name) for d in data]
+    sets = [scoring.own_split(s, folder) for s in sets]  # never its training images
     scoring.check_distinct(sets)
     for s in sets:  # every set's classes checked before any is scored
         scoring.unknown_classes(s, predictor.meta)

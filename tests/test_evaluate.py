@@ -245,3 +245,26 @@ def test_probe_scores_replace_their_own_folder_and_never_a_users(run, counts, tm
     with pytest.raises(CountnetError, match="nothing was changed"):
         evaluate_into(run, {"third": counts}, out, say=lambda m: None)
     assert mine.read_text() == "mine" and not (out / "third").exists()
+
+
+def test_the_class_folder_a_run_trained_on_is_scored_on_its_validation_split(counts, tmp_path):
+    """A user's folder of class folders, trained on, then evaluated with the same folder
+    (the first trial scored all of it, training images included, as "beyond the training
+    set"): only the images the run held out are scored, reproducing metrics.csv; once the
+    folder's files change, the split cannot be told apart and evaluate says so."""
+    folder = tmp_path / "mine"
+    for f in counts.rglob("*.png"):
+        (folder / f.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, folder / f.parent.name / f"{f.parent.parent.name}-{f.name}")
+    runs = tmp_path / "runs"
+    run_countnet("train", folder, *TRAIN, "--runs-dir", runs, "--name", "mine", check=True)
+    proc = run_countnet("evaluate", runs / "mine", folder)
+    assert proc.returncode == 0, proc.stderr
+    m = _metrics(runs / "mine" / "eval" / "mine")
+    final = _rows(runs / "mine" / "metrics.csv")[-1]
+    assert list(m["splits"]) == ["valid"] and m["images"] == 6  # 20% of 3 x 12 (2 a class)
+    assert f"{m['error_rate']:.6f}" == final["error_rate"]
+    assert m["loss"] == pytest.approx(float(final["valid_loss"]), abs=1e-5)
+    shutil.copy(next(folder.rglob("*.png")), folder / "1" / "extra.png")
+    proc = run_countnet("evaluate", runs / "mine", folder, "--name", "again")
+    assert_one_line_error(proc, "is the folder mine trained on, and its files changed since")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,8 @@ from countnet_classify.model_meta import is_regression, locate
 from countnet_classify.plots import plot_confusion, plot_scatter
 from countnet_classify.predict import Inputs, Predictor, vet
 from countnet_classify.record import dataset_params
-from countnet_classify.screen import check_data_root, class_dirs, files_under
+from countnet_classify.run_folder import read_config
+from countnet_classify.screen import check_data_root, class_dirs, files_under, screen
 
 SPLITS = ("valid", TEST)  # a countnet dataset's scored splits (train/ is what it learned)
 EVAL_DIR = "eval"  # <run>/eval/<set>/
@@ -115,6 +116,32 @@ def read_set(data: Path | str, name: str | None = None) -> LabelledSet:
         raise CountnetError(f"no labelled images in {printable(str(root))}: expected {where}")
     checked = check_set_name(name) if name is not None else check_set_name(set_name(root), root)
     return LabelledSet(checked, root, items, splits)
+
+
+def own_split(labelled: LabelledSet, run_dir: Path) -> LabelledSet:
+    """``labelled`` itself, unless it is the folder of class folders ``run_dir`` trained on:
+    then only the images the run held out for validation (its seed and --valid-pct over
+    the same files), as split "valid", so no training image is scored as unseen."""
+    if labelled.splits or not (run_dir / "config.yaml").is_file():  # weights alone: no split
+        return labelled
+    record = read_config(run_dir)
+    data, run = record.get("data") or {}, record.get("run") or {}
+    same = str(data.get("root")) == str(labelled.root.resolve())
+    if data.get("layout") != "class folders" or not same:
+        return labelled
+    valid_pct, seed = run.get("valid_pct"), run.get("seed")
+    if not isinstance(valid_pct, float) or not isinstance(seed, int):  # a hand-edited record
+        raise CountnetError(f"{run_dir / 'config.yaml'} is damaged (run.valid_pct, run.seed)")
+    sc = screen(labelled.root, valid_pct=valid_pct, seed=seed)
+    if sc.fingerprint != data.get("fingerprint"):
+        raise CountnetError(
+            f"{printable(str(labelled.root))} is the folder {run_dir.name} trained on, and its "
+            "files changed since: its validation images cannot be told from its training "
+            "ones (score a folder without them)"
+        )
+    valid = {f for f, _, is_valid in sc.items if is_valid}
+    items = [(f, c, "valid") for f, c, _ in labelled.items if f in valid]
+    return replace(labelled, items=items, splits=["valid"])
 
 
 def unknown_classes(labelled: LabelledSet, meta: dict) -> list[str]:
