@@ -107,6 +107,7 @@ def test_select_transforms_then_train_with_the_file_then_report(cli, border_set,
     assert cost["params"] == sum(p.numel() for p in net.parameters())
     assert cost["weights_bytes"] == (run / "model.safetensors").stat().st_size
     assert cost["size"] == 32 and cost["classes"] == 2 and cost["latency_ms"] > 0
+    assert cost["arch"] == "resnet34" and cost["trainable_frozen"] is None  # from scratch
     # the answer comes first: learned?, final error, chance (2 balanced classes: 0.5)
     assert md.index("Can a CNN count?") < md.index("## Summary")
     assert "| run | dataset | learned? | final error_rate | chance | first reached best |" in md

@@ -116,6 +116,8 @@ def _write_cost(spec: RunSpec, run: PreparedRun) -> None:
         spec.arch, size=spec.size, classes=n_out, head=spec.head,
         head_dropout=spec.dropout, device=run.device, batch=min(64, run.bs),
     )  # fmt: skip
+    if not spec.uses_pretrained:  # trained from scratch: this run had no frozen phase
+        cost["trainable_frozen"] = None
     write_text_atomic(run.partial / COST_JSON, json.dumps(cost, indent=2) + "\n")
 
 
