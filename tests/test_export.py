@@ -139,3 +139,25 @@ def test_an_export_that_differs_from_the_weights_is_refused(tmp_path, monkeypatc
     with pytest.raises(CountnetError, match="differs from the weights"):
         export_mod.export(run)
     assert sorted(p.name for p in run.iterdir()) == ["model.json", "model.safetensors"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("size", 64), ("classes", ["1", "2", "3", "4"]), ("task", "regression")]
+)
+def test_onnx_metadata_that_disagrees_with_its_graph_is_one_line(cli, tiny, tmp_path, key, value):
+    """An exported file whose countnet metadata was edited (another size, another number of
+    classes, another task) is refused in one line before any image is read, instead of
+    onnxruntime's error halfway through predicting."""
+    import json
+
+    import onnx
+
+    run = fake_run(tmp_path / "run", "lenet", 32, None)
+    assert cli("export", run, "--out", tmp_path / "net.onnx").returncode == 0
+    proto = onnx.load(str(tmp_path / "net.onnx"))
+    entry = next(p for p in proto.metadata_props if p.key == "countnet")
+    entry.value = json.dumps({**json.loads(entry.value), key: value})
+    onnx.save(proto, str(tmp_path / "edited.onnx"))
+    image = next(tiny.rglob("*.png"))
+    assert_one_line_error(cli("predict", tmp_path / "edited.onnx", image),
+                          "disagrees with its graph", "export the run again")  # fmt: skip

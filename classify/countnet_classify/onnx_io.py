@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from countnet.errors import CountnetError
+from countnet.names import printable
 from countnet_classify.model_meta import check_model_meta, is_regression
 
 PREPROCESSING = (
@@ -74,4 +75,27 @@ def session(path: Path | str):
         raise CountnetError(f"{path} is not a readable ONNX model ({type(e).__name__})") from None
     if not isinstance(meta, dict):
         raise CountnetError(f"{path} is not an ONNX model written by countnet export")
-    return sess, check_model_meta(meta, f"{path} (its countnet metadata)")
+    where = f"{printable(str(path))} (its countnet metadata)"
+    meta = check_model_meta(meta, where)
+    check_graph(sess, meta, where)
+    return sess, meta
+
+
+def check_graph(sess, meta: dict, where: str) -> None:
+    """The metadata agrees with the graph it came with (an edited file may not): an input
+    "image" of 3 x size x size, and a classifier's "probabilities" with a column a class, or
+    a regression's "count"; else one line, not onnxruntime's error mid-prediction."""
+    image = next((i.shape for i in sess.get_inputs() if i.name == "image"), None)
+    outputs = {o.name: o.shape for o in sess.get_outputs()}
+    size, n = meta["size"], len(meta["classes"])
+    fits = image is not None and list(image[1:]) == [3, size, size]
+    if is_regression(meta):
+        fits = fits and "count" in outputs
+    else:  # a symbolic column count (not an int) is left to onnxruntime
+        columns = (outputs.get("probabilities") or [None])[-1]
+        fits = fits and "probabilities" in outputs and (columns == n or type(columns) is not int)
+    if not fits:
+        raise CountnetError(
+            f"{where} disagrees with its graph (input {image}, outputs {sorted(outputs)}; "
+            f"size {size}, {n} classes): export the run again"
+        )
