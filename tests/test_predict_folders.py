@@ -114,3 +114,12 @@ def test_a_bad_model_is_an_error_before_any_image_is_read(tmp_path, cli):
     proc = cli("predict", tmp_path, tmp_path / "absent.jpg")
     assert proc.returncode == 2
     assert_one_line_error(proc, "is missing")
+
+
+def test_a_class_name_with_control_characters_stays_on_its_line():
+    """predict's output is one line an image, tab-separated: a class name (a folder's name)
+    holding a newline, a tab or a terminal escape sequence is written escaped."""
+    from countnet_classify.predict import Prediction
+
+    line = Prediction("a.png", "two\nthree\t\x1b]0;x\x07", 0.5, {}).text()
+    assert line == "a.png\ttwo\\nthree\\t\\x1b]0;x\\x07\t0.5000"

@@ -47,7 +47,8 @@ class Prediction:
         to one decimal and its rounding."""
         if self.count is not None:
             return f"{printable(str(self.path))}\t{self.count:.1f}\t{self.label}"
-        return f"{printable(str(self.path))}\t{self.label}\t{self.probability:.4f}"
+        # a class name with a newline or an escape sequence must not break the line
+        return f"{printable(str(self.path))}\t{printable(self.label)}\t{self.probability:.4f}"
 
 
 def _pipeline(meta: dict):
