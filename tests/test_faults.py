@@ -820,3 +820,14 @@ def test_a_call_failing_before_its_first_record_leaves_no_staging(cli, tiny, tmp
             "--name", "r", "--quiet")  # fmt: skip
     assert_one_line_error(r, "injected failure", alone=False)  # after the progress lines
     assert list((tmp_path / "runs").glob("*")) == list((tmp_path / "runs").glob(".*")) == []
+
+
+def test_a_run_in_a_folder_named_in_no_utf8_loads(run_dir, tmp_path):
+    """A run copied under a name that is not UTF-8 (bytes from another system) loads: the
+    safetensors library takes only a str path, which such a name is not."""
+    from countnet_classify.artifact import load_predictor
+
+    run = tmp_path / os.fsdecode(b"run-\xff")
+    shutil.copytree(run_dir, run)
+    model, meta = load_predictor(run)
+    assert meta["classes"] == ["1", "2", "3"] and not model.training

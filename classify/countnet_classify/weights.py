@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load
 from torch import nn
 
 from countnet.atomic import atomic_path
@@ -57,7 +57,7 @@ def load_state_dict_file(path: Path | str) -> dict[str, torch.Tensor]:
         )  # torch's own words for a text file are unpickler internals (pop from empty list)
     try:
         if path.suffix == ".safetensors":
-            sd = load_file(str(path))
+            sd = load(path.read_bytes())  # bytes: a non-UTF-8 path is no str to the library
         else:
             with warnings.catch_warnings():  # torch warns of a pickle protocol on stderr
                 warnings.simplefilter("ignore")
