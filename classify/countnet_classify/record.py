@@ -16,7 +16,7 @@ from countnet_classify.devices import cpu_features, uses_gemm_grads
 from countnet_classify.parallel.group import current
 from countnet_classify.screen import IMBALANCE_RATIO, Screened
 from countnet_classify.spec import RunSpec
-from countnet_gen.outdir import counting_spec, read_dataset_json
+from countnet_gen.outdir import read_dataset_json, valid_spec
 
 
 def now() -> str:
@@ -44,8 +44,9 @@ def describe_data(sc: Screened) -> dict[str, Any]:
 
 def dataset_params(root: Path) -> dict | None:
     """A countnet-generated set's DatasetSpec, for the record."""
+    meta = read_dataset_json(root)
     # a damaged, forged or oversized dataset.json: the record goes without
-    return read_dataset_json(root)["spec"] if counting_spec(root) is not None else None
+    return meta["spec"] if valid_spec(meta) is not None else None
 
 
 def target_dict(target: tuple[float, float] | None) -> dict | None:

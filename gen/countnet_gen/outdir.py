@@ -34,7 +34,12 @@ def counting_spec(folder: Path | str) -> DatasetSpec | None:
     """The DatasetSpec of a countnet counting set whose dataset.json is whole and valid, else
     None: the classifier's automatic choices (transforms, rate) and records go by this, so
     a damaged or forged dataset.json makes a plain folder, never an error later on."""
-    meta = read_dataset_json(folder)
+    return valid_spec(read_dataset_json(folder))
+
+
+def valid_spec(meta: dict | None) -> DatasetSpec | None:
+    """The DatasetSpec of a dataset.json already read (``read_dataset_json``), or None when
+    its spec is not one gen would accept."""
     if meta is None or not isinstance(meta["classes"], list):
         return None
     try:
