@@ -28,9 +28,8 @@ def find_lr(learn, spec: RunSpec, run_dir: Path, quiet: bool, say=print) -> dict
     records them. ``--lr VALUE`` is used as given and runs no finder (as fastai's
     ``fit_one_cycle(lr)``); ``--lr auto`` or a rule's name runs fastai's LR finder and
     saves lr_find.png: the sweep, every suggestion, and the one used marked apart."""
-    rule = spec.lr_rule
-    if not rule and spec.lr == "auto":
-        _, rate, why = auto_lr(spec)
+    rule, rate, why = auto_lr(spec) if spec.lr == "auto" else (spec.lr_rule, None, "")
+    if rate is not None:  # --lr auto's fixed rate (a plain folder from scratch)
         return {"used": rate, "source": f"--lr auto ({why})", "suggestions": {}}
     if not rule:
         return {"used": float(spec.lr), "source": "--lr (no LR finder)", "suggestions": {}}
