@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from safetensors.torch import load
+from safetensors.torch import load, load_file
 from torch import nn
 
 from countnet.atomic import atomic_path
@@ -57,7 +57,7 @@ def load_state_dict_file(path: Path | str) -> dict[str, torch.Tensor]:
         )  # torch's own words for a text file are unpickler internals (pop from empty list)
     try:
         if path.suffix == ".safetensors":
-            sd = load(path.read_bytes())  # bytes: a non-UTF-8 path is no str to the library
+            sd = _load_safetensors(path)
         else:
             with warnings.catch_warnings():  # torch warns of a pickle protocol on stderr
                 warnings.simplefilter("ignore")
@@ -79,6 +79,16 @@ def load_state_dict_file(path: Path | str) -> dict[str, torch.Tensor]:
     ):
         raise CountnetError(f"{path} is not a state dict (a mapping of names to tensors)")
     return sd
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The file mapped by path, as safetensors does; a path that is not UTF-8 (a name from
+    another system's bytes) is no str to the library: its bytes are read instead."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return load(path.read_bytes())
+    return load_file(str(path))
 
 
 def _torch_file(path: Path) -> bool:
