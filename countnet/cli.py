@@ -28,7 +28,6 @@ from countnet.signals import (
     sigterm_as_interrupt,
     stop_report,
 )
-from countnet_classify.model_meta import check_run
 from countnet_classify.spec import ARCHS, SCRATCH_ONLY, RunSpec
 from countnet_classify.transforms import PRESETS
 from countnet_gen.cli import EXAMPLES as GEN_EXAMPLES
@@ -267,7 +266,10 @@ def predict_cmd(
 ) -> None:
     """Classify images with a trained run's weights (weights only: never unpickles); a
     regression run prints each image's count to one decimal and its rounding."""
-    check_run(run)  # a damaged run is one line before torch's seconds of imports
+    # lazy, and before torch's seconds of imports: a damaged run is one line at once
+    from countnet_classify.model_meta import check_run
+
+    check_run(run)
     # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.predict import Predictor, gather, write_csv
 
@@ -312,7 +314,10 @@ def export_cmd(
     """Write a run's network as an ONNX model (normalisation and softmax inside; the
     preprocessing it expects is in its metadata), checked against the weights with
     onnxruntime. Needs the onnx extra."""
-    check_run(run)  # a damaged run is one line before torch's seconds of imports
+    # lazy, and before torch's seconds of imports: a damaged run is one line at once
+    from countnet_classify.model_meta import check_run
+
+    check_run(run)
     # lazy: start-up imports only what the command run needs (torch, NumPy, matplotlib)
     from countnet_classify.export import export
 
@@ -628,7 +633,8 @@ def evaluate_cmd(
     folder = scoring.run_folder(run, runs_dir)
     predictor = Predictor(folder)  # a bad model is an error before any image is read
     sets = [scoring.read_set(d, name) for d in data]
-    sets = [scoring.own_split(s, folder) for s in sets]  # never its training images
+    # the folder of class folders the run trained on: only its held-out images
+    sets = [scoring.own_split(s, folder) for s in sets]
     scoring.check_distinct(sets)
     for s in sets:  # every set's classes checked before any is scored
         scoring.unknown_classes(s, predictor.meta)

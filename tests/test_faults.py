@@ -831,3 +831,23 @@ def test_a_run_in_a_folder_named_in_no_utf8_loads(run_dir, tmp_path):
     shutil.copytree(run_dir, run)
     model, meta = load_predictor(run)
     assert meta["classes"] == ["1", "2", "3"] and not model.training
+
+
+def test_a_damaged_run_is_refused_before_torch_is_imported(run_dir, tiny, tmp_path):
+    """predict and export check model.json before their imports: the error comes from a
+    process that never loaded torch (the seconds a damaged run would otherwise cost)."""
+    import subprocess
+    import sys
+
+    run = damaged_copy(run_dir, tmp_path, "size", 0)
+    image = next(tiny.rglob("*.png"))
+    code = (
+        "import sys\nfrom countnet.cli import main\nsys.argv = ['countnet', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n"
+        "    print('exit', e.code, 'torch' in sys.modules, file=sys.stderr)\n"
+    )
+    for args in (("predict", run, image), ("export", run)):
+        proc = subprocess.run([sys.executable, "-c", code, *map(str, args)],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert "model.json is damaged" in proc.stderr, proc.stderr
+        assert proc.stderr.splitlines()[-1] == "exit 2 False", proc.stderr

@@ -1,6 +1,6 @@
 """A run's model.json read and checked, and where a run keeps it and its weights: what
-`countnet predict`, `export` and `evaluate` check before they import torch, so a damaged
-or missing file is one line at once."""
+`countnet predict` and `export` check before they import torch (so a damaged or missing
+file is one line at once), and what predict, export and evaluate read."""
 
 from __future__ import annotations
 
