@@ -31,7 +31,13 @@ from countnet_classify.plots import plot_confusion, plot_scatter
 from countnet_classify.predict import Inputs, Predictor, vet
 from countnet_classify.record import dataset_params
 from countnet_classify.run_folder import read_config
-from countnet_classify.screen import check_data_root, class_dirs, files_under, screen
+from countnet_classify.screen import (
+    check_data_root,
+    class_dirs,
+    data_fingerprint,
+    files_under,
+    screen,
+)
 
 SPLITS = ("valid", TEST)  # a countnet dataset's scored splits (train/ is what it learned)
 EVAL_DIR = "eval"  # <run>/eval/<set>/
@@ -132,13 +138,13 @@ def own_split(labelled: LabelledSet, run_dir: Path) -> LabelledSet:
     valid_pct, seed = run.get("valid_pct"), run.get("seed")
     if not isinstance(valid_pct, float) or not isinstance(seed, int):  # a hand-edited record
         raise CountnetError(f"{run_dir / 'config.yaml'} is damaged (run.valid_pct, run.seed)")
-    sc = screen(labelled.root, valid_pct=valid_pct, seed=seed)
-    if sc.fingerprint != data.get("fingerprint"):
+    if data_fingerprint(labelled.root) != data.get("fingerprint"):  # names, sizes, mtimes
         raise CountnetError(
             f"{printable(str(labelled.root))} is the folder {run_dir.name} trained on, and its "
             "files changed since: its validation images cannot be told from its training "
             "ones (score a folder without them)"
         )
+    sc = screen(labelled.root, valid_pct=valid_pct, seed=seed)
     valid = {f for f, _, is_valid in sc.items if is_valid}
     items = [(f, c, "valid") for f, c, _ in labelled.items if f in valid]
     return replace(labelled, items=items, splits=["valid"])
@@ -266,7 +272,10 @@ def confusion(rows: list[dict], true: list[str], predicted: list[str]) -> np.nda
 
 def is_eval_folder(folder: Path) -> bool:
     """Whether ``folder`` holds only what `countnet evaluate` writes (so it may replace it)."""
-    return folder.is_dir() and {p.name for p in folder.iterdir()} <= OUR_FILES
+    # by name and kind: a user's folder or link named metrics.json is not ours to delete
+    return folder.is_dir() and all(
+        p.name in OUR_FILES and p.is_file() and not p.is_symlink() for p in folder.iterdir()
+    )
 
 
 def is_probe_scores(folder: Path) -> bool:
