@@ -179,7 +179,7 @@ def counting_metadata(data: Path) -> tuple[list[dict], int] | None:
     from countnet_gen.outdir import counting_spec
     from countnet_gen.writer import read_dataset_spec, read_manifest
 
-    if not (data / "manifest.csv").is_file() or not (data / "dataset.json").exists():
+    if not (data / "manifest.csv").is_file() or not (data / "dataset.json").is_file():
         return None
     spec = counting_spec(data)
     if spec is None:  # a counting set's damaged dataset.json: one line saying what is wrong
